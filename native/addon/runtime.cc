@@ -1,0 +1,490 @@
+// The per-event-loop runtime (see runtime.h): libuv integration of the
+// fabric's need-wakeup protocol, and the translation of stack events into the
+// few calls the JS handle layer understands.
+#include "runtime.h"
+
+#include <cerrno>
+#include <cstring>
+
+namespace sidestep::addon {
+
+namespace {
+// Frames taken from the rings per rx_poll call, and rounds per wake-up before
+// yielding to the rest of the event loop (then uv_idle brings us back).
+constexpr size_t kRxBudget = 256;
+constexpr int kMaxRounds = 32;
+// Largest single read delivered to JS; Node's own reads are 64 KiB.
+constexpr size_t kMaxDelivery = 256 * 1024;
+
+template <class H>
+H* NewHandle(void* owner) {
+  H* h = new H();
+  h->data = owner;
+  return h;
+}
+
+template <class H>
+void CloseHandle(H*& h) {
+  if (!h) return;
+  uv_handle_t* base = reinterpret_cast<uv_handle_t*>(h);
+  base->data = nullptr;
+  if (!uv_is_closing(base)) {
+    uv_close(base, [](uv_handle_t* x) { delete reinterpret_cast<H*>(x); });
+  }
+  h = nullptr;
+}
+}  // namespace
+
+Runtime::Runtime(Napi::Env env) : env_(env) {
+  napi_get_uv_event_loop(env, &loop_);
+}
+
+Runtime::~Runtime() { Detach(); }
+
+stack::Micros Runtime::Now() const { return uv_hrtime() / 1000; }
+
+int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::string* why) {
+  if (stack_) return 0;
+  int err = link::Fabric::open(config.fabric, &fabric_, why);
+  if (err < 0) return err;
+  link_.fabric = fabric_.get();
+  stack::Config sc = config.stack;
+  sc.mtu = fabric_->mtu();
+  sc.checksums = false;  // the fabric is trusted memory, not a wire
+  stack_ = std::make_unique<stack::Stack>(sc, link_);
+  send_limit_ = sc.send_buffer;
+  on_event_ = Napi::Persistent(on_event);
+  async_context_ = std::make_unique<Napi::AsyncContext>(env_, "sidestep:fabric");
+
+  doorbell_ = NewHandle<uv_poll_t>(this);
+  timer_ = NewHandle<uv_timer_t>(this);
+  idle_ = NewHandle<uv_idle_t>(this);
+  if (uv_poll_init(loop_, doorbell_, fabric_->doorbell_fd()) != 0) {
+    *why = "cannot poll the fabric doorbell";
+    delete doorbell_;
+    doorbell_ = nullptr;
+    Detach();
+    return -EIO;
+  }
+  uv_timer_init(loop_, timer_);
+  uv_idle_init(loop_, idle_);
+  // The timer never keeps the process alive on its own: the doorbell's ref
+  // follows the sockets, as a kernel socket's handle would.
+  uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
+  uv_poll_start(doorbell_, UV_READABLE, OnDoorbell);
+  UpdateRef();
+  // Arm need-wakeup before the first sleep.
+  if (!fabric_->prepare_sleep()) uv_idle_start(idle_, OnIdle);
+  return 0;
+}
+
+void Runtime::Detach() {
+  CloseHandle(doorbell_);
+  CloseHandle(timer_);
+  CloseHandle(idle_);
+  if (stack_) {
+    // Tell peers we are gone instead of leaving them to time out.
+    stack::Micros now = Now();
+    for (auto& [id, st] : sockets_) {
+      if (!st.listener && !st.closed) stack_->abort(id, now);
+    }
+  }
+  sockets_.clear();
+  stack_.reset();
+  fabric_.reset();  // releases slot, registrations and ports; may unlink the file
+  on_event_.Reset();
+  async_context_.reset();
+}
+
+void Runtime::UpdateRef() {
+  if (!doorbell_) return;
+  uv_handle_t* h = reinterpret_cast<uv_handle_t*>(doorbell_);
+  if (refs_ > 0) uv_ref(h); else uv_unref(h);
+}
+
+void Runtime::ArmTimer() {
+  if (!timer_ || !stack_) return;
+  stack::Micros at = stack_->poll_at();
+  if (at == timer_deadline_) return;
+  timer_deadline_ = at;
+  if (at == stack::kNever) {
+    uv_timer_stop(timer_);
+    return;
+  }
+  stack::Micros now = Now();
+  // libuv timers have millisecond resolution: round up so we never fire early
+  // and spin on a deadline that is still in the future.
+  uint64_t ms = at > now ? (at - now + 999) / 1000 : 0;
+  uv_timer_start(timer_, OnTimer, ms, 0);
+}
+
+void Runtime::OnDoorbell(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<Runtime*>(h->data);
+  if (!self || !self->fabric_) return;
+  self->fabric_->doorbell_drain();
+  self->Pump();
+}
+
+void Runtime::OnTimer(uv_timer_t* h) {
+  auto* self = static_cast<Runtime*>(h->data);
+  if (!self || !self->stack_) return;
+  self->timer_deadline_ = stack::kNever;
+  self->Pump();
+}
+
+void Runtime::OnIdle(uv_idle_t* h) {
+  auto* self = static_cast<Runtime*>(h->data);
+  if (!self || !self->stack_) return;
+  uv_idle_stop(h);
+  self->Pump();
+}
+
+void Runtime::Pump() {
+  if (in_pump_ || !stack_) return;
+  in_pump_ = true;
+  fabric_->disarm();
+  if (!shutdowns_.empty()) Dispatch();
+  bool asleep = false;
+  for (int round = 0; round < kMaxRounds && stack_; ++round) {
+    stack::Micros now = Now();
+    size_t n = fabric_->rx_poll(
+        [&](link::LinkAddr from, const uint8_t* p, size_t len) { stack_->input(from, p, len, now); },
+        kRxBudget);
+    if (stack_->poll_at() <= now) stack_->poll(now);
+    Dispatch();
+    if (!stack_) break;
+    if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && fabric_->prepare_sleep()) {
+      asleep = true;
+      break;
+    }
+  }
+  if (stack_) {
+    // Still busy: stay disarmed (producers need not ring) and come back after
+    // the loop has served everything else once.
+    if (!asleep && idle_) uv_idle_start(idle_, OnIdle);
+    ArmTimer();
+  }
+  in_pump_ = false;
+}
+
+SocketState* Runtime::Find(stack::SocketId id) {
+  auto it = sockets_.find(id);
+  return it == sockets_.end() ? nullptr : &it->second;
+}
+
+void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data) {
+  Napi::Env env = env_;
+  napi_value argv[4] = {
+      Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, arg),
+      data.IsEmpty() ? env.Undefined() : data};
+  on_event_.Value().Call(4, argv);
+  if (env.IsExceptionPending()) {
+    // An exception from user code in an event handler: the same fate as a
+    // throw from a kernel socket's callback (process 'uncaughtException').
+    Napi::Error e = env.GetAndClearPendingException();
+    napi_fatal_exception(env, e.Value());
+  }
+}
+
+void Runtime::DeliverReads(stack::SocketId id, SocketState& st, std::vector<napi_value>*) {
+  stack::Micros now = Now();
+  while (stack_ && st.reading && !st.closed) {
+    size_t avail = stack_->recv_available(id);
+    if (avail == 0) break;
+    size_t n = avail < kMaxDelivery ? avail : kMaxDelivery;
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, n);
+    size_t got = stack_->recv(id, static_cast<uint8_t*>(ab.Data()), n, now);
+    if (got == 0) break;
+    Emit(kData, id, static_cast<int32_t>(got), ab);
+    // JS may have closed or paused the socket inside the callback.
+    if (!Find(id)) return;
+  }
+  if (!stack_ || !st.reading || st.closed) return;
+  if (st.eof && !st.eof_delivered && stack_->recv_available(id) == 0) {
+    st.eof_delivered = true;
+    Emit(kEof, id, 0, Napi::Value());
+    return;
+  }
+  if (st.error && !st.error_delivered && stack_->recv_available(id) == 0) {
+    st.error_delivered = true;
+    Emit(kError, id, st.error, Napi::Value());
+  }
+}
+
+void Runtime::Dispatch() {
+  if (in_dispatch_) return;
+  in_dispatch_ = true;
+  Napi::HandleScope handle_scope(env_);
+  Napi::CallbackScope callback_scope(env_, *async_context_);
+  // Shutdowns first: libuv completes one at the next poll phase, before the
+  // peer could possibly have answered it.
+  std::vector<stack::SocketId> shutdowns;
+  shutdowns.swap(shutdowns_);
+  for (stack::SocketId id : shutdowns) {
+    if (Find(id) && stack_) Emit(kShutdown, id, 0, Napi::Value());
+  }
+  stack::Event ev;
+  while (stack_ && stack_->next_event(&ev)) {
+    SocketState* st = Find(ev.socket);
+    switch (ev.type) {
+      case stack::EventType::Connected:
+        if (st && st->connecting) {
+          st->connecting = false;
+          ++connections_bypassed_;
+          Emit(kConnect, ev.socket, 0, Napi::Value());
+        }
+        break;
+      case stack::EventType::Error:
+        if (!st || st->closed) break;
+        if (st->connecting) {
+          st->connecting = false;
+          st->error = ev.error;
+          st->error_delivered = true;
+          Emit(kConnect, ev.socket, ev.error, Napi::Value());
+        } else if (!st->error) {
+          st->error = ev.error;
+          if (st->write_blocked) {
+            // A writer waiting for room learns of the failure through its write.
+            st->write_blocked = false;
+            Emit(kWritable, ev.socket, ev.error, Napi::Value());
+            st = Find(ev.socket);
+          }
+          if (st && st->reading) DeliverReads(ev.socket, *st, nullptr);
+        }
+        break;
+      case stack::EventType::Readable:
+        if (st && st->reading) DeliverReads(ev.socket, *st, nullptr);
+        break;
+      case stack::EventType::PeerClosed:
+        if (st && !st->closed) {
+          st->eof = true;
+          if (st->reading) DeliverReads(ev.socket, *st, nullptr);
+        }
+        break;
+      case stack::EventType::Writable:
+        if (st && st->write_blocked && !st->closed) {
+          st->write_blocked = false;
+          Emit(kWritable, ev.socket, 0, Napi::Value());
+        }
+        break;
+      case stack::EventType::Acceptable: {
+        if (!st || st->closed) break;
+        for (;;) {
+          int c = stack_->accept(ev.socket);
+          if (c <= 0) break;
+          SocketState cs;
+          sockets_[static_cast<stack::SocketId>(c)] = cs;
+          ++connections_accepted_;
+          ++refs_;
+          Emit(kAccept, ev.socket, c, Napi::Value());
+          if (!stack_ || !Find(ev.socket)) break;
+        }
+        UpdateRef();
+        break;
+      }
+      case stack::EventType::Closed:
+        if (st) {
+          if (st->owned_port) fabric_->port_release(st->owned_port);
+          sockets_.erase(ev.socket);
+        }
+        break;
+    }
+  }
+  // Sockets that resumed reading with data (or EOF) already buffered.
+  std::vector<stack::SocketId> ready;
+  ready.swap(ready_);
+  for (stack::SocketId id : ready) {
+    SocketState* st = Find(id);
+    if (st && st->reading && stack_) DeliverReads(id, *st, nullptr);
+  }
+  in_dispatch_ = false;
+}
+
+int64_t Runtime::Lookup(const stack::IpAddr& addr, uint16_t port) {
+  if (!fabric_) return -1;
+  link::LinkAddr out = 0;
+  if (fabric_->listener_lookup(addr.family, addr.bytes, port, &out) != 0) return -1;
+  return out;
+}
+
+int Runtime::Connect(const stack::Endpoint& local, const stack::Endpoint& remote, uint32_t via) {
+  if (!stack_) return -ENETDOWN;
+  int port = fabric_->port_claim(local.port);
+  if (port < 0) return port;
+  stack::Endpoint l = local;
+  l.port = static_cast<uint16_t>(port);
+  int id = stack_->connect(l, remote, via, Now());
+  if (id < 0) {
+    fabric_->port_release(static_cast<uint16_t>(port));
+    return id;
+  }
+  SocketState st;
+  st.connecting = true;
+  st.owned_port = static_cast<uint16_t>(port);
+  sockets_[static_cast<stack::SocketId>(id)] = st;
+  ++refs_;
+  UpdateRef();
+  AfterUserCall();
+  return id;
+}
+
+int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only) {
+  if (!stack_) return -ENETDOWN;
+  int id = stack_->listen(local, backlog, v6only);
+  if (id < 0) return id;
+  int entry = fabric_->listener_add(local.addr.family, local.addr.bytes, local.port, v6only);
+  if (entry < 0) {
+    stack_->close(static_cast<stack::SocketId>(id), Now());
+    return entry;
+  }
+  SocketState st;
+  st.listener = true;
+  st.registry_entry = entry;
+  sockets_[static_cast<stack::SocketId>(id)] = st;
+  ++refs_;
+  UpdateRef();
+  return id;
+}
+
+int Runtime::Write(stack::SocketId id, const uint8_t* data, size_t len) {
+  std::vector<std::pair<const uint8_t*, size_t>> one{{data, len}};
+  return Writev(id, one);
+}
+
+int Runtime::Writev(stack::SocketId id, const std::vector<std::pair<const uint8_t*, size_t>>& parts) {
+  SocketState* st = Find(id);
+  if (!st || st->closed || !stack_) return -EBADF;
+  if (st->error) return st->error == -ECONNRESET ? -ECONNRESET : -EPIPE;
+  stack::Micros now = Now();
+  for (auto& [p, n] : parts) {
+    if (n == 0) continue;
+    long r = stack_->send(id, p, n, now);
+    if (r < 0) return static_cast<int>(r);
+  }
+  AfterUserCall();
+  st = Find(id);
+  if (!st || !stack_) return 0;
+  if (stack_->send_queued(id) >= send_limit_) {
+    st->write_blocked = true;
+    return 1;
+  }
+  return 0;
+}
+
+int Runtime::ReadStart(stack::SocketId id) {
+  SocketState* st = Find(id);
+  if (!st || st->closed) return -EBADF;
+  st->reading = true;
+  if (stack_ && (stack_->recv_available(id) > 0 || (st->eof && !st->eof_delivered) ||
+                 (st->error && !st->error_delivered))) {
+    // Deliver from the loop, never from inside readStart (Node expects reads
+    // to arrive asynchronously, as libuv delivers them).
+    ready_.push_back(id);
+    if (idle_) uv_idle_start(idle_, OnIdle);
+  }
+  return 0;
+}
+
+int Runtime::ReadStop(stack::SocketId id) {
+  SocketState* st = Find(id);
+  if (!st) return -EBADF;
+  st->reading = false;
+  return 0;
+}
+
+int Runtime::Shutdown(stack::SocketId id) {
+  SocketState* st = Find(id);
+  if (!st || st->closed || !stack_) return -ENOTCONN;
+  int r = stack_->shutdown_write(id, Now());
+  if (r == 0) shutdowns_.push_back(id);
+  AfterUserCall();
+  return r;
+}
+
+void Runtime::Close(stack::SocketId id) {
+  SocketState* st = Find(id);
+  if (!st || st->closed || !stack_) return;
+  st->closed = true;
+  st->reading = false;
+  if (st->refed) {
+    st->refed = false;
+    --refs_;
+    UpdateRef();
+  }
+  if (st->listener && st->registry_entry >= 0) {
+    fabric_->listener_remove(st->registry_entry);
+    st->registry_entry = -1;
+  }
+  stack_->close(id, Now());
+  AfterUserCall();
+}
+
+void Runtime::Reset(stack::SocketId id) {
+  SocketState* st = Find(id);
+  if (!st || st->closed || !stack_) return;
+  stack_->abort(id, Now());
+  Close(id);
+}
+
+int Runtime::SetNoDelay(stack::SocketId id, bool on) {
+  if (!stack_ || !Find(id)) return -EBADF;
+  return stack_->set_nodelay(id, on);
+}
+
+int Runtime::SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms) {
+  if (!stack_ || !Find(id)) return -EBADF;
+  // Linux defaults for interval and count (tcp_keepalive_intvl / _probes).
+  stack::Micros idle = (delay_ms ? delay_ms : 7200000ull) * 1000ull;
+  return stack_->set_keepalive(id, on, idle, 75000000ull, 9);
+}
+
+void Runtime::Ref(stack::SocketId id, bool on) {
+  SocketState* st = Find(id);
+  if (!st || st->closed || st->refed == on) return;
+  st->refed = on;
+  refs_ += on ? 1 : -1;
+  UpdateRef();
+}
+
+bool Runtime::Endpoints(stack::SocketId id, bool local, stack::Endpoint* out) {
+  if (!stack_) return false;
+  return local ? stack_->local_endpoint(id, out) : stack_->remote_endpoint(id, out);
+}
+
+void Runtime::AfterUserCall() {
+  // Work the stack queued while JS called in (events such as an immediate
+  // reset) is delivered from the loop, not re-entrantly.
+  if (!in_pump_ && idle_) uv_idle_start(idle_, OnIdle);
+  if (!in_pump_) ArmTimer();
+}
+
+Napi::Object Runtime::Stats(Napi::Env env) {
+  Napi::Object o = Napi::Object::New(env);
+  if (!stack_) return o;
+  const stack::Counters& c = stack_->counters();
+  const link::FabricCounters& f = fabric_->counters();
+  auto set = [&](const char* k, uint64_t v) { o.Set(k, Napi::Number::New(env, static_cast<double>(v))); };
+  set("connectionsBypassed", connections_bypassed_);
+  set("connectionsAccepted", connections_accepted_);
+  set("segmentsIn", c.packets_in);
+  set("segmentsOut", c.packets_out);
+  set("bytesIn", c.bytes_in);
+  set("bytesOut", c.bytes_out);
+  set("retransmits", c.segments_retransmitted);
+  set("malformed", c.packets_malformed);
+  set("resetsIn", c.resets_in);
+  set("resetsOut", c.resets_out);
+  set("ringDrops", f.drops_ring_full);
+  set("peerGoneDrops", f.drops_peer_gone);
+  set("framesIn", f.frames_in);
+  set("framesOut", f.frames_out);
+  set("doorbellsRung", f.doorbells_rung);
+  set("doorbellsSuppressed", f.doorbells_suppressed);
+  set("wakeups", f.wakeups);
+  set("fabricMalformed", f.drops_malformed);
+  set("openSockets", sockets_.size());
+  set("slot", link::slot_of(fabric_->self()));
+  return o;
+}
+
+}  // namespace sidestep::addon

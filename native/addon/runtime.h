@@ -1,0 +1,140 @@
+// The per-event-loop runtime: one TCP stack and one fabric attachment for each
+// Node environment (main thread or worker), driven from that loop's thread.
+//
+// It owns the libuv side of the wake-up protocol: a uv_poll_t on the fabric's
+// doorbell (ref'd while any bypassed socket or server is ref'd), a uv_timer_t
+// armed for the stack's earliest deadline, and a uv_idle_t that keeps the loop
+// turning while work is pending (a busy ring, or data waiting for a socket
+// that just resumed reading). Nothing here spins.
+#pragma once
+
+#include <napi.h>
+#include <uv.h>
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "link/fabric.h"
+#include "stack/stack.h"
+
+namespace sidestep::addon {
+
+// Events handed to the JS dispatcher: onEvent(kind, id, arg, arrayBuffer).
+enum EventKind : int32_t {
+  kConnect = 1,   // arg: 0 or negative errno (connect outcome)
+  kData = 2,      // arrayBuffer: bytes read
+  kEof = 3,       // peer sent FIN and all data was delivered
+  kError = 4,     // arg: negative errno (reset, timeout) on an open connection
+  kAccept = 5,    // id: listener, arg: new connection id
+  kWritable = 6,  // the send buffer drained below its limit
+  kShutdown = 7,  // a shutdown (FIN queued) completed, as uv_shutdown's callback
+};
+
+struct RuntimeConfig {
+  link::FabricConfig fabric;
+  stack::Config stack;
+};
+
+// Per-socket facts the stack doesn't keep: what the JS side asked for.
+struct SocketState {
+  bool listener = false;
+  bool connecting = false;
+  bool reading = false;
+  bool eof = false;             // PeerClosed seen
+  bool eof_delivered = false;
+  int error = 0;                // pending failure (negative errno)
+  bool error_delivered = false;
+  bool write_blocked = false;   // JS waits for kWritable
+  bool refed = true;
+  bool closed = false;          // the app closed it; the stack finishes it
+  uint16_t owned_port = 0;      // fabric port to release when the stack frees it
+  int registry_entry = -1;      // listener registration in the fabric
+};
+
+// Adapts the fabric to the stack's Link interface (both speak LinkAddr).
+class FabricLink final : public stack::Link {
+ public:
+  link::Fabric* fabric = nullptr;
+  uint8_t* tx_reserve(stack::LinkAddr to, size_t len) override { return fabric->tx_reserve(to, len); }
+  void tx_commit(stack::LinkAddr to, size_t len) override { fabric->tx_commit(to, len); }
+};
+
+class Runtime {
+ public:
+  explicit Runtime(Napi::Env env);
+  ~Runtime();
+
+  // Attach to the fabric and start the stack. Returns 0 or a negative errno
+  // with the reason in *why.
+  int Attach(const RuntimeConfig& config, Napi::Function on_event, std::string* why);
+  void Detach();
+  bool attached() const { return stack_ != nullptr; }
+
+  // A live bypass listener for (family, addr, port), as a LinkAddr; -1 if none.
+  int64_t Lookup(const stack::IpAddr& addr, uint16_t port);
+  int Connect(const stack::Endpoint& local, const stack::Endpoint& remote, uint32_t via);
+  int Listen(const stack::Endpoint& local, int backlog, bool v6only);
+  // Returns 0 (written, synchronous), 1 (accepted but the send buffer is over
+  // its limit: wait for kWritable), or a negative errno.
+  int Write(stack::SocketId id, const uint8_t* data, size_t len);
+  int Writev(stack::SocketId id, const std::vector<std::pair<const uint8_t*, size_t>>& parts);
+  int ReadStart(stack::SocketId id);
+  int ReadStop(stack::SocketId id);
+  int Shutdown(stack::SocketId id);
+  void Close(stack::SocketId id);
+  void Reset(stack::SocketId id);
+  int SetNoDelay(stack::SocketId id, bool on);
+  int SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms);
+  void Ref(stack::SocketId id, bool on);
+  bool Endpoints(stack::SocketId id, bool local, stack::Endpoint* out);
+  Napi::Object Stats(Napi::Env env);
+
+ private:
+  static void OnDoorbell(uv_poll_t* h, int status, int events);
+  static void OnTimer(uv_timer_t* h);
+  static void OnIdle(uv_idle_t* h);
+
+  stack::Micros Now() const;
+  // Move packets, fire timers, tell JS; sleep only after prepare_sleep().
+  void Pump();
+  // Collect stack events and pending deliveries into JS calls.
+  void Dispatch();
+  void DeliverReads(stack::SocketId id, SocketState& st, std::vector<napi_value>* none);
+  void ArmTimer();
+  void UpdateRef();
+  void AfterUserCall();
+  void Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data);
+  SocketState* Find(stack::SocketId id);
+
+  Napi::Env env_;
+  uv_loop_t* loop_ = nullptr;
+  std::unique_ptr<link::Fabric> fabric_;
+  FabricLink link_;
+  std::unique_ptr<stack::Stack> stack_;
+  uint32_t send_limit_ = 0;
+  Napi::FunctionReference on_event_;
+  std::unique_ptr<Napi::AsyncContext> async_context_;
+
+  // uv handles live in heap blocks freed in their close callbacks, so a
+  // Runtime torn down with the environment never leaves libuv a dangling
+  // pointer.
+  uv_poll_t* doorbell_ = nullptr;
+  uv_timer_t* timer_ = nullptr;
+  uv_idle_t* idle_ = nullptr;
+  stack::Micros timer_deadline_ = stack::kNever;
+
+  std::unordered_map<stack::SocketId, SocketState> sockets_;
+  std::vector<stack::SocketId> ready_;  // sockets with deliveries to make
+  std::vector<stack::SocketId> shutdowns_;  // shutdowns to complete on the next pump
+  int refs_ = 0;
+  bool in_pump_ = false;
+  bool in_dispatch_ = false;
+
+  // Counters the shim reports in stats().
+  uint64_t connections_bypassed_ = 0;
+  uint64_t connections_accepted_ = 0;
+};
+
+}  // namespace sidestep::addon

@@ -1,0 +1,120 @@
+// SendBuffer, ReceiveBuffer and Reassembly (see tcp.h): circular byte rings
+// moved with at most two memcpy calls per operation.
+#include <algorithm>
+
+#include "tcp.h"
+
+namespace sidestep::stack {
+
+void SendBuffer::push(const uint8_t* data, size_t n) {
+  if (n == 0) return;
+  if (size_ + n > cap_) {
+    size_t cap = cap_ ? cap_ : 16384;
+    while (cap < size_ + n) cap *= 2;
+    std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
+    peek(0, grown.get(), size_);
+    buf_ = std::move(grown);
+    cap_ = cap;
+    head_ = 0;
+  }
+  size_t tail = head_ + size_;
+  if (tail >= cap_) tail -= cap_;
+  size_t first = std::min(n, cap_ - tail);
+  std::memcpy(buf_.get() + tail, data, first);
+  if (first < n) std::memcpy(buf_.get(), data + first, n - first);
+  size_ += n;
+}
+
+void SendBuffer::pop(size_t n) {
+  if (n > size_) n = size_;
+  head_ += n;
+  if (head_ >= cap_) head_ -= cap_;
+  size_ -= n;
+  if (size_ == 0) head_ = 0;
+}
+
+void SendBuffer::peek(size_t offset, uint8_t* out, size_t n) const {
+  if (n == 0) return;
+  size_t pos = head_ + offset;
+  if (pos >= cap_) pos -= cap_;
+  size_t first = std::min(n, cap_ - pos);
+  std::memcpy(out, buf_.get() + pos, first);
+  if (first < n) std::memcpy(out + first, buf_.get(), n - first);
+}
+
+void ReceiveBuffer::write_at(size_t offset, const uint8_t* data, size_t n) {
+  if (n == 0) return;
+  if (!buf_) buf_.reset(new uint8_t[cap_]);
+  size_t pos = (head_ + size_ + offset) % cap_;
+  size_t first = std::min(n, cap_ - pos);
+  std::memcpy(buf_.get() + pos, data, first);
+  if (first < n) std::memcpy(buf_.get(), data + first, n - first);
+}
+
+size_t ReceiveBuffer::read(uint8_t* out, size_t cap) {
+  size_t n = std::min(cap, size_);
+  if (n == 0) return 0;
+  size_t first = std::min(n, cap_ - head_);
+  std::memcpy(out, buf_.get() + head_, first);
+  if (first < n) std::memcpy(out + first, buf_.get(), n - first);
+  head_ = (head_ + n) % cap_;
+  size_ -= n;  // out-of-order bytes beyond the tail keep their place
+  return n;
+}
+
+bool Reassembly::add(uint32_t begin, uint32_t end) {
+  if (!seq_lt(begin, end)) return true;
+  // Find the first range that ends at or after `begin`.
+  size_t i = 0;
+  while (i < count_ && seq_lt(ranges_[i].end, begin)) ++i;
+  // Merge every range overlapping or touching [begin, end).
+  size_t j = i;
+  while (j < count_ && seq_le(ranges_[j].begin, end)) {
+    if (seq_lt(ranges_[j].begin, begin)) begin = ranges_[j].begin;
+    if (seq_gt(ranges_[j].end, end)) end = ranges_[j].end;
+    ++j;
+  }
+  size_t merged = j - i;
+  if (merged == 0) {
+    if (count_ == kMaxRanges) return false;
+    std::memmove(&ranges_[i + 1], &ranges_[i], (count_ - i) * sizeof(Range));
+    ++count_;
+  } else if (merged > 1) {
+    std::memmove(&ranges_[i + 1], &ranges_[j], (count_ - j) * sizeof(Range));
+    count_ -= merged - 1;
+  }
+  ranges_[i] = Range{begin, end};
+  last_begin_ = begin;
+  return true;
+}
+
+uint32_t Reassembly::advance(uint32_t rcv_nxt) {
+  size_t i = 0;
+  while (i < count_ && seq_le(ranges_[i].begin, rcv_nxt)) {
+    if (seq_gt(ranges_[i].end, rcv_nxt)) rcv_nxt = ranges_[i].end;
+    ++i;
+  }
+  if (i) {
+    std::memmove(&ranges_[0], &ranges_[i], (count_ - i) * sizeof(Range));
+    count_ -= i;
+  }
+  return rcv_nxt;
+}
+
+uint8_t Reassembly::sack_blocks(wire::SackBlock* out, uint8_t max) const {
+  uint8_t n = 0;
+  size_t first = count_;
+  for (size_t i = 0; i < count_; ++i) {
+    if (seq_le(ranges_[i].begin, last_begin_) && seq_gt(ranges_[i].end, last_begin_)) first = i;
+  }
+  if (first < count_ && n < max) {
+    out[n++] = wire::SackBlock{ranges_[first].begin, ranges_[first].end};
+  }
+  for (size_t i = 0; i < count_ && n < max; ++i) {
+    if (i == first) continue;
+    out[n++] = wire::SackBlock{ranges_[i].begin, ranges_[i].end};
+  }
+  return n;
+}
+
+}  // namespace sidestep::stack

@@ -1,0 +1,206 @@
+// The public face of sidestep's TCP/IP stack: IPv4/IPv6 + TCP, pure C++.
+//
+// The stack knows nothing of Node, of I/O or of clocks (DESIGN.md §3, smoltcp's
+// habit): IP packets come in through input(), IP packets go out through the Link
+// the caller supplies, time is passed in as `now`, and the caller asks poll_at()
+// when it must call poll() next. Everything the application must hear about is
+// queued as an Event and drained with next_event().
+//
+// Every byte handed to input() is untrusted (it may sit in memory shared with a
+// hostile peer and change while we read it): headers are copied into plain
+// structs before they are validated, and only validated lengths are used.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+
+namespace sidestep::stack {
+
+// Monotonic time in microseconds, supplied by the caller.
+using Micros = uint64_t;
+inline constexpr Micros kNever = UINT64_MAX;
+
+// Opaque next-hop identifier chosen by the link (the fabric uses the peer
+// stack's slot; a TAP link ignores it). A connection remembers the LinkAddr its
+// packets came from / were first sent to, like a neighbour-table entry.
+using LinkAddr = uint32_t;
+
+// Socket identifiers are small positive integers; 0 is never a valid socket.
+using SocketId = uint32_t;
+
+struct IpAddr {
+  uint8_t family = 0;   // 4 or 6 (0 = unspecified)
+  uint8_t bytes[16] = {};  // IPv4 uses bytes[0..3]
+
+  static IpAddr v4(uint8_t a, uint8_t b, uint8_t c, uint8_t d);
+  static IpAddr v4_any();   // 0.0.0.0
+  static IpAddr v6_any();   // ::
+  bool is_unspecified() const;  // 0.0.0.0 or ::
+  bool operator==(const IpAddr& o) const;
+  bool operator!=(const IpAddr& o) const { return !(*this == o); }
+};
+
+struct Endpoint {
+  IpAddr addr;
+  uint16_t port = 0;
+  bool operator==(const Endpoint& o) const { return addr == o.addr && port == o.port; }
+};
+
+// The link below the stack: a NIC-like packet sink. TX is pulled into link
+// memory: the stack asks for room, writes the IP packet in place, commits it.
+class Link {
+ public:
+  virtual ~Link() = default;
+  // Room for one IP packet of `len` bytes towards `to`, or nullptr when the
+  // link is full (the packet is then lost, as on a NIC; TCP recovers).
+  virtual uint8_t* tx_reserve(LinkAddr to, size_t len) = 0;
+  // Publish the packet last reserved towards `to`; `len` <= the reserved size.
+  virtual void tx_commit(LinkAddr to, size_t len) = 0;
+};
+
+struct Config {
+  // Largest IP packet the link carries (the fabric's MTU; loopback's 64 KiB).
+  uint32_t mtu = 65536;
+  // Per-socket buffer sizes in bytes. recv_buffer bounds the advertised window;
+  // send_buffer is the level at or above which send() still copies but the
+  // caller should wait for a Writable event (backpressure).
+  uint32_t recv_buffer = 1u << 20;
+  uint32_t send_buffer = 1u << 20;
+  // Compute and verify IPv4/TCP checksums (false on the trusted fabric; true on
+  // a TAP device or NIC).
+  bool checksums = false;
+  // Timers.
+  Micros rto_initial = 1000000;   // RFC 6298 (2.1): 1 s
+  Micros rto_min = 200000;        // Linux-like lower bound
+  Micros rto_max = 60000000;
+  Micros delayed_ack = 40000;
+  Micros time_wait = 60000000;    // 2*MSL; the fabric configures it shorter
+  Micros syn_timeout = 75000000;  // give up a connect after this long
+  // Secret for RFC 6528 ISNs; the caller fills it from a CSPRNG.
+  uint8_t isn_secret[16] = {};
+  // Accept packets for any destination address (the fabric routes by port and
+  // only delivers what is ours). When false, only addresses added with
+  // add_address() are ours.
+  bool accept_any_address = true;
+};
+
+enum class EventType : uint8_t {
+  Connected,   // active open completed (SYN-SENT -> ESTABLISHED)
+  Acceptable,  // a listener has at least one established connection to accept()
+  Readable,    // in-order data is waiting in the receive buffer
+  Writable,    // send-buffered bytes fell below Config::send_buffer after having reached it
+  PeerClosed,  // FIN received and every byte before it has been recv()'d: EOF
+  Error,       // connection failed or was reset; `error` is a negative errno
+               // (-ECONNREFUSED, -ECONNRESET, -ETIMEDOUT, -EPIPE)
+  Closed,      // the app called close()/abort() earlier and the stack has now
+               // freed the connection (after FIN handshake / TIME_WAIT / RST);
+               // the SocketId may be reused after this event
+};
+
+struct Event {
+  EventType type;
+  SocketId socket;
+  int error;  // negative errno for Error, else 0
+};
+
+// Per-connection numbers for observability (sidestep stat, stats()).
+struct SocketInfo {
+  uint8_t state;  // TcpState value
+  uint32_t send_queued;   // bytes in the send buffer (unsent + unacked)
+  uint32_t recv_queued;   // bytes waiting for recv()
+  uint32_t send_window;   // peer's advertised window (scaled)
+  uint32_t recv_window;   // our advertised window (scaled)
+  uint32_t cwnd;
+  uint32_t srtt_us;
+  uint32_t retransmits;
+};
+
+enum class TcpState : uint8_t {
+  Closed, Listen, SynSent, SynReceived, Established, FinWait1, FinWait2,
+  CloseWait, Closing, LastAck, TimeWait,
+};
+const char* tcp_state_name(TcpState s);
+
+struct Counters {
+  uint64_t packets_in = 0, packets_out = 0;
+  uint64_t bytes_in = 0, bytes_out = 0;          // TCP payload bytes
+  uint64_t segments_retransmitted = 0;
+  uint64_t packets_malformed = 0;   // dropped: bad header/option/length/checksum
+  uint64_t packets_no_socket = 0;   // no listener/connection matched (RST sent)
+  uint64_t packets_link_full = 0;   // tx_reserve returned nullptr
+  uint64_t resets_in = 0, resets_out = 0;
+  uint64_t connections_opened = 0;  // active + passive, reached ESTABLISHED
+};
+
+class Stack {
+ public:
+  Stack(const Config& config, Link& link);
+  ~Stack();
+  Stack(const Stack&) = delete;
+  Stack& operator=(const Stack&) = delete;
+
+  // An address this stack owns (used when Config::accept_any_address is false).
+  void add_address(const IpAddr& addr);
+
+  // One IP packet from the link. Malformed packets are dropped and counted.
+  void input(LinkAddr from, const uint8_t* packet, size_t len, Micros now);
+  // Fire every timer due at `now` (retransmit, delayed ACK, persist,
+  // keepalive, TIME_WAIT, SYN timeout).
+  void poll(Micros now);
+  // Earliest time poll() has work; kNever when the stack is idle.
+  Micros poll_at() const;
+  // Drain the event queue, oldest first. Returns false when empty.
+  bool next_event(Event* out);
+
+  // Passive open. Returns the listener's SocketId or a negative errno
+  // (-EADDRINUSE if the same endpoint already listens). Unspecified addresses
+  // match any destination address of their family; an IPv6 "::" listener also
+  // takes IPv4 unless v6only.
+  int listen(const Endpoint& local, int backlog, bool v6only);
+  // Next established connection of a listener: SocketId, or -EAGAIN.
+  int accept(SocketId listener);
+  // Active open: sends SYN towards `via`. The caller chooses the local port
+  // (port allocation across processes is the fabric's business). Returns the
+  // SocketId or a negative errno (-EADDRINUSE when the 4-tuple is taken).
+  int connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, Micros now);
+
+  // Queue bytes to send; copies all of them (the caller applies backpressure
+  // with send_queued()/Writable). Returns bytes accepted or a negative errno
+  // (-EPIPE after shutdown/reset, -ENOTCONN before connected is allowed: data
+  // queued in SYN-SENT is sent once established, so it returns len there).
+  long send(SocketId s, const uint8_t* data, size_t len, Micros now);
+  size_t send_queued(SocketId s) const;
+  // Take up to `cap` in-order bytes; reopens the window as the app consumes
+  // (sends a window update when it grew significantly). Returns bytes copied,
+  // 0 if none available.
+  size_t recv(SocketId s, uint8_t* out, size_t cap, Micros now);
+  size_t recv_available(SocketId s) const;
+
+  // Half-close: FIN after all queued data.
+  int shutdown_write(SocketId s, Micros now);
+  // The app is done with the socket (close(2)). Unread received data -> RST;
+  // otherwise an orderly FIN exchange continues in the background. The id
+  // stays reserved until the Closed event.
+  void close(SocketId s, Micros now);
+  // Abortive close: send RST, free at once (Closed event follows).
+  void abort(SocketId s, Micros now);
+
+  int set_nodelay(SocketId s, bool on);
+  int set_keepalive(SocketId s, bool on, Micros idle, Micros interval, uint32_t count);
+
+  bool local_endpoint(SocketId s, Endpoint* out) const;
+  bool remote_endpoint(SocketId s, Endpoint* out) const;
+  LinkAddr link_of(SocketId s) const;
+  // The stack behind `link` is gone (its process died): every connection
+  // whose next hop is `link` fails with -ECONNRESET, without sending anything.
+  void link_down(LinkAddr link, Micros now);  // next hop of a connection
+  bool info(SocketId s, SocketInfo* out) const;
+  const Counters& counters() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace sidestep::stack

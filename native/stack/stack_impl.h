@@ -1,0 +1,155 @@
+// Stack::Impl: the socket table, the demux maps, listeners, the event queue
+// and the TCP state machine's entry points. Shared by stack.cc (public API,
+// demux, events) and tcp.cc (segment processing, output, timers).
+#pragma once
+
+#include <deque>
+#include <memory>
+#include <unordered_map>
+#include <vector>
+
+#include "stack.h"
+#include "tcp.h"
+#include "wire.h"
+
+namespace sidestep::stack {
+
+// One parsed incoming segment; `payload` points into the untrusted packet and
+// only `payload_len` (validated) bytes of it are ever read.
+struct Segment {
+  LinkAddr from = 0;
+  IpAddr src, dst;
+  wire::TcpHeader tcp;
+  const uint8_t* payload = nullptr;
+  size_t payload_len = 0;
+  bool has(uint8_t flag) const { return (tcp.flags & flag) != 0; }
+  uint32_t seq_len() const {
+    return uint32_t(payload_len) + has(wire::kSyn) + has(wire::kFin);
+  }
+};
+
+struct TupleKey {
+  IpAddr local, remote;
+  uint16_t local_port, remote_port;
+  bool operator==(const TupleKey& o) const {
+    return local == o.local && remote == o.remote && local_port == o.local_port &&
+           remote_port == o.remote_port;
+  }
+};
+
+struct ListenKey {
+  IpAddr addr;
+  uint16_t port;
+  bool operator==(const ListenKey& o) const { return addr == o.addr && port == o.port; }
+};
+
+struct KeyedHash {
+  const uint8_t* key;
+  size_t operator()(const TupleKey& k) const;
+  size_t operator()(const ListenKey& k) const;
+};
+
+struct Listener {
+  SocketId id = 0;
+  Endpoint local;
+  bool v6only = false;
+  size_t backlog = 1;
+  std::vector<SocketId> pending;  // SYN-RECEIVED children
+  std::deque<SocketId> ready;     // ESTABLISHED, waiting for accept()
+};
+
+enum class SlotKind : uint8_t { Free, Listener, Tcb, Reserved };
+
+struct Slot {
+  SlotKind kind = SlotKind::Free;
+  uint32_t generation = 0;    // bumped whenever the id is handed out again
+  uint8_t queued_events = 0;  // bit per EventType already waiting in the queue
+  std::unique_ptr<Tcb> tcb;
+  std::unique_ptr<Listener> listener;
+};
+
+// A Tcb's earliest deadline. Entries go stale when the deadline moves (a new
+// entry is pushed) or the Tcb dies; stale entries are discarded as they reach
+// the top, so poll_at() is exact and no timer costs a scan of all sockets.
+struct TimerEntry {
+  Micros at;
+  SocketId id;
+  uint32_t generation;
+  bool operator>(const TimerEntry& o) const { return at > o.at; }
+};
+
+struct Stack::Impl {
+  Impl(const Config& c, Link& l);
+
+  Config config;
+  Link& link;
+  Counters counters;
+  std::vector<Slot> slots;  // index = SocketId; slot 0 unused
+  std::vector<SocketId> free_ids;
+  std::unordered_map<TupleKey, SocketId, KeyedHash> connections;
+  std::unordered_map<ListenKey, SocketId, KeyedHash> listeners;
+  std::vector<IpAddr> addresses;
+  std::vector<Event> events;
+  size_t events_head = 0;
+  std::vector<SocketId> reap;
+  mutable std::vector<TimerEntry> timer_heap;  // min-heap on `at`
+  uint8_t hash_key[16];
+
+  // --- sockets (stack.cc)
+  SocketId allocate_id();
+  Tcb* tcb(SocketId s) const;
+  Listener* listener(SocketId s) const;
+  TupleKey key_of(const Tcb& t) const;
+  void table_insert(Tcb& t);
+  void table_remove(Tcb& t);
+  void emit(SocketId s, EventType type, int error = 0);
+  // Moves the Tcb to CLOSED and schedules it to be freed; the app hears
+  // Closed if it already gave the socket up.
+  void finish(Tcb& t);
+  // Connection failure: Error event (if the app still owns it), then finish.
+  void fail(Tcb& t, int error);
+  void reap_dead();
+  // Call after anything that may have moved t's timers.
+  void reschedule(Tcb& t);
+  // The valid top of the timer heap (stale entries dropped), or nullptr.
+  const TimerEntry* next_timer() const;
+  void close_listener(Listener& l, Micros now);
+  void child_established(Tcb& t);
+  void release_child(Tcb& t);
+  bool is_local(const IpAddr& a) const;
+  uint32_t make_isn(const Endpoint& local, const Endpoint& remote, Micros now) const;
+  uint16_t mss_cap(uint8_t family) const;
+
+  // --- TCP (tcp.cc)
+  void on_segment(Tcb& t, const Segment& seg, Micros now);
+  void on_listen_segment(Listener& l, const Segment& seg, Micros now);
+  void reply_rst(const Segment& seg);
+  void on_syn_sent(Tcb& t, const Segment& seg, Micros now);
+  // False when the segment must be dropped (after an ACK is queued).
+  bool on_ack(Tcb& t, const Segment& seg, Micros now);
+  void on_data(Tcb& t, const Segment& seg, Micros now);
+  void apply_fin(Tcb& t, Micros now);
+  void output(Tcb& t, Micros now);
+  bool transmit(Tcb& t, uint32_t seq, uint8_t flags, uint32_t len, Micros now);
+  void send_syn(Tcb& t, Micros now);
+  void send_ack(Tcb& t, Micros now) { transmit(t, t.snd_nxt, wire::kAck, 0, now); }
+  void send_rst(Tcb& t, Micros now);
+  void retransmit_first(Tcb& t, Micros now);
+  void timers(Tcb& t, Micros now);
+  void on_rto(Tcb& t, Micros now);
+  void on_persist(Tcb& t, Micros now);
+  void on_keepalive(Tcb& t, Micros now);
+  void rtt_sample(Tcb& t, Micros rtt);
+  void enter_time_wait(Tcb& t, Micros now);
+  void arm_keepalive(Tcb& t, Micros now);
+  uint16_t window_field(Tcb& t, bool syn);
+  void recved(Tcb& t, Micros now);
+  void start_connection(Tcb& t, const wire::TcpOptions& peer, Micros now);
+  uint32_t data_room(const Tcb& t) const;
+  uint8_t our_window_shift() const;
+  // Writes one whole packet to the link; payload (if any) comes from `data`.
+  bool put(LinkAddr to, const IpAddr& src, const IpAddr& dst, const wire::TcpHeader& h,
+           const SendBuffer* data, size_t offset, size_t len);
+};
+
+}  // namespace sidestep::stack

@@ -1,0 +1,211 @@
+// The pieces of a TCP connection: sequence arithmetic, the send and receive
+// buffers (circular, memcpy in and out), the out-of-order range list, the
+// congestion controller and the transmission control block itself. The state
+// machine that drives a Tcb lives in tcp.cc.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <memory>
+
+#include "stack.h"
+#include "wire.h"
+
+namespace sidestep::stack {
+
+inline bool seq_lt(uint32_t a, uint32_t b) { return int32_t(a - b) < 0; }
+inline bool seq_le(uint32_t a, uint32_t b) { return int32_t(a - b) <= 0; }
+inline bool seq_gt(uint32_t a, uint32_t b) { return int32_t(a - b) > 0; }
+inline bool seq_ge(uint32_t a, uint32_t b) { return int32_t(a - b) >= 0; }
+
+// Bytes the application queued and the peer has not acknowledged yet. It grows
+// on demand (send() always copies everything; backpressure is the caller's
+// business) and never shrinks, so the steady state allocates nothing.
+class SendBuffer {
+ public:
+  size_t size() const { return size_; }
+  void push(const uint8_t* data, size_t n);
+  void pop(size_t n);
+  // Copies `n` bytes starting `offset` bytes after the oldest one.
+  void peek(size_t offset, uint8_t* out, size_t n) const;
+
+ private:
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t cap_ = 0, head_ = 0, size_ = 0;
+};
+
+// In-order bytes waiting for recv(), followed (in the same ring) by
+// out-of-order bytes written at their offset; the Reassembly list says which
+// of those are valid. Allocated on first data, left untouched (no memset) so
+// idle connections cost no resident memory.
+class ReceiveBuffer {
+ public:
+  explicit ReceiveBuffer(size_t capacity) : cap_(capacity) {}
+  size_t capacity() const { return cap_; }
+  size_t size() const { return size_; }
+  size_t free_space() const { return cap_ - size_; }
+  // Writes bytes `offset` after the in-order tail; offset + n <= free_space().
+  void write_at(size_t offset, const uint8_t* data, size_t n);
+  // Makes `n` bytes after the tail (already written) readable.
+  void commit(size_t n) { size_ += n; }
+  size_t read(uint8_t* out, size_t cap);
+
+ private:
+  std::unique_ptr<uint8_t[]> buf_;
+  size_t cap_, head_ = 0, size_ = 0;
+};
+
+// Sequence ranges received beyond rcv_nxt, sorted and disjoint.
+class Reassembly {
+ public:
+  static constexpr size_t kMaxRanges = 32;
+  bool empty() const { return count_ == 0; }
+  size_t count() const { return count_; }
+  // Records [begin, end); false when there is no room for another range.
+  bool add(uint32_t begin, uint32_t end);
+  // Consumes the ranges that now touch `rcv_nxt`; returns the new rcv_nxt.
+  uint32_t advance(uint32_t rcv_nxt);
+  // SACK blocks (RFC 2018): the most recent range first, then the others.
+  uint8_t sack_blocks(wire::SackBlock* out, uint8_t max) const;
+  void clear() { count_ = 0; }
+
+ private:
+  struct Range {
+    uint32_t begin, end;
+  };
+  Range ranges_[kMaxRanges];
+  size_t count_ = 0;
+  uint32_t last_begin_ = 0;  // start of the most recently merged range
+};
+
+// NewReno congestion window (RFC 5681 slow start / congestion avoidance; the
+// fast recovery bookkeeping of RFC 6582 is in the Tcb). A small interface so
+// another algorithm can replace it.
+class CongestionControl {
+ public:
+  void init(uint32_t mss);
+  uint32_t window() const { return cwnd_; }
+  uint32_t ssthresh() const { return ssthresh_; }
+  // New data acknowledged outside recovery.
+  void on_ack(uint32_t acked, uint32_t mss);
+  // Three duplicate ACKs: returns the window to use during recovery.
+  void on_fast_retransmit(uint32_t flight, uint32_t mss);
+  void on_recovery_dupack(uint32_t mss) { cwnd_ += mss; }
+  void on_partial_ack(uint32_t acked, uint32_t mss);
+  void on_recovery_exit(uint32_t flight, uint32_t mss);
+  // Retransmission timeout; `first` is false for a repeated timeout.
+  void on_timeout(uint32_t flight, uint32_t mss, bool first);
+
+ private:
+  uint32_t cwnd_ = 0;
+  uint32_t ssthresh_ = UINT32_MAX;
+  uint32_t acked_in_ca_ = 0;
+};
+
+// Transmission control block: everything one connection remembers.
+struct Tcb {
+  SocketId id = 0;
+  TcpState state = TcpState::Closed;
+  Endpoint local, remote;
+  LinkAddr via = 0;
+
+  // Ownership: the listener whose queue holds this connection (0 once
+  // accepted or for active opens); whether the app knows the id; whether the
+  // app gave it up; whether it is in the demux table; freed at the next reap.
+  SocketId listener = 0;
+  bool accepted = false;
+  bool app_closed = false;
+  bool in_table = false;
+  bool dead = false;
+
+  // Send sequence space (RFC 9293 3.3.1); snd_max is the highest sequence
+  // ever sent (BSD), snd_nxt goes back to snd_una on a timeout.
+  uint32_t iss = 0, snd_una = 0, snd_nxt = 0, snd_max = 0;
+  uint32_t snd_wnd = 0, max_snd_wnd = 0, snd_wl1 = 0, snd_wl2 = 0;
+  SendBuffer sndbuf;
+  uint32_t sndbuf_seq = 0;  // sequence number of sndbuf's oldest byte
+  bool fin_queued = false;  // shutdown_write(): FIN at sndbuf's end
+
+  // Receive sequence space.
+  uint32_t irs = 0, rcv_nxt = 0, rcv_adv = 0;
+  ReceiveBuffer rcvbuf;
+  Reassembly ooo;
+  bool fin_received = false;
+  bool rcv_fin_pending = false;  // FIN seen beyond a hole
+  uint32_t rcv_fin_seq = 0;
+  bool eof_reported = false;
+
+  // Negotiated options.
+  uint16_t mss = 536;          // peer's MSS, capped by ours
+  uint32_t rcv_mss = 536;      // largest segment the peer sent us
+  uint8_t snd_wscale = 0, rcv_wscale = 0;
+  bool ws_ok = false, ts_ok = false, sack_ok = false;
+  uint32_t ts_recent = 0;
+  Micros ts_recent_age = 0;
+
+  // Acknowledgement policy.
+  bool ack_now = false;
+  uint32_t unacked_bytes = 0;  // received since our last ACK
+
+  // RTT / RTO (RFC 6298).
+  Micros srtt = 0, rttvar = 0, rto = 0;
+  bool rtt_valid = false;
+  bool rtt_timing = false;
+  uint32_t rtt_seq = 0;
+  Micros rtt_start = 0;
+  uint32_t backoff = 0;      // consecutive timeouts
+  Micros syn_sent_at = 0;
+
+  // Congestion control and NewReno recovery.
+  CongestionControl cc;
+  uint32_t dupacks = 0;
+  bool in_recovery = false;
+  uint32_t recover = 0;
+
+  // Timers (kNever = off).
+  Micros rtx_at = kNever, persist_at = kNever, delack_at = kNever;
+  Micros keepalive_at = kNever, linger_at = kNever, syn_deadline = kNever;
+  uint32_t persist_backoff = 0;
+
+  // Socket options.
+  bool nodelay = false;
+  bool keepalive = false;
+  Micros ka_idle = 0, ka_interval = 0;
+  uint32_t ka_count = 0, ka_probes = 0;
+  Micros last_rx = 0;
+
+  // The deadline under which this Tcb sits in the stack's timer heap.
+  Micros scheduled_at = kNever;
+
+  bool writable_armed = false;
+  uint32_t retransmits = 0;
+
+  explicit Tcb(size_t recv_capacity) : rcvbuf(recv_capacity) {}
+
+  Micros next_deadline() const {
+    Micros t = rtx_at;
+    if (persist_at < t) t = persist_at;
+    if (delack_at < t) t = delack_at;
+    if (keepalive_at < t) t = keepalive_at;
+    if (linger_at < t) t = linger_at;
+    if (syn_deadline < t) t = syn_deadline;
+    return t;
+  }
+  uint32_t flight() const { return snd_nxt - snd_una; }
+  uint32_t data_end() const { return sndbuf_seq + uint32_t(sndbuf.size()); }
+  // Bytes queued but not yet sent.
+  uint32_t unsent() const {
+    return seq_lt(snd_nxt, data_end()) ? data_end() - snd_nxt : 0;
+  }
+  bool fin_sent() const { return fin_queued && seq_gt(snd_max, data_end()); }
+  bool synchronized() const {
+    return state != TcpState::Closed && state != TcpState::Listen &&
+           state != TcpState::SynSent && state != TcpState::SynReceived;
+  }
+};
+
+// A keyed 64-bit PRF (SipHash-2-4) for ISNs (RFC 6528) and demux hashing.
+uint64_t siphash(const uint8_t key[16], const uint8_t* data, size_t len);
+
+}  // namespace sidestep::stack

@@ -1,0 +1,2 @@
+#define SIDESTEP_TEST_MAIN
+#include "check.h"

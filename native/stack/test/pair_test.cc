@@ -1,0 +1,348 @@
+// Two stacks talking over an in-memory link: whole conversations, orderly
+// and abortive closes, TIME-WAIT, link failure, and seeded lossy transfers.
+#include <cerrno>
+#include <cstdlib>
+
+#include "harness.h"
+
+using namespace sidestep::stack;
+using namespace sidestep::stack::test;
+
+namespace {
+
+uint64_t fnv(uint64_t h, const uint8_t* p, size_t n) {
+  for (size_t i = 0; i < n; ++i) h = (h ^ p[i]) * 0x100000001b3ull;
+  return h;
+}
+
+// A connected pair: client on side a, server (accepted) on side b.
+struct Pair {
+  SocketId client = 0, server = 0, listener = 0;
+};
+
+Pair connect_pair(Wire& w, bool v6 = false) {
+  Pair p;
+  Endpoint srv = v6 ? ep6(2, 80) : ep4(2, 80);
+  Endpoint cli = v6 ? ep6(1, 40000) : ep4(1, 40000);
+  int l = w.b.listen(srv, 16, false);
+  if (l <= 0) return p;
+  p.listener = SocketId(l);
+  int c = w.a.connect(cli, srv, 1, w.now);
+  if (c <= 0) return p;
+  p.client = SocketId(c);
+  w.run(w.now + 1000000);
+  int s = w.b.accept(p.listener);
+  if (s > 0) p.server = SocketId(s);
+  return p;
+}
+
+// Pumps `total` bytes each way, the app reading and writing as events say.
+struct Transfer {
+  size_t total;
+  size_t sent[2] = {0, 0}, received[2] = {0, 0};
+  uint64_t hash_sent[2] = {0xcbf29ce484222325ull, 0xcbf29ce484222325ull};
+  uint64_t hash_recv[2] = {0xcbf29ce484222325ull, 0xcbf29ce484222325ull};
+  bool shut[2] = {false, false};
+  bool eof[2] = {false, false};
+  std::vector<uint8_t> chunk, buf;
+  uint64_t pattern = 1;
+
+  explicit Transfer(size_t n) : total(n), chunk(200000), buf(300000) {}
+
+  void step(Wire& w, SocketId ids[2]) {
+    for (int side = 0; side < 2; ++side) {
+      Stack& s = w.stack(side);
+      SocketId id = ids[side];
+      Event e;
+      while (s.next_event(&e)) {
+        if (e.type == EventType::PeerClosed && e.socket == id) eof[side] = true;
+      }
+      // Write while below the send buffer (backpressure).
+      while (sent[side] < total && s.send_queued(id) < w.config.send_buffer) {
+        size_t n = std::min(chunk.size(), total - sent[side]);
+        n = std::min<size_t>(n, 1 + (pattern * 2654435761u) % chunk.size());
+        for (size_t i = 0; i < n; ++i) chunk[i] = uint8_t((sent[side] + i) * 131 + side);
+        pattern++;
+        long r = s.send(id, chunk.data(), n, w.now);
+        if (r <= 0) break;
+        hash_sent[side] = fnv(hash_sent[side], chunk.data(), n);
+        sent[side] += n;
+      }
+      if (sent[side] == total && !shut[side]) {
+        s.shutdown_write(id, w.now);
+        shut[side] = true;
+      }
+      for (;;) {
+        size_t n = s.recv(id, buf.data(), 1 + (pattern++ * 40503u) % buf.size(), w.now);
+        if (!n) break;
+        hash_recv[side] = fnv(hash_recv[side], buf.data(), n);
+        received[side] += n;
+      }
+    }
+  }
+};
+
+}  // namespace
+
+TEST(two_stacks_exchange_and_close_cleanly) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  auto ea = drain(w.a);
+  CHECK(has_event(ea, EventType::Connected, p.client));
+  auto msg = bytes_of("ping");
+  CHECK_EQ(w.a.send(p.client, msg.data(), msg.size(), w.now), 4);
+  w.run(w.now + 1000000);
+  uint8_t buf[16];
+  CHECK_EQ(w.b.recv(p.server, buf, sizeof buf, w.now), 4u);
+  auto reply = bytes_of("pong!");
+  w.b.send(p.server, reply.data(), reply.size(), w.now);
+  w.run(w.now + 1000000);
+  CHECK_EQ(w.a.recv(p.client, buf, sizeof buf, w.now), 5u);
+  // Client closes first: it ends in TIME-WAIT; server gets EOF.
+  w.a.close(p.client, w.now);
+  w.run(w.now + 1000000);
+  auto eb = drain(w.b);
+  CHECK(has_event(eb, EventType::PeerClosed, p.server));
+  SocketInfo info;
+  REQUIRE(w.a.info(p.client, &info));
+  CHECK_EQ(info.state, uint8_t(TcpState::FinWait2));
+  w.b.close(p.server, w.now);
+  w.run(w.now + 1000000);
+  eb = drain(w.b);
+  CHECK_EQ(count_events(eb, EventType::Closed, p.server), 1u);
+  REQUIRE(w.a.info(p.client, &info));
+  CHECK_EQ(info.state, uint8_t(TcpState::TimeWait));
+  ea = drain(w.a);
+  CHECK_EQ(count_events(ea, EventType::Closed, p.client), 0u);
+  Micros tw_start = w.now;
+  CHECK(w.run(w.now + w.config.time_wait + 1000000));
+  ea = drain(w.a);
+  CHECK_EQ(count_events(ea, EventType::Closed, p.client), 1u);
+  CHECK(w.now - tw_start >= w.config.time_wait - 1000000);
+  CHECK_EQ(w.a.poll_at(), kNever);
+  CHECK_EQ(w.b.poll_at(), kNever);
+}
+
+TEST(idle_connection_needs_no_wakeups) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  auto msg = bytes_of("x");
+  w.a.send(p.client, msg.data(), 1, w.now);
+  w.run(w.now + 10000000);
+  CHECK_EQ(w.a.poll_at(), kNever);
+  CHECK_EQ(w.b.poll_at(), kNever);
+}
+
+TEST(half_close_lets_the_other_direction_flow) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  CHECK_EQ(w.a.shutdown_write(p.client, w.now), 0);
+  w.run(w.now + 1000000);
+  auto eb = drain(w.b);
+  CHECK(has_event(eb, EventType::PeerClosed, p.server));
+  auto msg = bytes_of("still talking");
+  CHECK_EQ(w.a.send(p.client, msg.data(), msg.size(), w.now), -EPIPE);
+  CHECK_EQ(w.b.send(p.server, msg.data(), msg.size(), w.now), long(msg.size()));
+  w.run(w.now + 1000000);
+  uint8_t buf[64];
+  CHECK_EQ(w.a.recv(p.client, buf, sizeof buf, w.now), msg.size());
+}
+
+TEST(peer_closed_waits_until_data_before_fin_is_read) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  auto msg = bytes_of("last words");
+  w.a.send(p.client, msg.data(), msg.size(), w.now);
+  w.a.shutdown_write(p.client, w.now);
+  w.run(w.now + 1000000);
+  auto eb = drain(w.b);
+  CHECK(has_event(eb, EventType::Readable, p.server));
+  CHECK_EQ(count_events(eb, EventType::PeerClosed, p.server), 0u);
+  uint8_t buf[4];
+  CHECK_EQ(w.b.recv(p.server, buf, 4, w.now), 4u);
+  CHECK(drain(w.b).empty());
+  uint8_t rest[64];
+  CHECK_EQ(w.b.recv(p.server, rest, sizeof rest, w.now), msg.size() - 4);
+  eb = drain(w.b);
+  CHECK_EQ(count_events(eb, EventType::PeerClosed, p.server), 1u);
+}
+
+TEST(close_with_unread_data_sends_rst) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  auto msg = bytes_of("unread");
+  w.a.send(p.client, msg.data(), msg.size(), w.now);
+  w.run(w.now + 1000000);
+  w.b.close(p.server, w.now);
+  CHECK_EQ(w.b.counters().resets_out, 1u);
+  auto eb = drain(w.b);
+  CHECK_EQ(count_events(eb, EventType::Closed, p.server), 1u);
+  w.run(w.now + 1000000);
+  auto ea = drain(w.a);
+  CHECK(has_event(ea, EventType::Error, p.client, -ECONNRESET));
+  CHECK_EQ(w.a.send(p.client, msg.data(), msg.size(), w.now), -EPIPE);
+}
+
+TEST(abort_resets_peer_and_frees_at_once) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  drain(w.a);
+  w.a.abort(p.client, w.now);
+  auto ea = drain(w.a);
+  CHECK_EQ(ea.size(), 1u);
+  CHECK(has_event(ea, EventType::Closed, p.client));
+  w.run(w.now + 1000000);
+  auto eb = drain(w.b);
+  CHECK(has_event(eb, EventType::Error, p.server, -ECONNRESET));
+  w.b.close(p.server, w.now);
+  eb = drain(w.b);
+  CHECK_EQ(count_events(eb, EventType::Closed, p.server), 1u);
+  CHECK_EQ(w.a.poll_at(), kNever);
+  CHECK_EQ(w.b.poll_at(), kNever);
+}
+
+TEST(link_down_resets_connections_via_that_link) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  drain(w.b);
+  size_t before = w.b.counters().packets_out;
+  w.b.link_down(0, w.now);
+  CHECK_EQ(w.b.counters().packets_out, before);
+  auto eb = drain(w.b);
+  CHECK(has_event(eb, EventType::Error, p.server, -ECONNRESET));
+  w.b.link_down(5, w.now);  // unrelated link: nothing
+  CHECK(drain(w.b).empty());
+}
+
+TEST(ids_are_reused_only_after_closed_is_drained) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  w.a.abort(p.client, w.now);
+  int again = w.a.connect(ep4(1, 40001), ep4(2, 80), 1, w.now);
+  CHECK(SocketId(again) != p.client);
+  drain(w.a);
+  int third = w.a.connect(ep4(1, 40002), ep4(2, 80), 1, w.now);
+  CHECK_EQ(SocketId(third), p.client);
+}
+
+TEST(writable_fires_after_send_buffer_drains) {
+  Config c = test_config();
+  c.send_buffer = 100000;
+  Wire w(c);
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  drain(w.a);
+  std::vector<uint8_t> big(150000, 7);
+  CHECK_EQ(w.a.send(p.client, big.data(), big.size(), w.now), 150000);
+  CHECK(w.a.send_queued(p.client) >= 100000u);
+  std::vector<uint8_t> sink(1 << 20);
+  w.run(w.now + 1000000, [&] { w.b.recv(p.server, sink.data(), sink.size(), w.now); });
+  auto ea = drain(w.a);
+  CHECK_EQ(count_events(ea, EventType::Writable, p.client), 1u);
+  CHECK_EQ(w.a.send_queued(p.client), 0u);
+}
+
+TEST(bulk_transfer_8mb_both_ways_is_byte_exact) {
+  Config c = test_config();
+  c.checksums = false;
+  c.time_wait = 1000000;
+  Wire w(c);
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  SocketId ids[2] = {p.client, p.server};
+  Transfer x(8u << 20);
+  bool done = w.run(w.now + 60000000, [&] { x.step(w, ids); });
+  CHECK(done);
+  for (int s = 0; s < 2; ++s) {
+    CHECK_EQ(x.received[s], x.total);
+    CHECK(x.hash_recv[s] == x.hash_sent[1 - s]);
+    CHECK(x.eof[s]);
+  }
+  CHECK_EQ(w.a.counters().segments_retransmitted, 0u);
+}
+
+TEST(bulk_transfer_ipv6_with_checksums) {
+  Config c = test_config();
+  c.time_wait = 1000000;
+  Wire w(c);
+  Pair p = connect_pair(w, true);
+  REQUIRE(p.server > 0);
+  SocketId ids[2] = {p.client, p.server};
+  Transfer x(2u << 20);
+  CHECK(w.run(w.now + 60000000, [&] { x.step(w, ids); }));
+  for (int s = 0; s < 2; ++s) {
+    CHECK_EQ(x.received[s], x.total);
+    CHECK(x.hash_recv[s] == x.hash_sent[1 - s]);
+  }
+  CHECK_EQ(w.a.counters().packets_malformed + w.b.counters().packets_malformed, 0u);
+}
+
+namespace {
+
+void lossy_transfer(uint64_t seed, size_t bytes, Wire::Faults f, uint32_t mtu) {
+  Config c = test_config();
+  c.checksums = false;
+  c.mtu = mtu;
+  c.time_wait = 2000000;
+  Wire w(c, seed);
+  w.faults = f;
+  Pair p = connect_pair(w);
+  if (p.server == 0) {
+    // The handshake itself may need retries under loss.
+    w.run(w.now + 30000000);
+    int s = w.b.accept(p.listener);
+    if (s > 0) p.server = SocketId(s);
+  }
+  REQUIRE(p.server > 0);
+  SocketId ids[2] = {p.client, p.server};
+  Transfer x(bytes);
+  Micros start = w.now;
+  bool stalled = !w.run(w.now + 600000000, [&] { x.step(w, ids); });
+  if (stalled || x.received[0] != bytes || x.received[1] != bytes) {
+    std::fprintf(stderr, "  seed %llu: received %zu/%zu, stalled %d\n", (unsigned long long)seed,
+                 x.received[0], x.received[1], int(stalled));
+  }
+  if (std::getenv("SIDESTEP_VERBOSE")) {
+    std::fprintf(stderr, "  seed %llu: %.3f s simulated, %llu+%llu retransmits, %llu dropped\n",
+                 (unsigned long long)seed, double(w.now - start) / 1e6,
+                 (unsigned long long)w.a.counters().segments_retransmitted,
+                 (unsigned long long)w.b.counters().segments_retransmitted,
+                 (unsigned long long)w.dropped);
+  }
+  CHECK(!stalled);
+  for (int s = 0; s < 2; ++s) {
+    CHECK_EQ(x.received[s], bytes);
+    CHECK(x.hash_recv[s] == x.hash_sent[1 - s]);
+    CHECK(x.eof[s]);
+  }
+}
+
+}  // namespace
+
+TEST(seeded_lossy_reordering_link_transfers_exactly) {
+  Wire::Faults f;
+  f.loss = 0.02;
+  f.duplicate = 0.01;
+  f.reorder = 0.02;
+  f.delay = 200;
+  f.jitter = 100;
+  for (uint64_t seed = 1; seed <= 6; ++seed) lossy_transfer(seed, 8u << 20, f, 65536);
+}
+
+TEST(seeded_lossy_small_mtu_transfers_exactly) {
+  Wire::Faults f;
+  f.loss = 0.01;
+  f.duplicate = 0.01;
+  f.reorder = 0.05;
+  f.delay = 500;
+  f.jitter = 300;
+  for (uint64_t seed = 11; seed <= 13; ++seed) lossy_transfer(seed, 1u << 20, f, 1500);
+}

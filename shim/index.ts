@@ -1,0 +1,4 @@
+// sidestep's API: `require('sidestep')`. Loading it installs the hook (as
+// `--require sidestep/register` does), so the answers are about this process.
+export { install, stats, isBypassed, type Stats } from './sidestep';
+export { ConfigError, readConfig, type Config } from './config';

@@ -1,0 +1,296 @@
+// BypassHandle: the stand-in for libuv's TCP wrap that sits in a Node
+// net.Socket's `_handle` when its connection runs over sidestep's stack. It
+// implements the contract lib/net.js and internal/stream_base_commons.js
+// expect of a TCP handle (see DESIGN.md §1), and delivers reads the way
+// Node's own stream handles do: set streamBaseState, then call `onread`
+// (looked up on every read: http's Agent swaps it on pooled sockets).
+import { AsyncResource } from 'node:async_hooks';
+import { EventKind } from '../addon';
+import type { Runtime, EventTarget } from '../runtime';
+import type { Internals } from './internals';
+
+const UV_EBADF = -9;
+
+interface WriteReq {
+  oncomplete?: (this: WriteReq, status: number, handle?: unknown, error?: unknown) => void;
+  [key: string]: unknown;
+}
+
+interface ConnectReq {
+  oncomplete: (status: number, handle: unknown, req: unknown, readable: boolean, writable: boolean) => void;
+  [key: string]: unknown;
+}
+
+export interface LocalBinding {
+  address: string;
+  port: number;
+}
+
+const FAMILY = ['', '', '', '', 'IPv4', '', 'IPv6'];
+
+export class BypassHandle implements EventTarget {
+  id = 0;
+  // Set by Node (initSocketHandle / tryReadStart / pause).
+  onread: ((this: BypassHandle, ab?: ArrayBuffer) => unknown) | null = null;
+  reading = false;
+  bytesRead = 0;
+  bytesWritten = 0;
+  writeQueueSize = 0;
+  readonly fd = -1;
+  // Only connections use this class: a listener stays a kernel handle with a
+  // bypass registration beside it (hooks.ts).
+  private readonly resource = new AsyncResource('TCPWRAP');
+  private pendingWrites: WriteReq[] = [];
+  private pendingShutdown: WriteReq | null = null;
+  private connectReq: ConnectReq | null = null;
+  private connectResource: AsyncResource | null = null;
+  private userBuffer: Uint8Array | null = null;
+  private refed = true;
+  private closed = false;
+
+  constructor(
+    private readonly runtime: Runtime,
+    private readonly internals: Internals,
+    id = 0,
+  ) {
+    if (id) this.adopt(id);
+  }
+
+  private adopt(id: number): void {
+    this.id = id;
+    this.runtime.register(id, this);
+  }
+
+  private get binding() {
+    return this.runtime.binding;
+  }
+
+  getAsyncId(): number {
+    return this.resource.asyncId();
+  }
+
+  // ---- connect ----
+  /** Open over the fabric towards the listener at `via`. */
+  connectVia(req: ConnectReq, local: LocalBinding, address: string, port: number, via: number): number {
+    const id = this.binding.connect(local.address, local.port, address, port, via);
+    if (id < 0) return id;
+    this.adopt(id);
+    this.connectReq = req;
+    this.connectResource = new AsyncResource('TCPCONNECTWRAP');
+    return 0;
+  }
+
+  // ---- reads ----
+  readStart(): number {
+    return this.id ? this.binding.readStart(this.id) : UV_EBADF;
+  }
+
+  readStop(): number {
+    return this.id ? this.binding.readStop(this.id) : UV_EBADF;
+  }
+
+  useUserBuffer(buf: Uint8Array): void {
+    this.userBuffer = buf;
+  }
+
+  deliver(kind: number, arg: number, data?: ArrayBuffer): void {
+    switch (kind) {
+      case EventKind.Connect:
+        return this.completeConnect(arg);
+      case EventKind.Data:
+        return this.resource.runInAsyncScope(this.pushData, this, data!);
+      case EventKind.Eof:
+        return this.resource.runInAsyncScope(this.pushStatus, this, this.internals.UV_EOF);
+      case EventKind.Error:
+        return this.resource.runInAsyncScope(this.pushStatus, this, arg);
+      case EventKind.Writable:
+        return this.resource.runInAsyncScope(this.completeWrites, this, arg);
+      case EventKind.Shutdown:
+        return this.resource.runInAsyncScope(this.completeShutdown, this, arg);
+    }
+  }
+
+  private completeConnect(status: number): void {
+    const req = this.connectReq;
+    const resource = this.connectResource;
+    this.connectReq = null;
+    this.connectResource = null;
+    if (!req || !resource) return;
+    resource.runInAsyncScope(() => req.oncomplete(status, this, req, true, true));
+    resource.emitDestroy();
+  }
+
+  private pushData(ab: ArrayBuffer): void {
+    const sb = this.internals.streamBase;
+    this.bytesRead += ab.byteLength;
+    if (this.userBuffer) {
+      // The `onread` socket option: copy into the user's buffer, in pieces
+      // when it is smaller than what arrived.
+      const src = new Uint8Array(ab);
+      for (let off = 0; off < src.length && this.onread && this.userBuffer; ) {
+        const n = Math.min(this.userBuffer.length, src.length - off);
+        this.userBuffer.set(src.subarray(off, off + n));
+        off += n;
+        sb.state[sb.kReadBytesOrError] = n;
+        const next = this.onread.call(this, undefined);
+        if (next instanceof Uint8Array) this.userBuffer = next;
+      }
+      return;
+    }
+    sb.state[sb.kReadBytesOrError] = ab.byteLength;
+    sb.state[sb.kArrayBufferOffset] = 0;
+    this.onread?.call(this, ab);
+  }
+
+  private pushStatus(status: number): void {
+    const sb = this.internals.streamBase;
+    sb.state[sb.kReadBytesOrError] = status;
+    this.onread?.call(this, undefined);
+  }
+
+  // ---- writes ----
+  private finishWrite(req: WriteReq, bytes: number, r: number): number {
+    const sb = this.internals.streamBase;
+    // Always set both: a stale kLastWriteWasAsync left by a kernel socket
+    // would otherwise make Node wait for a completion that never comes.
+    sb.state[sb.kBytesWritten] = bytes;
+    if (r < 0) {
+      sb.state[sb.kLastWriteWasAsync] = 0;
+      return r;
+    }
+    this.bytesWritten += bytes;
+    if (r === 0) {
+      sb.state[sb.kLastWriteWasAsync] = 0;
+      return 0;
+    }
+    sb.state[sb.kLastWriteWasAsync] = 1;
+    this.pendingWrites.push(req);
+    this.writeQueueSize = 1;
+    return 0;
+  }
+
+  writeBuffer(req: WriteReq, data: Uint8Array): number {
+    if (!this.id) return this.finishWrite(req, 0, UV_EBADF);
+    return this.finishWrite(req, data.byteLength, this.binding.write(this.id, data));
+  }
+
+  writev(req: WriteReq, chunks: any[], allBuffers: boolean): number {
+    if (!this.id) return this.finishWrite(req, 0, UV_EBADF);
+    let parts: Uint8Array[];
+    if (allBuffers) {
+      parts = chunks;
+    } else {
+      parts = [];
+      for (let i = 0; i < chunks.length; i += 2) {
+        const c = chunks[i];
+        parts.push(typeof c === 'string' ? Buffer.from(c, chunks[i + 1]) : c);
+      }
+    }
+    let bytes = 0;
+    for (const p of parts) bytes += p.byteLength;
+    return this.finishWrite(req, bytes, this.binding.writev(this.id, parts));
+  }
+
+  writeUtf8String(req: WriteReq, s: string): number {
+    return this.writeBuffer(req, Buffer.from(s, 'utf8'));
+  }
+
+  writeLatin1String(req: WriteReq, s: string): number {
+    return this.writeBuffer(req, Buffer.from(s, 'latin1'));
+  }
+
+  writeAsciiString(req: WriteReq, s: string): number {
+    return this.writeBuffer(req, Buffer.from(s, 'ascii'));
+  }
+
+  writeUcs2String(req: WriteReq, s: string): number {
+    return this.writeBuffer(req, Buffer.from(s, 'ucs2'));
+  }
+
+  private completeWrites(status: number): void {
+    const reqs = this.pendingWrites;
+    this.pendingWrites = [];
+    this.writeQueueSize = 0;
+    for (const req of reqs) req.oncomplete?.call(req, status, this, undefined);
+  }
+
+  shutdown(req: WriteReq): number {
+    if (!this.id) return UV_EBADF;
+    const r = this.binding.shutdown(this.id);
+    if (r < 0) return r;
+    // Completed by the runtime's next pump (kShutdown), as libuv completes it
+    // at its next poll phase.
+    this.pendingShutdown = req;
+    return 0;
+  }
+
+  private completeShutdown(status: number): void {
+    const req = this.pendingShutdown;
+    this.pendingShutdown = null;
+    req?.oncomplete?.call(req, status, this, undefined);
+  }
+
+  // ---- lifetime ----
+  close(cb?: () => void): void {
+    if (this.closed) return;
+    this.closed = true;
+    if (this.id) {
+      this.binding.close(this.id);
+      this.runtime.forget(this.id);
+    }
+    // Writes still waiting for room complete as cancelled, as libuv does.
+    if (this.pendingWrites.length) this.completeWrites(-125 /* UV_ECANCELED */);
+    if (this.connectResource) this.connectResource.emitDestroy();
+    this.connectReq = null;
+    setImmediate(() => {
+      this.resource.emitDestroy();
+      if (typeof cb === 'function') cb();
+    });
+  }
+
+  reset(cb?: () => void): number {
+    if (this.id && !this.closed) this.binding.reset(this.id);
+    this.close(cb);
+    return 0;
+  }
+
+  ref(): void {
+    this.refed = true;
+    if (this.id && !this.closed) this.binding.ref(this.id, true);
+  }
+
+  unref(): void {
+    this.refed = false;
+    if (this.id && !this.closed) this.binding.ref(this.id, false);
+  }
+
+  hasRef(): boolean {
+    return this.refed && !this.closed;
+  }
+
+  // ---- options and names ----
+  setNoDelay(on: boolean): number {
+    return this.id ? this.binding.setNoDelay(this.id, on) : 0;
+  }
+
+  setKeepAlive(on: boolean, delaySeconds: number): number {
+    return this.id ? this.binding.setKeepAlive(this.id, on, Math.max(0, delaySeconds | 0) * 1000) : 0;
+  }
+
+  private endpoint(local: boolean, out: Record<string, unknown>): number {
+    const ep = this.id ? this.binding.endpoint(this.id, local) : undefined;
+    if (!ep) return UV_EBADF;
+    out.address = ep[1];
+    out.family = FAMILY[ep[0]];
+    out.port = ep[2];
+    return 0;
+  }
+
+  getsockname(out: Record<string, unknown>): number {
+    return this.endpoint(true, out);
+  }
+
+  getpeername(out: Record<string, unknown>): number {
+    return this.endpoint(false, out);
+  }
+}

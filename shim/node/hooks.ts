@@ -1,0 +1,165 @@
+// Where sidestep steps in: small patches on the prototype of Node's own TCP
+// wrap, so every net.Socket and net.Server (and so http, https, undici,
+// fetch...) keeps its Node class and behaviour while its handle changes.
+//
+//  - TCP.prototype.connect/connect6: runs after DNS, with the final address.
+//    If policy says bypass, the socket takes a BypassHandle through Node's own
+//    kReinitializeHandle (which closes the unused kernel handle) and the
+//    connect proceeds on it. Otherwise the kernel connect runs unchanged.
+//  - TCP.prototype.bind/bind6: remember the requested local address (and the
+//    v6only flag of a server) for the above and below.
+//  - TCP.prototype.listen: after the kernel listen succeeds (port ownership and
+//    EADDRINUSE stay the kernel's; non-sidestep clients still connect), a
+//    bypass listener is registered beside it. Bypassed connections enter
+//    through the server's own `_handle.onconnection(0, handle)`, so
+//    maxConnections, counting and 'connection' stay Node's.
+//  - TCP.prototype.close/ref/unref: carry the same to the bypass listener.
+import { EventKind } from '../addon';
+import { decideConnect, defaultLocalAddress, type ListenerLookup } from '../policy';
+import type { Runtime, EventTarget } from '../runtime';
+import type { Fallbacks } from '../stats';
+import { debug } from '../stats';
+import { BypassHandle, type LocalBinding } from './handle';
+import { ownerOf, type Internals } from './internals';
+
+const kBound = Symbol('sidestep.bound');
+const kListener = Symbol('sidestep.listener');
+const UV_TCP_IPV6ONLY = 1;
+
+interface Bound extends LocalBinding {
+  v6only: boolean;
+}
+
+/** Sockets whose connection went through the fabric (they keep the mark after close). */
+const bypassedSockets = new WeakSet<object>();
+
+export function isBypassedSocket(socket: object): boolean {
+  return bypassedSockets.has(socket);
+}
+
+/** The bypass side of a listening kernel handle. */
+class BypassListener implements EventTarget {
+  constructor(
+    readonly id: number,
+    private readonly kernelHandle: any,
+    private readonly runtime: Runtime,
+    private readonly internals: Internals,
+  ) {
+    runtime.register(id, this);
+  }
+
+  deliver(kind: number, arg: number): void {
+    if (kind !== EventKind.Accept) return;
+    const client = new BypassHandle(this.runtime, this.internals, arg);
+    if (typeof this.kernelHandle.onconnection !== 'function') {
+      client.close();
+      return;
+    }
+    this.kernelHandle.onconnection(0, client);
+    const socket = ownerOf(this.internals, client);
+    if (socket) bypassedSockets.add(socket);
+  }
+
+  close(): void {
+    this.runtime.binding.close(this.id);
+    this.runtime.forget(this.id);
+  }
+}
+
+export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks): void {
+  const proto = internals.TCP.prototype;
+  const registry: ListenerLookup = runtime.binding;
+  const orig = {
+    connect: proto.connect,
+    connect6: proto.connect6,
+    bind: proto.bind,
+    bind6: proto.bind6,
+    listen: proto.listen,
+    close: proto.close,
+    ref: proto.ref,
+    unref: proto.unref,
+  };
+
+  function bypassConnect(kernel: any, req: any, address: string, port: number, original: Function): number {
+    const decision = decideConnect(registry, address, port);
+    if (!decision.bypass) {
+      fallbacks.record(decision.reason);
+      return original.call(kernel, req, address, port);
+    }
+    const socket = ownerOf(internals, kernel);
+    if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function') {
+      fallbacks.record('unowned-handle: a TCP handle without a net.Socket owner');
+      return original.call(kernel, req, address, port);
+    }
+    const bound: Bound | undefined = kernel[kBound];
+    const local: LocalBinding = {
+      address: bound && bound.address !== '0.0.0.0' && bound.address !== '::' ? bound.address : defaultLocalAddress(address),
+      port: bound?.port ?? 0,
+    };
+    const handle = new BypassHandle(runtime, internals);
+    socket[internals.kReinitializeHandle](handle);
+    const err = handle.connectVia(req, local, address, port, decision.via);
+    if (err === 0) bypassedSockets.add(socket);
+    debug('connect %s:%d via fabric: %s', address, port, err === 0 ? 'ok' : err);
+    return err;
+  }
+
+  proto.connect = function (this: any, req: any, address: string, port: number) {
+    return bypassConnect(this, req, address, port, orig.connect);
+  };
+  proto.connect6 = function (this: any, req: any, address: string, port: number) {
+    return bypassConnect(this, req, address, port, orig.connect6);
+  };
+
+  proto.bind = function (this: any, address: string, port: number, ...rest: unknown[]) {
+    const err = orig.bind.call(this, address, port, ...rest);
+    if (err === 0) this[kBound] = { address, port, v6only: false } satisfies Bound;
+    return err;
+  };
+  proto.bind6 = function (this: any, address: string, port: number, flags: number, ...rest: unknown[]) {
+    const err = orig.bind6.call(this, address, port, flags, ...rest);
+    if (err === 0) this[kBound] = { address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0 } satisfies Bound;
+    return err;
+  };
+
+  proto.listen = function (this: any, backlog: number, ...rest: unknown[]) {
+    const err = orig.listen.call(this, backlog, ...rest);
+    if (err !== 0) return err;
+    const bound: Bound | undefined = this[kBound];
+    if (!bound) {
+      fallbacks.record('listen-fd: a server listening on an inherited fd or handle');
+      return err;
+    }
+    const name: Record<string, any> = {};
+    if (this.getsockname(name) !== 0) return err;
+    const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, bound.v6only);
+    if (id < 0) {
+      fallbacks.record(`listen-register: cannot register ${name.address}:${name.port} in the fabric (errno ${-id})`);
+      return err;
+    }
+    const listener = new BypassListener(id, this, runtime, internals);
+    this[kListener] = listener;
+    if (typeof this.hasRef === 'function' && !this.hasRef()) runtime.binding.ref(id, false);
+    debug('listen %s:%d: bypass listener registered', name.address, name.port);
+    return err;
+  };
+
+  proto.close = function (this: any, ...args: unknown[]) {
+    const listener: BypassListener | undefined = this[kListener];
+    if (listener) {
+      this[kListener] = undefined;
+      listener.close();
+    }
+    return orig.close.apply(this, args);
+  };
+  proto.ref = function (this: any) {
+    const listener: BypassListener | undefined = this[kListener];
+    if (listener) runtime.binding.ref(listener.id, true);
+    return orig.ref.call(this);
+  };
+  proto.unref = function (this: any) {
+    const listener: BypassListener | undefined = this[kListener];
+    if (listener) runtime.binding.ref(listener.id, false);
+    return orig.unref.call(this);
+  };
+}

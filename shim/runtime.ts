@@ -1,0 +1,54 @@
+// The JS side of the per-event-loop runtime: attaches the addon to the fabric
+// and routes its events to the handles that own each connection id.
+import * as crypto from 'node:crypto';
+import type { Binding, EventSink } from './addon';
+import type { Config } from './config';
+
+/** A handle (connection or listener) that receives the addon's events. */
+export interface EventTarget {
+  deliver(kind: number, arg: number, data?: ArrayBuffer): void;
+}
+
+export class Runtime {
+  private readonly targets = new Map<number, EventTarget>();
+  private attached = false;
+
+  private constructor(readonly binding: Binding) {}
+
+  /** Attach to the fabric; returns the runtime or the reason it can't. */
+  static attach(binding: Binding, config: Config): Runtime | string {
+    const rt = new Runtime(binding);
+    const sink: EventSink = (kind, id, arg, data) => {
+      const target = rt.targets.get(id);
+      if (target) target.deliver(kind, arg, data);
+    };
+    const attachConfig = {
+      fabric: config.fabric,
+      ringBytes: config.ringBytes,
+      mtu: config.mtu,
+      timeWaitMs: config.timeWaitMs,
+      command: process.argv.slice(1, 3).join(' ').slice(0, 120),
+      isnSecret: crypto.randomBytes(16),
+      why: undefined as string | undefined,
+    };
+    const err = binding.attach(attachConfig, sink);
+    if (err < 0) return `fabric: cannot attach to /dev/shm/${config.fabric} (${attachConfig.why || `errno ${-err}`})`;
+    rt.attached = true;
+    return rt;
+  }
+
+  register(id: number, target: EventTarget): void {
+    this.targets.set(id, target);
+  }
+
+  forget(id: number): void {
+    this.targets.delete(id);
+  }
+
+  detach(): void {
+    if (!this.attached) return;
+    this.attached = false;
+    this.targets.clear();
+    this.binding.detach();
+  }
+}

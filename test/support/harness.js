@@ -1,0 +1,137 @@
+// Shared test support: start hooked (or plain) Node processes on a private
+// fabric, read what they report, prove which path a connection took, and
+// clean up every process and /dev/shm file a test created.
+'use strict';
+const { spawn } = require('node:child_process');
+const fs = require('node:fs');
+const path = require('node:path');
+const readline = require('node:readline');
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const REGISTER = path.join(ROOT, 'dist', 'register.js');
+const FIXTURES = path.join(ROOT, 'test', 'fixtures');
+
+let counter = 0;
+
+/** A fabric name no other test (or user) shares. */
+function uniqueFabric() {
+  return `sidestep-test-${process.pid}-${Date.now().toString(36)}-${++counter}`;
+}
+
+class Harness {
+  constructor(t, { fabric = uniqueFabric() } = {}) {
+    this.fabric = fabric;
+    this.children = new Set();
+    t.after(() => this.cleanup());
+  }
+
+  /**
+   * Start `node [--require register] fixture args...`. Each line the child
+   * prints to stdout must be JSON; they are queued for next().
+   */
+  start(fixture, args = [], { hooked = true, env = {}, register = REGISTER } = {}) {
+    const nodeArgs = hooked ? ['--require', register] : [];
+    const child = spawn(process.execPath, [...nodeArgs, path.join(FIXTURES, fixture), ...args.map(String)], {
+      env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: this.fabric, ...env },
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    const proc = { child, messages: [], waiters: [], stderr: '', exited: null };
+    child.stderr.on('data', (d) => (proc.stderr += d));
+    readline.createInterface({ input: child.stdout }).on('line', (line) => {
+      let msg;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        msg = { unparsed: line };
+      }
+      const w = proc.waiters.shift();
+      if (w) w.resolve(msg);
+      else proc.messages.push(msg);
+    });
+    proc.exitPromise = new Promise((resolve) => {
+      child.on('exit', (code, signal) => {
+        proc.exited = { code, signal };
+        for (const w of proc.waiters.splice(0)) w.reject(new Error(`${fixture} exited (${code ?? signal}) before reporting; stderr:\n${proc.stderr}`));
+        resolve(proc.exited);
+      });
+    });
+    this.children.add(proc);
+    return proc;
+  }
+
+  /** The next JSON line from a child, or an error after `ms`. */
+  next(proc, ms = 20000) {
+    if (proc.messages.length) return Promise.resolve(proc.messages.shift());
+    if (proc.exited) return Promise.reject(new Error(`process exited (${JSON.stringify(proc.exited)}); stderr:\n${proc.stderr}`));
+    return new Promise((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`no report within ${ms} ms; stderr:\n${proc.stderr}`)), ms);
+      proc.waiters.push({
+        resolve: (m) => (clearTimeout(timer), resolve(m)),
+        reject: (e) => (clearTimeout(timer), reject(e)),
+      });
+    });
+  }
+
+  send(proc, msg) {
+    proc.child.stdin.write(JSON.stringify(msg) + '\n');
+  }
+
+  /** Wait for a clean exit, killing the child if it takes longer than `ms`. */
+  async exit(proc, ms = 10000) {
+    const timer = setTimeout(() => proc.child.kill('SIGKILL'), ms);
+    const r = await proc.exitPromise;
+    clearTimeout(timer);
+    return r;
+  }
+
+  fabricPath() {
+    return `/dev/shm/${this.fabric}`;
+  }
+
+  async cleanup() {
+    for (const proc of this.children) {
+      if (!proc.exited) {
+        proc.child.kill('SIGKILL');
+        await proc.exitPromise;
+      }
+    }
+    // A killed process can't remove the fabric; the test that made it does.
+    fs.rmSync(this.fabricPath(), { force: true });
+  }
+}
+
+// ---- the kernel's TCP table ----
+
+const TCP_STATES = { '01': 'ESTABLISHED', '0A': 'LISTEN' };
+
+/** Every kernel TCP socket as {local, localPort, remote, remotePort, state}. */
+function kernelSockets() {
+  const out = [];
+  for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
+    let text;
+    try {
+      text = fs.readFileSync(file, 'utf8');
+    } catch {
+      continue;
+    }
+    for (const line of text.split('\n').slice(1)) {
+      const f = line.trim().split(/\s+/);
+      if (f.length < 4) continue;
+      const [, la, ra, st] = f;
+      const [, lp] = la.split(':');
+      const [, rp] = ra.split(':');
+      out.push({ localPort: parseInt(lp, 16), remotePort: parseInt(rp, 16), state: TCP_STATES[st] ?? st });
+    }
+  }
+  return out;
+}
+
+/** Whether the kernel holds an ESTABLISHED connection between these two ports (either side). */
+function kernelHasConnection(portA, portB) {
+  return kernelSockets().some(
+    (s) => s.state === 'ESTABLISHED' &&
+      ((s.localPort === portA && s.remotePort === portB) || (s.localPort === portB && s.remotePort === portA)),
+  );
+}
+
+module.exports = { Harness, uniqueFabric, kernelSockets, kernelHasConnection, ROOT, REGISTER, FIXTURES };
