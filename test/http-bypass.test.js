@@ -5,7 +5,7 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { Harness } = require('./support/harness');
+const { Harness, cpuTicks } = require('./support/harness');
 
 test('two hooked processes exchange HTTP over the fabric, not kernel TCP', async (t) => {
   const h = new Harness(t);
@@ -45,6 +45,14 @@ test('two hooked processes exchange HTTP over the fabric, not kernel TCP', async
 
   // The client exits on its own: nothing bypassed keeps its loop alive.
   assert.deepStrictEqual(await h.exit(client), { code: 0, signal: null });
+
+  // An idle hooked server sleeps in epoll: no busy-polling. (2 s at 100 Hz is
+  // 200 ticks of a core; a spinning loop would show ~200.)
+  const before = cpuTicks(server.child.pid);
+  await new Promise((r) => setTimeout(r, 2000));
+  const used = cpuTicks(server.child.pid) - before;
+  assert.ok(used <= 2, `idle server used ${used} ticks of CPU in 2 s`);
+
   h.send(server, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
   assert.strictEqual(fs.existsSync(h.fabricPath()), false, 'the last process removed the fabric file');

@@ -134,4 +134,12 @@ function kernelHasConnection(portA, portB) {
   );
 }
 
-module.exports = { Harness, uniqueFabric, kernelSockets, kernelHasConnection, ROOT, REGISTER, FIXTURES };
+/** User + system CPU time of a process so far, in clock ticks (/proc/<pid>/stat). */
+function cpuTicks(pid) {
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]); // utime, stime (fields 14 and 15)
+}
+
+module.exports = {
+  cpuTicks, Harness, uniqueFabric, kernelSockets, kernelHasConnection, ROOT, REGISTER, FIXTURES };

@@ -1,0 +1,46 @@
+// The ways an app gets the hook: --import for ESM, and the sidestep launcher
+// (NODE_OPTIONS, so the app's own children inherit it).
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const fs = require('node:fs');
+const { ROOT, uniqueFabric } = require('./support/harness');
+
+function run(args, env) {
+  const fabric = uniqueFabric();
+  const r = spawnSync(process.execPath, args, {
+    cwd: ROOT,
+    env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: fabric, ...env },
+    timeout: 20000,
+    encoding: 'utf8',
+  });
+  fs.rmSync(`/dev/shm/${fabric}`, { force: true });
+  assert.strictEqual(r.status, 0, r.stderr);
+  return { out: JSON.parse(r.stdout.trim().split('\n').pop()) };
+}
+
+test('node --import sidestep/register: an ESM app is bypassed', () => {
+  const { out } = run(['--import', 'sidestep/register', path.join('test', 'fixtures', 'esm-echo.mjs')]);
+  assert.strictEqual(out.data, 'ping');
+  assert.strictEqual(out.bypassed, true);
+  assert.strictEqual(out.stats.connectionsBypassed, 2);
+});
+
+test('sidestep node app.js: the launcher hooks the app through NODE_OPTIONS', () => {
+  const { out } = run([path.join('dist', 'cli.js'), process.execPath, path.join('test', 'fixtures', 'in-process.js')]);
+  assert.strictEqual(out.echoedIntact, true);
+  assert.deepStrictEqual(out.bypassed, [true, true]);
+  assert.strictEqual(out.kernel, false);
+});
+
+test('an invalid SIDESTEP_* value stops the program, naming the variable', () => {
+  const r = spawnSync(process.execPath, ['--require', path.join(ROOT, 'dist', 'register.js'), '-e', '0'], {
+    env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_RING_BYTES: 'lots' },
+    encoding: 'utf8',
+    timeout: 10000,
+  });
+  assert.notStrictEqual(r.status, 0);
+  assert.match(r.stderr, /SIDESTEP_RING_BYTES="lots" is invalid: expected a power of two/);
+});
