@@ -201,11 +201,14 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st, std::vector<napi
   }
   if (!stack_ || !st.reading || st.closed) return;
   if (st.eof && !st.eof_delivered && stack_->recv_available(id) == 0) {
+    // Like libuv, stop reading at EOF: nothing (not even a later reset) is
+    // reported through reads after it.
     st.eof_delivered = true;
+    st.reading = false;
     Emit(kEof, id, 0, Napi::Value());
     return;
   }
-  if (st.error && !st.error_delivered && stack_->recv_available(id) == 0) {
+  if (st.error && !st.error_delivered && !st.eof_delivered && stack_->recv_available(id) == 0) {
     st.error_delivered = true;
     Emit(kError, id, st.error, Napi::Value());
   }
@@ -376,7 +379,7 @@ int Runtime::ReadStart(stack::SocketId id) {
   if (!st || st->closed) return -EBADF;
   st->reading = true;
   if (stack_ && (stack_->recv_available(id) > 0 || (st->eof && !st->eof_delivered) ||
-                 (st->error && !st->error_delivered))) {
+                 (st->error && !st->error_delivered && !st->eof_delivered))) {
     // Deliver from the loop, never from inside readStart (Node expects reads
     // to arrive asynchronously, as libuv delivers them).
     ready_.push_back(id);

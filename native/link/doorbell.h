@@ -24,7 +24,9 @@ class Doorbell {
 
   // Binds the receiving socket for (fabric, slot, generation) and opens the
   // sending one. Negative errno and *why on failure.
-  int open(const std::string& fabric, uint32_t slot, uint32_t generation, std::string* why);
+  int open(const std::string& fabric, uint64_t instance, uint32_t slot, uint32_t generation,
+           std::string* why);
+  void close();
   int fd() const { return rx_fd_; }
   // Reads every pending datagram; returns how many there were.
   size_t drain();
@@ -34,6 +36,7 @@ class Doorbell {
 
  private:
   std::string fabric_;
+  uint64_t instance_ = 0;
   int rx_fd_ = -1;
   int tx_fd_ = -1;
 };

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/file.h>
 #include <sys/mman.h>
+#include <sys/random.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -12,6 +13,7 @@
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
+#include <ctime>
 #include <optional>
 
 #include "link/doorbell.h"
@@ -336,6 +338,11 @@ int Fabric::Impl::initialise(bool truncate_first, std::string* why) {
   }
   FileHeader h = header_for(geo);
   h.magic = 0;
+  if (::getrandom(&h.instance, sizeof(h.instance), GRND_NONBLOCK) != sizeof(h.instance)) {
+    timespec ts;
+    ::clock_gettime(CLOCK_REALTIME, &ts);
+    h.instance = (uint64_t(ts.tv_sec) << 32) ^ uint64_t(ts.tv_nsec) ^ (uint64_t(::getpid()) << 16);
+  }
   if (::pwrite(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
     int e = errno;
     *why = "pwrite(" + path + "): " + errno_text(e);
@@ -363,7 +370,8 @@ int Fabric::Impl::claim_slot(std::string* why) {
   Slot& me = own();
   generation = next_generation(load_relaxed(&me.generation));
   self = make_addr(slot, generation);
-  if (int r = bell.open(config.name, slot, generation, why); r < 0) {
+  if (int r = bell.open(config.name, load_relaxed(&header->instance), slot, generation, why);
+      r < 0) {
     set_lock(fd, F_UNLCK, kSlotLockBase + s);
     return r;
   }
@@ -443,6 +451,7 @@ void Fabric::Impl::detach() {
     store_relaxed(&me.armed, 0u);
     const uint64_t inbound = __atomic_exchange_n(&me.inbound_mask, uint64_t{0}, __ATOMIC_ACQ_REL);
     store_relaxed(&me.pid, 0);
+    bell.close();  // before the slot is free for someone else to claim
     if (any_other_slot_live())
       release_rings(inbound);
     else

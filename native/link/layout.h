@@ -60,6 +60,10 @@ struct FileHeader {
   uint32_t ring_header_bytes;
   uint64_t total_bytes;
   uint64_t rings_offset;
+  // Random, per creation of the file: part of the doorbell names, so the
+  // stacks of a file that was removed and created again (generations restart)
+  // can never collide with stragglers of the old one.
+  uint64_t instance;
   // Registry scan bound: one past the highest entry ever used (only grows,
   // written under the registry lock, clamped by readers).
   alignas(64) uint32_t registry_high_water;
@@ -76,7 +80,10 @@ enum SlotState : uint32_t { kSlotFree = 0, kSlotLive = 1 };
 // counters, producers write inbound_mask, both sides write armed.
 struct Slot {
   // line 0: identity (owner, under the file flock)
-  uint32_t generation;  // 24 bits, nonzero once claimed; bumped on claim and release
+  uint32_t generation;  // 24 bits, nonzero once claimed; bumped on each claim
+  // kSlotLive from claim to clean release. A killed owner leaves it live: the
+  // slot's OFD lock is the truth, state and generation are what producers
+  // check without a syscall on every frame.
   uint32_t state;
   int32_t pid;
   uint32_t reserved0;

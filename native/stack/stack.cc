@@ -294,6 +294,7 @@ void Stack::add_address(const IpAddr& addr) {
 
 void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   ++m.counters.packets_in;
   IpHeader ip;
   switch (parse_ip(packet, len, m.config.checksums, &ip)) {
@@ -365,6 +366,7 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
 
 void Stack::poll(Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   while (const TimerEntry* e = m.next_timer()) {
     if (e->at > now) break;
     Tcb& t = *m.slots[e->id].tcb;
@@ -446,6 +448,7 @@ int Stack::accept(SocketId s) {
 
 int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   if ((local.addr.family != 4 && local.addr.family != 6) ||
       local.addr.family != remote.addr.family || local.addr.is_unspecified() ||
       remote.addr.is_unspecified() || local.port == 0 || remote.port == 0) {
@@ -489,6 +492,7 @@ int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, 
 
 long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   Tcb* t = m.tcb(s);
   if (!t || t->app_closed) return -EBADF;
   if (t->fin_queued) return -EPIPE;
@@ -517,6 +521,7 @@ size_t Stack::send_queued(SocketId s) const {
 
 size_t Stack::recv(SocketId s, uint8_t* out, size_t cap, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   Tcb* t = m.tcb(s);
   if (!t) return 0;
   size_t n = t->rcvbuf.read(out, cap);
@@ -537,6 +542,7 @@ size_t Stack::recv_available(SocketId s) const {
 
 int Stack::shutdown_write(SocketId s, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   Tcb* t = m.tcb(s);
   if (!t || t->app_closed) return -EBADF;
   if (t->state == TcpState::Closed) return -ENOTCONN;
@@ -552,6 +558,7 @@ int Stack::shutdown_write(SocketId s, Micros now) {
 
 void Stack::close(SocketId s, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   if (Listener* l = m.listener(s)) {
     m.close_listener(*l, now);
     m.reap_dead();
@@ -581,6 +588,7 @@ void Stack::close(SocketId s, Micros now) {
 
 void Stack::abort(SocketId s, Micros now) {
   Impl& m = *impl_;
+  m.clock = now;
   if (Listener* l = m.listener(s)) {
     m.close_listener(*l, now);
     m.reap_dead();
@@ -599,10 +607,15 @@ void Stack::abort(SocketId s, Micros now) {
 }
 
 int Stack::set_nodelay(SocketId s, bool on) {
-  Tcb* t = impl_->tcb(s);
+  Impl& m = *impl_;
+  Tcb* t = m.tcb(s);
   if (!t) return -EBADF;
   t->nodelay = on;
-  // Queued runts go out at the next output (send, ACK or timer).
+  if (on) {  // like Linux, turning Nagle off pushes what it was holding
+    m.output(*t, m.clock);
+    m.reschedule(*t);
+    m.reap_dead();
+  }
   return 0;
 }
 

@@ -92,6 +92,7 @@ struct Stack::Impl {
   std::vector<Event> events;
   size_t events_head = 0;
   std::vector<SocketId> reap;
+  Micros clock = 0;  // the latest `now` the caller gave us (for calls without one)
   mutable std::vector<TimerEntry> timer_heap;  // min-heap on `at`
   uint8_t hash_key[16];
 
@@ -132,7 +133,9 @@ struct Stack::Impl {
   void output(Tcb& t, Micros now);
   bool transmit(Tcb& t, uint32_t seq, uint8_t flags, uint32_t len, Micros now);
   void send_syn(Tcb& t, Micros now);
-  void send_ack(Tcb& t, Micros now) { transmit(t, t.snd_nxt, wire::kAck, 0, now); }
+  uint32_t acceptable_seq(const Tcb& t) const;
+  void send_ack(Tcb& t, Micros now) { transmit(t, acceptable_seq(t), wire::kAck, 0, now); }
+  void send_dupack(Tcb& t, const Segment& seg, Micros now);
   void send_rst(Tcb& t, Micros now);
   void retransmit_first(Tcb& t, Micros now);
   void timers(Tcb& t, Micros now);

@@ -18,6 +18,7 @@ constexpr uint32_t kMaxRetries = 15;           // like tcp_retries2
 constexpr uint32_t kSynAckRetries = 5;         // like tcp_synack_retries
 constexpr Micros kOrphanFinWait2 = 60000000;   // like tcp_fin_timeout
 constexpr Micros kPawsIdle = 1000000000;       // ts_recent goes stale (RFC 7323 5.5)
+constexpr Micros kOutOfWindowAckInterval = 500000;  // like tcp_invalid_ratelimit
 
 uint64_t rotl(uint64_t x, int b) { return (x << b) | (x >> (64 - b)); }
 
@@ -212,8 +213,27 @@ void Stack::Impl::send_syn(Tcb& t, Micros now) {
   transmit(t, t.iss, flags, 0, now);
 }
 
+uint32_t Stack::Impl::acceptable_seq(const Tcb& t) const {
+  // After a retransmission past a shrunken window snd_nxt may lie beyond the
+  // peer's window; a segment there would only bounce (Linux tcp_acceptable_seq).
+  uint32_t edge = t.snd_una + t.snd_wnd;
+  return seq_le(t.snd_nxt, edge) ? t.snd_nxt : edge;
+}
+
 void Stack::Impl::send_rst(Tcb& t, Micros now) {
-  transmit(t, t.snd_nxt, kRst | kAck, 0, now);
+  transmit(t, acceptable_seq(t), kRst | kAck, 0, now);
+}
+
+void Stack::Impl::send_dupack(Tcb& t, const Segment& seg, Micros now) {
+  // An ACK for an unacceptable segment without data is rate limited, so two
+  // confused ends cannot ping-pong ACKs forever (Linux tcp_oow_rate_limited,
+  // RFC 5961 7).
+  bool carries_data = seg.seq_len() > 0 && !seg.has(kSyn);
+  if (!carries_data) {
+    if (t.last_oow_ack != kNever && now - t.last_oow_ack < kOutOfWindowAckInterval) return;
+    t.last_oow_ack = now;
+  }
+  send_ack(t, now);
 }
 
 void Stack::Impl::reply_rst(const Segment& seg) {
@@ -236,7 +256,7 @@ void Stack::Impl::retransmit_first(Tcb& t, Micros now) {
   if (seq_lt(t.snd_una, t.sndbuf_seq)) return;
   uint32_t avail = t.data_end() - t.snd_una;
   if (!t.fin_queued && avail == 0) return;
-  uint32_t len = std::min(avail, data_room(t));
+  uint32_t len = std::min({avail, data_room(t), std::max<uint32_t>(t.snd_wnd, 1)});
   bool fin = t.fin_queued && len == avail;
   uint8_t flags = kAck | (fin ? kFin : 0) | (len && len == avail ? kPsh : 0);
   if (!transmit(t, t.snd_una, flags, len, now)) return;
@@ -357,7 +377,7 @@ void Stack::Impl::on_syn_sent(Tcb& t, const Segment& seg, Micros now) {
     send_syn(t, now);
     return;
   }
-  if (t.ts_ok && h.options.ts_ecr) {
+  if (t.ts_ok && h.options.ts_ecr && int32_t(uint32_t(now) - h.options.ts_ecr) >= 0) {
     rtt_sample(t, uint32_t(now) - h.options.ts_ecr);
   } else if (t.rtt_timing) {
     rtt_sample(t, now - t.rtt_start);
@@ -443,7 +463,7 @@ void Stack::Impl::on_segment(Tcb& t, const Segment& seg, Micros now) {
   // PAWS (RFC 7323 5.3).
   if (t.ts_ok && h.options.has_timestamp && !seg.has(kRst) &&
       seq_lt(h.options.ts_val, t.ts_recent) && now - t.ts_recent_age < kPawsIdle) {
-    send_ack(t, now);
+    send_dupack(t, seg, now);
     return;
   }
 
@@ -461,7 +481,7 @@ void Stack::Impl::on_segment(Tcb& t, const Segment& seg, Micros now) {
     } else {
       if (!seg.has(kRst)) {
         if (t.state == TcpState::TimeWait && seg.has(kFin)) t.linger_at = now + config.time_wait;
-        send_ack(t, now);
+        send_dupack(t, seg, now);
       }
       return;
     }
@@ -469,7 +489,7 @@ void Stack::Impl::on_segment(Tcb& t, const Segment& seg, Micros now) {
 
   if (seg.has(kRst)) {
     if (h.seq != t.rcv_nxt) {
-      send_ack(t, now);  // RFC 5961 3.2 challenge ACK
+      send_dupack(t, seg, now);  // RFC 5961 3.2 challenge ACK
       return;
     }
     ++counters.resets_in;
@@ -483,7 +503,7 @@ void Stack::Impl::on_segment(Tcb& t, const Segment& seg, Micros now) {
     return;
   }
   if (seg.has(kSyn)) {
-    send_ack(t, now);  // RFC 5961 4.2 challenge ACK
+    send_dupack(t, seg, now);  // RFC 5961 4.2 challenge ACK
     return;
   }
   if (!seg.has(kAck)) return;
@@ -520,7 +540,8 @@ void Stack::Impl::on_segment(Tcb& t, const Segment& seg, Micros now) {
     t.ts_recent_age = now;
   }
 
-  if (!ack_only && (seg.payload_len > 0 || seg.has(kFin))) {
+  // A zero window refuses data but still takes a bare FIN (as Linux does).
+  if ((!ack_only || seg.payload_len == 0) && (seg.payload_len > 0 || seg.has(kFin))) {
     if (t.state == TcpState::Established || t.state == TcpState::FinWait1 ||
         t.state == TcpState::FinWait2) {
       on_data(t, seg, now);
@@ -630,11 +651,6 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
   const uint8_t* data = seg.payload;
   uint32_t n = uint32_t(seg.payload_len);
   bool fin = seg.has(kFin);
-  if (t.app_closed && n > 0) {
-    send_rst(t, now);  // nobody will ever read this (Linux does the same)
-    finish(t);
-    return;
-  }
   if (seq_lt(seq, t.rcv_nxt)) {
     uint32_t d = t.rcv_nxt - seq;
     if (d >= n) {
@@ -646,6 +662,11 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
       n -= d;
     }
     seq = t.rcv_nxt;
+  }
+  if (t.app_closed && n > 0) {
+    send_rst(t, now);  // new data nobody will ever read (Linux does the same)
+    finish(t);
+    return;
   }
   uint32_t off = seq - t.rcv_nxt;
   size_t room = t.rcvbuf.free_space();
@@ -779,7 +800,7 @@ void Stack::Impl::on_rto(Tcb& t, Micros now) {
     output(t, now);  // nothing outstanding: the link was full, try again
     return;
   }
-  if (t.snd_wnd == 0 && t.snd_max - t.snd_una <= 1 && t.unsent() + t.flight() > 0) {
+  if (t.snd_wnd == 0 && t.snd_max - t.snd_una <= 1 && seq_lt(t.snd_una, t.data_end())) {
     // Only a window probe is outstanding: that is the persist timer's job.
     t.persist_at = now + std::min<Micros>(t.rto, config.rto_max);
     return;

@@ -178,6 +178,8 @@ struct Tcb {
   // The deadline under which this Tcb sits in the stack's timer heap.
   Micros scheduled_at = kNever;
 
+  Micros last_oow_ack = kNever;  // last ACK for an out-of-window segment
+
   bool writable_armed = false;
   uint32_t retransmits = 0;
 

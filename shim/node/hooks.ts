@@ -21,6 +21,7 @@ import type { Fallbacks } from '../stats';
 import { debug } from '../stats';
 import { BypassHandle, type LocalBinding } from './handle';
 import { ownerOf, type Internals } from './internals';
+import { installTlsBridge, isTlsSocket } from './tls';
 
 const kBound = Symbol('sidestep.bound');
 const kListener = Symbol('sidestep.listener');
@@ -34,7 +35,10 @@ interface Bound extends LocalBinding {
 const bypassedSockets = new WeakSet<object>();
 
 export function isBypassedSocket(socket: object): boolean {
-  return bypassedSockets.has(socket);
+  if (bypassedSockets.has(socket)) return true;
+  // A TLS socket over a bypassed socket: Node keeps the raw one as _parent.
+  const parent = (socket as any)._parent;
+  return isTlsSocket(socket) && !!parent && typeof parent === 'object' && bypassedSockets.has(parent);
 }
 
 /** The bypass side of a listening kernel handle. */
@@ -67,6 +71,8 @@ class BypassListener implements EventTarget {
 }
 
 export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks): void {
+  const tlsProblem = installTlsBridge();
+  if (tlsProblem) fallbacks.record(tlsProblem);
   const proto = internals.TCP.prototype;
   const registry: ListenerLookup = runtime.binding;
   const orig = {
@@ -89,6 +95,12 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const socket = ownerOf(internals, kernel);
     if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function') {
       fallbacks.record('unowned-handle: a TCP handle without a net.Socket owner');
+      return original.call(kernel, req, address, port);
+    }
+    if (socket._handle !== kernel) {
+      // TLS (tls.connect without a socket) wraps the raw handle in C++; its
+      // bypass needs a raw socket underneath, which is not built yet.
+      fallbacks.record(`tls: ${isTlsSocket(socket) ? 'tls.connect without a socket' : 'a wrapped TCP handle'}`);
       return original.call(kernel, req, address, port);
     }
     const bound: Bound | undefined = kernel[kBound];

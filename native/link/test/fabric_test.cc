@@ -246,6 +246,14 @@ TEST(kill9_child_is_detected_and_its_slot_registrations_ports_reclaimed) {
     CHECK_EQ(parent->listener_lookup(4, kLoop4, 8080, &found), -ENOENT);
     CHECK_EQ(parent->port_claim(40000), 40000);  // reclaimed lazily
     CHECK(shm_exists(name));
+    // Without a syscall per frame, a producer only learns of the death when
+    // the dead consumer's ring fills up: that refusal is counted as peer gone.
+    const std::string big(4000, 'z');
+    int accepted = 0;
+    while (send_frame(*parent, child, big.data(), big.size())) ++accepted;
+    CHECK_EQ(accepted, 16);
+    CHECK_EQ(parent->counters().drops_peer_gone, 1u);
+    CHECK_EQ(parent->counters().drops_ring_full, 0u);
 
     // The dead child's slot is the free one: a new stack gets it, with a new
     // generation, and the old generation's frames never reach anyone.
@@ -260,11 +268,17 @@ TEST(kill9_child_is_detected_and_its_slot_registrations_ports_reclaimed) {
     CHECK_EQ(poll_all(*parent).size(), 0u);
     CHECK_EQ(parent->counters().drops_malformed, malformed + 3);
     CHECK(parent->tx_reserve(child, 1) == nullptr);  // stale address: peer gone
-    // The new owner talks normally.
+    // The new owner talks normally, both ways (the ring the parent had filled
+    // for the dead child was emptied when the slot was claimed).
     REQUIRE(send_text(*again, parent_addr, "new"));
     auto got = poll_all(*parent);
     REQUIRE(got.size() == 1u);
     CHECK_EQ(got[0].from, again->self());
+    REQUIRE(send_text(*parent, again->self(), "welcome"));
+    auto welcome = poll_all(*again);
+    REQUIRE(welcome.size() == 1u);
+    CHECK(welcome[0].bytes == "welcome");
+    CHECK_EQ(again->counters().drops_malformed, 0u);
   }
   CHECK(!shm_exists(name));
 }
@@ -654,5 +668,68 @@ TEST(concurrent_attach_and_detach_never_split_the_fabric) {
   run(0);
   other.join();
   CHECK_EQ(failures.load(), 0);
+  CHECK(!shm_exists(name));
+}
+
+TEST(symlink_at_the_fabric_path_is_refused) {
+  const std::string name = unique_name();
+  const std::string target = shm_path(name + "-target");
+  REQUIRE(::symlink(target.c_str(), shm_path(name).c_str()) == 0);
+  std::unique_ptr<Fabric> f;
+  std::string why;
+  CHECK_EQ(Fabric::open(small_config(name), &f, &why), -ELOOP);
+  CHECK(why.find(shm_path(name)) != std::string::npos);
+  CHECK(!shm_exists(name + "-target"));  // nothing created through the link
+  ::unlink(shm_path(name).c_str());
+}
+
+// The need-wakeup protocol across a process boundary: each side sleeps in
+// poll() after every frame; a lost wakeup shows as a timeout with a frame
+// pending.
+TEST(need_wakeup_loses_no_wakeup_across_processes) {
+  const std::string name = unique_name();
+  {
+    auto parent = open_fabric(small_config(name));
+    REQUIRE(parent);
+    const LinkAddr parent_addr = parent->self();
+    constexpr int kRounds = 5000;
+    // Returns the number of lost wakeups, or -1 on another failure.
+    auto serve = [](Fabric& f, LinkAddr* peer, bool starts) {
+      int received = 0, lost = 0;
+      if (starts && !send_text(f, *peer, "p")) return -1;
+      while (received < kRounds) {
+        size_t n = f.rx_poll([&](LinkAddr from, const uint8_t*, size_t) { *peer = from; }, 64);
+        if (n) {
+          received += static_cast<int>(n);
+          if (received < kRounds || !starts)
+            for (size_t i = 0; i < n; ++i)
+              if (!send_text(f, *peer, "p")) return -1;
+          continue;
+        }
+        if (!f.prepare_sleep()) continue;
+        if (!fd_readable(f.doorbell_fd(), 2000)) {
+          if (!f.rx_pending()) return -1;
+          ++lost;
+        }
+        f.doorbell_drain();
+        f.disarm();
+      }
+      return lost;
+    };
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto f = open_fabric(small_config(name));
+      if (!f) child_exit(false);
+      LinkAddr peer = parent_addr;
+      int lost = serve(*f, &peer, true);
+      f.reset();  // the parent's last frame came after our last one
+      child_exit(lost == 0);
+    }
+    REQUIRE(pid > 0);
+    LinkAddr child = 0;
+    CHECK_EQ(serve(*parent, &child, false), 0);
+    CHECK_EQ(reap(pid), 0);
+    CHECK(parent->counters().wakeups > 0u);
+  }
   CHECK(!shm_exists(name));
 }

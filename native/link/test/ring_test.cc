@@ -223,6 +223,9 @@ TEST(garbage_in_an_inbound_ring_is_dropped_without_crash_or_hang) {
     uint8_t* ring = base + geo.ring_offset(slot_of(a->self()), slot_of(b->self()));
     auto* hdr = reinterpret_cast<layout::RingHeader*>(ring);
     uint8_t* data = ring + layout::kRingHeaderBytes;
+    auto* slots = reinterpret_cast<layout::Slot*>(base + geo.slots_offset);
+    layout::Slot* a_slot = &slots[slot_of(a->self())];
+    layout::Slot* b_slot = &slots[slot_of(b->self())];
     std::mt19937_64 rng(12345);
     size_t delivered = 0;
     for (int iter = 0; iter < 3000; ++iter) {
@@ -259,13 +262,18 @@ TEST(garbage_in_an_inbound_ring_is_dropped_without_crash_or_hang) {
           send_text(*a, b->self(), "during");
           break;
       }
-      // Stray bits in the inbound mask too: rings nobody uses.
+      // Stray bits in the inbound mask and a scribbled producer generation:
+      // rings nobody uses, frames of nobody.
+      if (iter % 7 == 0) b_slot->inbound_mask |= rng() & rng();
+      if (iter % 11 == 0) a_slot->generation = static_cast<uint32_t>(rng());
+      if (iter % 11 == 1) a_slot->generation = generation_of(a->self());
       delivered += b->rx_poll([](LinkAddr, const uint8_t* p, size_t n) { (void)p[n ? n - 1 : 0]; },
                               64);
     }
     CHECK(b->counters().drops_malformed > 100u);
     // After the scribbling stops, the ring recovers: the producer repairs its
     // tail, the consumer resynchronises, and clean frames flow again.
+    a_slot->generation = generation_of(a->self());
     hdr->head = 0;
     hdr->tail = 0;
     poll_all(*b);

@@ -69,7 +69,7 @@ TEST(connect_ipv6_sends_syn_with_options_and_completes) {
   REQUIRE(out.size() == 1);
   CHECK_EQ(out[0].ip.src.family, 6);
   CHECK_EQ(out[0].tcp.flags, kSyn);
-  CHECK_EQ(out[0].tcp.options.mss, 65476);  // 65535 - 40 - 20 + 1
+  CHECK_EQ(out[0].tcp.options.mss, 65476);  // (65536 - 40) - 20
   CHECK_EQ(out[0].tcp.options.window_scale, 5);
   CHECK(out[0].tcp.options.sack_permitted);
   CHECK(out[0].tcp.options.has_timestamp);

@@ -4,6 +4,7 @@
 #pragma once
 
 #include <algorithm>
+#include <cstdlib>
 #include <cstring>
 #include <deque>
 #include <functional>
@@ -55,15 +56,17 @@ struct Parsed {
   bool has(uint8_t f) const { return (tcp.flags & f) != 0; }
 };
 
-inline Parsed parse(const std::vector<uint8_t>& b) {
+inline Parsed parse(const std::vector<uint8_t>& b, bool verify = true) {
   Parsed p;
-  if (parse_ip(b.data(), b.size(), true, &p.ip) != IpParse::Ok) return p;
+  if (parse_ip(b.data(), b.size(), verify, &p.ip) != IpParse::Ok) return p;
   const uint8_t* t = b.data() + p.ip.header_len;
   if (!parse_tcp(t, p.ip.payload_len, &p.tcp)) return p;
   p.payload.assign(t + p.tcp.header_len, t + p.ip.payload_len);
   p.ok = true;
   return p;
 }
+
+inline Parsed parse_any(const std::vector<uint8_t>& b) { return parse(b, false); }
 
 // Builds an IP packet carrying one TCP segment, checksums filled.
 inline std::vector<uint8_t> build(const Endpoint& src, const Endpoint& dst, uint32_t seq,
@@ -182,6 +185,7 @@ class Wire {
   Faults faults;
   uint64_t rng;
   uint64_t delivered = 0, dropped = 0;
+  bool trace = std::getenv("SIDESTEP_TRACE") != nullptr;
 
   explicit Wire(const Config& c = test_config(), uint64_t seed = 1)
       : config(c), a(c, init_end(0)), b(c, init_end(1)), rng(seed * 0x9e3779b97f4a7c15ull + 1) {}
@@ -212,11 +216,15 @@ class Wire {
 
   // Delivers packets and fires timers until `until` or until nothing is
   // pending anywhere. Returns false if time ran out with work pending.
-  bool run(Micros until, const std::function<void()>& app = nullptr) {
+  // `app` runs between steps; `busy` says the app still has work of its own
+  // (a slow reader), so the clock keeps moving even when the stacks are idle.
+  bool run(Micros until, const std::function<void()>& app = nullptr,
+           const std::function<bool()>& busy = nullptr) {
     for (;;) {
       if (app) app();
       Micros next = std::min(a.poll_at(), b.poll_at());
       if (!inflight_.empty()) next = std::min(next, inflight_.front().at);
+      if (next == kNever && busy && busy()) next = now + 1000;
       if (next == kNever) return true;
       if (next > until) {
         now = until;
@@ -228,6 +236,14 @@ class Wire {
         InFlight f = std::move(inflight_.back());
         inflight_.pop_back();
         ++delivered;
+        if (trace) {
+          Parsed p = parse_any(f.bytes);
+          std::fprintf(stderr, "%10.6f %s seq %u ack %u %s%s%s%s len %zu win %u ts %u/%u\n",
+                       double(now) / 1e6, f.side == 1 ? "a->b" : "b->a", p.tcp.seq, p.tcp.ack,
+                       p.has(kSyn) ? "S" : "", p.has(kFin) ? "F" : "", p.has(kRst) ? "R" : "",
+                       p.has(kPsh) ? "P" : "", p.payload.size(), p.tcp.window,
+                       p.tcp.options.ts_val, p.tcp.options.ts_ecr);
+        }
         stack(f.side).input(f.side == 0 ? 1 : 0, f.bytes.data(), f.bytes.size(), now);
       }
       a.poll(now);

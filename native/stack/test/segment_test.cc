@@ -448,3 +448,70 @@ TEST(closing_listener_resets_unaccepted_connections) {
   CHECK_EQ(count_events(rig.events(), EventType::Closed, SocketId(l)), 1u);
   CHECK_EQ(rig.stack.poll_at(), kNever);
 }
+
+TEST(set_nodelay_pushes_a_held_runt) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  auto a = bytes_of("aa"), b = bytes_of("bbb");
+  rig.stack.send(c.id, a.data(), a.size(), rig.now);
+  rig.stack.send(c.id, b.data(), b.size(), rig.now);
+  CHECK_EQ(rig.sent().size(), 1u);
+  rig.stack.set_nodelay(c.id, true);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload == b);
+}
+
+TEST(bare_fin_is_taken_even_with_a_zero_window) {
+  Config cfg = test_config();
+  cfg.recv_buffer = 2048;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1, kAck | kPsh, 65535, {}, filled(2048, 1)));
+  CHECK_EQ(rig.sent()[0].tcp.window, 0);
+  rig.feed(build(c.peer, c.local, c.peer_seq + 2048, c.iss + 1, kAck | kFin, 65535));
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.ack, c.peer_seq + 2049);
+  SocketInfo info;
+  rig.stack.info(c.id, &info);
+  CHECK_EQ(info.state, uint8_t(TcpState::CloseWait));
+  rig.events();
+  std::vector<uint8_t> buf(4096);
+  CHECK_EQ(rig.stack.recv(c.id, buf.data(), buf.size(), rig.now), 2048u);
+  CHECK(has_event(rig.events(), EventType::PeerClosed, c.id));
+}
+
+TEST(fin_into_zero_window_is_still_retransmitted) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000), false, 0);
+  REQUIRE(c.id);
+  rig.stack.shutdown_write(c.id, rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].has(kFin));
+  rig.advance_to(rig.stack.poll_at());
+  out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].has(kFin));
+}
+
+TEST(duplicate_of_read_data_after_close_does_not_reset) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  auto d = bytes_of("data");
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1, kAck | kPsh, 1000, {}, d));
+  std::vector<uint8_t> buf(16);
+  rig.stack.recv(c.id, buf.data(), buf.size(), rig.now);
+  rig.stack.close(c.id, rig.now);
+  rig.sent();
+  // Our ACK was lost: the peer repeats the data with its FIN.
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 2, kAck | kFin, 1000, {}, d));
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK(!out[0].has(kRst));
+  CHECK_EQ(out[0].tcp.ack, c.peer_seq + 5);
+}
