@@ -3,6 +3,9 @@
 // few calls the JS handle layer understands.
 #include "runtime.h"
 
+#include <sys/syscall.h>
+#include <unistd.h>
+
 #include <cerrno>
 #include <cstring>
 
@@ -79,6 +82,8 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
 }
 
 void Runtime::Detach() {
+  for (auto& [link, w] : peers_) ClosePeerWatch(w);
+  peers_.clear();
   CloseHandle(doorbell_);
   CloseHandle(timer_);
   CloseHandle(idle_);
@@ -165,6 +170,66 @@ void Runtime::Pump() {
     ArmTimer();
   }
   in_pump_ = false;
+}
+
+bool Runtime::WatchPeer(uint32_t link) {
+  auto it = peers_.find(link);
+  if (it != peers_.end()) {
+    ++it->second->connections;
+    return true;
+  }
+  int pid = fabric_->peer_pid(link);
+  if (pid < 0) return false;
+  if (pid == static_cast<int>(::getpid())) return true;  // our own process: no watch needed
+  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+  if (fd < 0) return errno != ESRCH;  // no pidfd support: stay without a death notice
+  auto* w = new PeerWatch();
+  w->pidfd = fd;
+  w->link = link;
+  w->connections = 1;
+  w->runtime = this;
+  w->poll.data = w;
+  if (uv_poll_init(loop_, &w->poll, fd) != 0) {
+    ::close(fd);
+    delete w;
+    return true;
+  }
+  uv_poll_start(&w->poll, UV_READABLE, OnPeerExit);
+  uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
+  peers_[link] = w;
+  return true;
+}
+
+void Runtime::UnwatchPeer(uint32_t link) {
+  auto it = peers_.find(link);
+  if (it == peers_.end()) return;
+  if (--it->second->connections > 0) return;
+  ClosePeerWatch(it->second);
+  peers_.erase(it);
+}
+
+void Runtime::ClosePeerWatch(PeerWatch* w) {
+  w->runtime = nullptr;
+  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) {
+    auto* pw = static_cast<PeerWatch*>(h->data);
+    ::close(pw->pidfd);
+    delete pw;
+  });
+}
+
+void Runtime::OnPeerExit(uv_poll_t* h, int status, int events) {
+  auto* w = static_cast<PeerWatch*>(h->data);
+  Runtime* self = w->runtime;
+  if (!self || !self->stack_) return;
+  uint32_t link = w->link;
+  self->peers_.erase(link);
+  self->ClosePeerWatch(w);
+  // Connections through the dead peer get ECONNRESET now, not after timeouts.
+  for (auto& [id, st] : self->sockets_) {
+    if (st.peer == link) st.peer = 0;
+  }
+  self->stack_->link_down(link, self->Now());
+  self->Pump();
 }
 
 SocketState* Runtime::Find(stack::SocketId id) {
@@ -276,6 +341,8 @@ void Runtime::Dispatch() {
           int c = stack_->accept(ev.socket);
           if (c <= 0) break;
           SocketState cs;
+          uint32_t link = stack_->link_of(static_cast<stack::SocketId>(c));
+          if (WatchPeer(link)) cs.peer = link;
           sockets_[static_cast<stack::SocketId>(c)] = cs;
           ++connections_accepted_;
           ++refs_;
@@ -288,6 +355,7 @@ void Runtime::Dispatch() {
       case stack::EventType::Closed:
         if (st) {
           if (st->owned_port) fabric_->port_release(st->owned_port);
+          if (st->peer) UnwatchPeer(st->peer);
           sockets_.erase(ev.socket);
         }
         break;
@@ -324,6 +392,7 @@ int Runtime::Connect(const stack::Endpoint& local, const stack::Endpoint& remote
   SocketState st;
   st.connecting = true;
   st.owned_port = static_cast<uint16_t>(port);
+  if (WatchPeer(via)) st.peer = via;
   sockets_[static_cast<stack::SocketId>(id)] = st;
   ++refs_;
   UpdateRef();

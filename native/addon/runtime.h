@@ -51,6 +51,20 @@ struct SocketState {
   bool closed = false;          // the app closed it; the stack finishes it
   uint16_t owned_port = 0;      // fabric port to release when the stack frees it
   int registry_entry = -1;      // listener registration in the fabric
+  uint32_t peer = 0;            // LinkAddr of the peer stack (0: none watched)
+};
+
+class Runtime;
+
+// Death notice for a peer process: a pidfd polled by libuv (never ref'd).
+// It fires when the process exits however it dies (kill -9, OOM), and the
+// stack then resets every connection through that peer.
+struct PeerWatch {
+  uv_poll_t poll;
+  int pidfd = -1;
+  uint32_t link = 0;
+  uint32_t connections = 0;
+  Runtime* runtime = nullptr;
 };
 
 // Adapts the fabric to the stack's Link interface (both speak LinkAddr).
@@ -95,6 +109,13 @@ class Runtime {
   static void OnDoorbell(uv_poll_t* h, int status, int events);
   static void OnTimer(uv_timer_t* h);
   static void OnIdle(uv_idle_t* h);
+  static void OnPeerExit(uv_poll_t* h, int status, int events);
+
+  // Count a connection through `link` and watch its process; false if the
+  // peer is already gone.
+  bool WatchPeer(uint32_t link);
+  void UnwatchPeer(uint32_t link);
+  void ClosePeerWatch(PeerWatch* w);
 
   stack::Micros Now() const;
   // Move packets, fire timers, tell JS; sleep only after prepare_sleep().
@@ -126,6 +147,7 @@ class Runtime {
   stack::Micros timer_deadline_ = stack::kNever;
 
   std::unordered_map<stack::SocketId, SocketState> sockets_;
+  std::unordered_map<uint32_t, PeerWatch*> peers_;
   std::vector<stack::SocketId> ready_;  // sockets with deliveries to make
   std::vector<stack::SocketId> shutdowns_;  // shutdowns to complete on the next pump
   int refs_ = 0;

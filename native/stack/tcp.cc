@@ -214,10 +214,10 @@ void Stack::Impl::send_syn(Tcb& t, Micros now) {
 }
 
 uint32_t Stack::Impl::acceptable_seq(const Tcb& t) const {
-  // After a retransmission past a shrunken window snd_nxt may lie beyond the
-  // peer's window; a segment there would only bounce (Linux tcp_acceptable_seq).
-  uint32_t edge = t.snd_una + t.snd_wnd;
-  return seq_le(t.snd_nxt, edge) ? t.snd_nxt : edge;
+  // A segment without data carries snd_max, not snd_nxt (BSD tcp_output):
+  // after a timeout snd_nxt went back to snd_una, below what the peer has
+  // already received, and an ACK there would be dropped as old.
+  return t.snd_max;
 }
 
 void Stack::Impl::send_rst(Tcb& t, Micros now) {
