@@ -149,11 +149,26 @@ export class BypassHandle implements EventTarget {
   }
 
   // ---- writes ----
-  private finishWrite(req: WriteReq, bytes: number, r: number): number {
+  /**
+   * Report a write to Node in the contract of this Node version (see
+   * VersionTraits.writeReturnsRequest). `r` is the addon's answer: 0 written,
+   * 1 accepted but completing later (kWritable), or a negative errno.
+   */
+  private finishWrite(req: WriteReq | null, bytes: number, r: number): number | WriteReq {
     const sb = this.internals.streamBase;
-    // Always set both: a stale kLastWriteWasAsync left by a kernel socket
-    // would otherwise make Node wait for a completion that never comes.
+    // Always set what Node reads back: a stale flag left by a kernel socket's
+    // write would otherwise make Node wait for a completion that never comes.
     sb.state[sb.kBytesWritten] = bytes;
+    if (this.internals.traits.writeReturnsRequest) {
+      if (r < 0) return r;
+      this.bytesWritten += bytes;
+      if (r === 0) return 0;
+      sb.state[sb.kLastWriteErr!] = 0;
+      const pending: WriteReq = { writeStatus: null };
+      this.pendingWrites.push(pending);
+      this.writeQueueSize = 1;
+      return pending;
+    }
     if (r < 0) {
       sb.state[sb.kLastWriteWasAsync] = 0;
       return r;
@@ -164,17 +179,17 @@ export class BypassHandle implements EventTarget {
       return 0;
     }
     sb.state[sb.kLastWriteWasAsync] = 1;
-    this.pendingWrites.push(req);
+    this.pendingWrites.push(req!);
     this.writeQueueSize = 1;
     return 0;
   }
 
-  writeBuffer(req: WriteReq, data: Uint8Array): number {
+  writeBuffer(req: WriteReq | null, data: Uint8Array): number | WriteReq {
     if (!this.id) return this.finishWrite(req, 0, UV_EBADF);
     return this.finishWrite(req, data.byteLength, this.binding.write(this.id, data));
   }
 
-  writev(req: WriteReq, chunks: any[], allBuffers: boolean): number {
+  writev(req: WriteReq | null, chunks: any[], allBuffers: boolean): number | WriteReq {
     if (!this.id) return this.finishWrite(req, 0, UV_EBADF);
     let parts: Uint8Array[];
     if (allBuffers) {
@@ -191,19 +206,19 @@ export class BypassHandle implements EventTarget {
     return this.finishWrite(req, bytes, this.binding.writev(this.id, parts));
   }
 
-  writeUtf8String(req: WriteReq, s: string): number {
+  writeUtf8String(req: WriteReq | null, s: string): number | WriteReq {
     return this.writeBuffer(req, Buffer.from(s, 'utf8'));
   }
 
-  writeLatin1String(req: WriteReq, s: string): number {
+  writeLatin1String(req: WriteReq | null, s: string): number | WriteReq {
     return this.writeBuffer(req, Buffer.from(s, 'latin1'));
   }
 
-  writeAsciiString(req: WriteReq, s: string): number {
+  writeAsciiString(req: WriteReq | null, s: string): number | WriteReq {
     return this.writeBuffer(req, Buffer.from(s, 'ascii'));
   }
 
-  writeUcs2String(req: WriteReq, s: string): number {
+  writeUcs2String(req: WriteReq | null, s: string): number | WriteReq {
     return this.writeBuffer(req, Buffer.from(s, 'ucs2'));
   }
 
@@ -211,7 +226,11 @@ export class BypassHandle implements EventTarget {
     const reqs = this.pendingWrites;
     this.pendingWrites = [];
     this.writeQueueSize = 0;
-    for (const req of reqs) req.oncomplete?.call(req, status, this, undefined);
+    for (const req of reqs) {
+      // Node 26 may not have attached oncomplete yet: it then reads writeStatus.
+      if (req.oncomplete) req.oncomplete.call(req, status, this, undefined);
+      else req.writeStatus = status;
+    }
   }
 
   shutdown(req: WriteReq): number {

@@ -10,23 +10,29 @@ export interface StreamBaseState {
   kArrayBufferOffset: number;
   kBytesWritten: number;
   kLastWriteWasAsync: number;
+  /** Node 26+: where an asynchronous write reports a dispatch error. */
+  kLastWriteErr: number | undefined;
 }
 
 /** Per-major differences in the handle contract. */
 export interface VersionTraits {
   /**
-   * Node 26: an asynchronous write returns `{ writeStatus: null }`-style
-   * results and reports errors through kLastWriteErr; earlier versions return
-   * 0 and keep the req. (Filled in when Node 26 support lands: until then 26
-   * runs with the kernel, see policy's 'node-version' reason.)
+   * Node 26 changed the write contract (lib/internal/stream_base_commons.js):
+   * write methods get `req === null` and return either a number (the write
+   * completed, or failed, synchronously) or a request object the handle
+   * creates, with `writeStatus: null`, whose `oncomplete(status)` Node
+   * attaches afterwards; a dispatch error goes into kLastWriteErr. Before 26,
+   * Node passes a WriteWrap, the handle returns 0 or an error and says
+   * whether the write is asynchronous in kLastWriteWasAsync.
    */
-  writeReturnsObject: boolean;
+  writeReturnsRequest: boolean;
 }
 
 const VERSION_TABLE: Record<number, VersionTraits> = {
-  20: { writeReturnsObject: false },
-  22: { writeReturnsObject: false },
-  24: { writeReturnsObject: false },
+  20: { writeReturnsRequest: false },
+  22: { writeReturnsRequest: false },
+  24: { writeReturnsRequest: false },
+  26: { writeReturnsRequest: true },
 };
 
 export interface Internals {
@@ -67,6 +73,8 @@ export function loadInternals(): Internals | string {
   if (!kReinitializeHandle) return 'node-internals: net.Socket has no kReinitializeHandle';
   if (!tcpWrap?.TCP?.prototype || !(streamWrap?.streamBaseState instanceof Int32Array))
     return 'node-internals: tcp_wrap/stream_wrap bindings have an unexpected shape';
+  if (traits.writeReturnsRequest && typeof streamWrap.kLastWriteErr !== 'number')
+    return 'node-internals: stream_wrap has no kLastWriteErr';
   return {
     TCP: tcpWrap.TCP,
     streamBase: {
@@ -75,6 +83,7 @@ export function loadInternals(): Internals | string {
       kArrayBufferOffset: streamWrap.kArrayBufferOffset,
       kBytesWritten: streamWrap.kBytesWritten,
       kLastWriteWasAsync: streamWrap.kLastWriteWasAsync,
+      kLastWriteErr: streamWrap.kLastWriteErr,
     },
     kReinitializeHandle,
     traits,
