@@ -12,6 +12,7 @@ export interface AttachConfig {
   mtu: number;
   command: string;
   timeWaitMs: number;
+  spinUs: number;
   isnSecret: Buffer;
   why?: string;
 }

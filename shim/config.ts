@@ -1,6 +1,7 @@
 // SIDESTEP_* configuration, validated at start: a bad value stops the program
 // with an error that names the variable and what it accepts, never a silent
-// default (as Onload does with EF_*).
+// default (as Onload does with EF_*). One table (VARIABLES) defines every
+// variable: parsing, validation, `sidestep config` and the docs follow it.
 import * as os from 'node:os';
 
 export interface Config {
@@ -11,45 +12,106 @@ export interface Config {
   ringBytes: number;
   mtu: number;
   timeWaitMs: number;
+  /** Spin budget before sleeping, in microseconds (0: never spin). */
+  spinUs: number;
+  /** Fail instead of falling back to the kernel. */
+  strict: boolean;
+  /** Append one JSON line of counters to this file at exit ('' = off). */
+  report: string;
 }
 
 export class ConfigError extends Error {
   readonly code = 'ERR_SIDESTEP_CONFIG';
-  constructor(readonly variable: string, value: string, accepted: string) {
-    super(`${variable}=${JSON.stringify(value)} is invalid: expected ${accepted}`);
+  constructor(readonly variable: string, value: string, accepted: string, message?: string) {
+    super(message ?? `${variable}=${JSON.stringify(value)} is invalid: expected ${accepted}`);
     this.name = 'ConfigError';
   }
 }
 
 type Env = Record<string, string | undefined>;
 
-function integer(env: Env, name: string, dflt: number, min: number, max: number, check?: (n: number) => boolean, accepted?: string): number {
-  const raw = env[name];
-  if (raw === undefined || raw === '') return dflt;
-  const n = /^\d+$/.test(raw.trim()) ? Number(raw.trim()) : NaN;
-  if (!Number.isSafeInteger(n) || n < min || n > max || (check && !check(n)))
-    throw new ConfigError(name, raw, accepted ?? `an integer from ${min} to ${max}`);
-  return n;
+interface Variable<K extends keyof Config> {
+  name: string;
+  key: K;
+  accepted: string;
+  describe: string;
+  dflt: () => Config[K];
+  parse: (raw: string) => Config[K] | undefined;
 }
+
+function int(min: number, max: number, check: (n: number) => boolean = () => true) {
+  return (raw: string): number | undefined => {
+    const t = raw.trim();
+    const n = /^\d+$/.test(t) ? Number(t) : NaN;
+    return Number.isSafeInteger(n) && n >= min && n <= max && check(n) ? n : undefined;
+  };
+}
+
+const bool = (raw: string): boolean | undefined => (raw === '1' ? true : raw === '0' ? false : undefined);
 
 export function defaultFabricName(): string {
   const uid = typeof process.getuid === 'function' ? process.getuid() : os.userInfo().uid;
   return `sidestep-${uid}`;
 }
 
+const isPow2 = (n: number) => (n & (n - 1)) === 0;
+
+export const VARIABLES: Variable<keyof Config>[] = [
+  { name: 'SIDESTEP', key: 'enabled', accepted: '0 (kernel sockets only) or 1 (bypass where possible)',
+    describe: 'bypass on or off', dflt: () => true, parse: bool },
+  { name: 'SIDESTEP_FABRIC', key: 'fabric', accepted: 'a file name of letters, digits, ".", "_" or "-" (not starting with ".")',
+    describe: 'the fabric file under /dev/shm', dflt: defaultFabricName,
+    parse: (raw) => (/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/.test(raw) ? raw : undefined) },
+  { name: 'SIDESTEP_RING_BYTES', key: 'ringBytes', accepted: 'a power of two from 262144 to 268435456',
+    describe: 'bytes per ring between two stacks', dflt: () => 4 << 20, parse: int(1 << 18, 1 << 28, isPow2) },
+  { name: 'SIDESTEP_MTU', key: 'mtu', accepted: 'an integer from 1280 to 65536',
+    describe: 'largest IP packet on the fabric', dflt: () => 65536, parse: int(1280, 65536) },
+  { name: 'SIDESTEP_TIME_WAIT_MS', key: 'timeWaitMs', accepted: 'an integer from 0 to 240000',
+    describe: 'TIME_WAIT duration on the fabric (ms)', dflt: () => 1000, parse: int(0, 240000) },
+  { name: 'SIDESTEP_SPIN_US', key: 'spinUs', accepted: 'an integer from 0 to 1000000',
+    describe: 'spin this long for more packets before sleeping (µs; 0 = never spin)', dflt: () => 0, parse: int(0, 1000000) },
+  { name: 'SIDESTEP_STRICT', key: 'strict', accepted: '0 or 1',
+    describe: 'fail connects that would fall back to the kernel', dflt: () => false, parse: bool },
+  { name: 'SIDESTEP_REPORT', key: 'report', accepted: 'a file path',
+    describe: 'append a JSON line of counters to this file at exit', dflt: () => '', parse: (raw) => raw },
+];
+
+export interface ConfigSource {
+  variable: string;
+  value: unknown;
+  /** 'default', 'environment', or 'profile NAME' (from the launcher). */
+  source: string;
+  describe: string;
+}
+
+/** The configuration, with where each value came from. */
+export function explainConfig(env: Env = process.env, origins: Record<string, string> = {}): { config: Config; sources: ConfigSource[] } {
+  const known = new Set(VARIABLES.map((v) => v.name));
+  for (const name of Object.keys(env)) {
+    if (name.startsWith('SIDESTEP_') && !known.has(name) && env[name] !== undefined)
+      throw new ConfigError(name, env[name]!, '', `${name} is not a sidestep variable (known: ${[...known].join(', ')})`);
+  }
+  const config = {} as Record<keyof Config, unknown>;
+  const sources: ConfigSource[] = [];
+  for (const v of VARIABLES) {
+    const raw = env[v.name];
+    let value: unknown;
+    if (raw === undefined || raw === '') {
+      value = v.dflt();
+    } else {
+      value = v.parse(raw);
+      if (value === undefined) throw new ConfigError(v.name, raw, v.accepted);
+    }
+    config[v.key] = value;
+    const source = raw === undefined || raw === '' ? 'default' : origins[v.name] ?? 'environment';
+    sources.push({ variable: v.name, value, source, describe: v.describe });
+  }
+  const c = config as unknown as Config;
+  if (c.ringBytes < 4 * c.mtu)
+    throw new ConfigError('SIDESTEP_RING_BYTES', String(c.ringBytes), `at least 4 x SIDESTEP_MTU (${4 * c.mtu}) so a ring holds several packets`);
+  return { config: c, sources };
+}
+
 export function readConfig(env: Env = process.env): Config {
-  const on = env.SIDESTEP;
-  if (on !== undefined && on !== '' && on !== '0' && on !== '1')
-    throw new ConfigError('SIDESTEP', on, '0 (kernel sockets only) or 1 (bypass where possible)');
-  const fabric = env.SIDESTEP_FABRIC || defaultFabricName();
-  if (!/^[A-Za-z0-9._-]{1,200}$/.test(fabric) || fabric.startsWith('.'))
-    throw new ConfigError('SIDESTEP_FABRIC', fabric, 'a file name of letters, digits, ".", "_" or "-" (not starting with ".")');
-  const pow2 = (n: number) => (n & (n - 1)) === 0;
-  return {
-    enabled: on !== '0',
-    fabric,
-    ringBytes: integer(env, 'SIDESTEP_RING_BYTES', 4 << 20, 1 << 17, 1 << 28, pow2, 'a power of two from 131072 to 268435456'),
-    mtu: integer(env, 'SIDESTEP_MTU', 65536, 1280, 65536),
-    timeWaitMs: integer(env, 'SIDESTEP_TIME_WAIT_MS', 1000, 0, 240000),
-  };
+  return explainConfig(env).config;
 }

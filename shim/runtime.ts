@@ -27,6 +27,7 @@ export class Runtime {
       ringBytes: config.ringBytes,
       mtu: config.mtu,
       timeWaitMs: config.timeWaitMs,
+      spinUs: config.spinUs,
       command: process.argv.slice(1, 3).join(' ').slice(0, 120),
       isnSecret: crypto.randomBytes(16),
       why: undefined as string | undefined,

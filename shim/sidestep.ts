@@ -2,6 +2,7 @@
 // the runtime attached to the fabric, and the counters stats() reports.
 // install() is idempotent and never throws for environmental reasons (those
 // become a fallback reason); only invalid configuration throws.
+import * as fs from 'node:fs';
 import { loadBinding } from './addon';
 import { readConfig, type Config } from './config';
 import { installHooks, isBypassedSocket } from './node/hooks';
@@ -19,16 +20,38 @@ interface State {
 
 let state: State | null = null;
 
+/** A connect or process that would fall back, under SIDESTEP_STRICT=1. */
+export class StrictModeError extends Error {
+  readonly code = 'ERR_SIDESTEP_STRICT';
+  constructor(readonly reason: string) {
+    super(`sidestep strict mode: would use the kernel (${reason})`);
+    this.name = 'StrictModeError';
+  }
+}
+
 function disable(s: State, reason: string): State {
   s.disabledReason = reason;
   debug('bypass disabled, every socket uses the kernel: %s', reason);
+  if (s.config.strict && s.config.enabled) throw new StrictModeError(reason);
   return s;
+}
+
+/** SIDESTEP_REPORT: one JSON line per process at exit (appended with O_APPEND, one write). */
+function writeReport(file: string): void {
+  const st = stats();
+  const line = JSON.stringify({ pid: process.pid, argv: process.argv.slice(1, 3), ...st }) + '\n';
+  try {
+    fs.appendFileSync(file, line);
+  } catch (err) {
+    debug('cannot write SIDESTEP_REPORT %s: %s', file, (err as Error).message);
+  }
 }
 
 export function install(): State {
   if (state) return state;
   const config = readConfig();
   const s: State = (state = { config, runtime: null, disabledReason: null, fallbacks: new Fallbacks() });
+  if (config.report) process.once('exit', () => writeReport(config.report));
   if (!config.enabled) return disable(s, 'disabled: SIDESTEP=0');
   const internals = loadInternals();
   if (typeof internals === 'string') return disable(s, internals);
@@ -37,7 +60,7 @@ export function install(): State {
   const runtime = Runtime.attach(loaded.binding, config);
   if (typeof runtime === 'string') return disable(s, runtime);
   s.runtime = runtime;
-  installHooks(internals, runtime, s.fallbacks);
+  installHooks(internals, runtime, s.fallbacks, config.strict ? (reason) => new StrictModeError(reason) : null);
   // Leave the fabric on the way out (a worker's environment teardown does
   // the same from the addon).
   process.once('exit', () => runtime.detach());

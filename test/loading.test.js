@@ -44,3 +44,16 @@ test('an invalid SIDESTEP_* value stops the program, naming the variable', () =>
   assert.notStrictEqual(r.status, 0);
   assert.match(r.stderr, /SIDESTEP_RING_BYTES="lots" is invalid: expected a power of two/);
 });
+
+test('sidestep config shows each value and where it came from; a bad profile is refused', () => {
+  const cli = path.join(ROOT, 'dist', 'cli.js');
+  const env = { ...process.env, NODE_OPTIONS: '', SIDESTEP_MTU: '9000' };
+  const r = spawnSync(process.execPath, [cli, '--profile', 'latency', 'config'], { env, encoding: 'utf8', timeout: 10000 });
+  assert.strictEqual(r.status, 0, r.stderr);
+  assert.match(r.stdout, /^SIDESTEP_MTU\s+9000\s+environment\s/m);
+  assert.match(r.stdout, /^SIDESTEP_SPIN_US\s+50\s+profile latency\s/m);
+  assert.match(r.stdout, /^SIDESTEP_RING_BYTES\s+4194304\s+default\s/m);
+  const bad = spawnSync(process.execPath, [cli, '--profile', 'fastest', 'node', '-e', '0'], { env, encoding: 'utf8', timeout: 10000 });
+  assert.strictEqual(bad.status, 2);
+  assert.match(bad.stderr, /unknown profile "fastest": expected one of default, latency, throughput/);
+});

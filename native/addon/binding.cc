@@ -65,6 +65,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   rc.stack.send_buffer = OptU32(cfg, "sendBuffer", rc.stack.send_buffer);
   rc.stack.time_wait = static_cast<stack::Micros>(OptU32(cfg, "timeWaitMs", 1000)) * 1000;
   rc.stack.rto_min = static_cast<stack::Micros>(OptU32(cfg, "rtoMinMs", 200)) * 1000;
+  rc.spin_us = OptU32(cfg, "spinUs", 0);
   Napi::Value secret = cfg.Get("isnSecret");
   if (secret.IsBuffer()) {
     auto b = secret.As<Napi::Buffer<uint8_t>>();

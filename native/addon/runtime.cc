@@ -56,6 +56,7 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   sc.checksums = false;  // the fabric is trusted memory, not a wire
   stack_ = std::make_unique<stack::Stack>(sc, link_);
   send_limit_ = sc.send_buffer;
+  spin_us_ = config.spin_us;
   on_event_ = Napi::Persistent(on_event);
   async_context_ = std::make_unique<Napi::AsyncContext>(env_, "sidestep:fabric");
 
@@ -158,7 +159,7 @@ void Runtime::Pump() {
     if (stack_->poll_at() <= now) stack_->poll(now);
     Dispatch();
     if (!stack_) break;
-    if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && fabric_->prepare_sleep()) {
+    if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && !Spin() && fabric_->prepare_sleep()) {
       asleep = true;
       break;
     }
@@ -230,6 +231,28 @@ void Runtime::OnPeerExit(uv_poll_t* h, int status, int events) {
   }
   self->stack_->link_down(link, self->Now());
   self->Pump();
+}
+
+bool Runtime::Spin() {
+  if (spin_us_ == 0) return false;
+  // Still disarmed: peers don't ring while we watch. The stack's own timers
+  // are not due sooner than the spin ends (checked by the caller's loop).
+  stack::Micros end = Now() + spin_us_;
+  stack::Micros due = stack_->poll_at();
+  if (due < end) end = due;
+  do {
+    if (fabric_->rx_pending()) {
+      ++spins_won_;
+      return true;
+    }
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#elif defined(__aarch64__)
+    __asm__ __volatile__("yield");
+#endif
+  } while (Now() < end);
+  ++spins_lost_;
+  return false;
 }
 
 SocketState* Runtime::Find(stack::SocketId id) {
@@ -555,6 +578,8 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("wakeups", f.wakeups);
   set("fabricMalformed", f.drops_malformed);
   set("openSockets", sockets_.size());
+  set("spinsWon", spins_won_);
+  set("spinsLost", spins_lost_);
   set("slot", link::slot_of(fabric_->self()));
   return o;
 }

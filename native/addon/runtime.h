@@ -35,6 +35,8 @@ enum EventKind : int32_t {
 struct RuntimeConfig {
   link::FabricConfig fabric;
   stack::Config stack;
+  // Before sleeping, watch the rings this long for more frames (SIDESTEP_SPIN_US).
+  uint32_t spin_us = 0;
 };
 
 // Per-socket facts the stack doesn't keep: what the JS side asked for.
@@ -118,6 +120,8 @@ class Runtime {
   void ClosePeerWatch(PeerWatch* w);
 
   stack::Micros Now() const;
+  // Watch the rings for up to spin_us_; true if frames arrived.
+  bool Spin();
   // Move packets, fire timers, tell JS; sleep only after prepare_sleep().
   void Pump();
   // Collect stack events and pending deliveries into JS calls.
@@ -135,6 +139,9 @@ class Runtime {
   FabricLink link_;
   std::unique_ptr<stack::Stack> stack_;
   uint32_t send_limit_ = 0;
+  uint32_t spin_us_ = 0;
+  // True when a spin ended because frames arrived (counted in stats()).
+  uint64_t spins_won_ = 0, spins_lost_ = 0;
   Napi::FunctionReference on_event_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
 

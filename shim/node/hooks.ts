@@ -70,7 +70,10 @@ class BypassListener implements EventTarget {
   }
 }
 
-export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks): void {
+/** Under strict mode, the error a would-be fallback fails with instead. */
+export type StrictError = ((reason: string) => Error) | null;
+
+export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks, strict: StrictError): void {
   const tlsProblem = installTlsBridge();
   if (tlsProblem) fallbacks.record(tlsProblem);
   const proto = internals.TCP.prototype;
@@ -86,22 +89,29 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     unref: proto.unref,
   };
 
+  function kernelConnect(kernel: any, req: any, address: string, port: number, original: Function, reason: string): number {
+    fallbacks.record(reason);
+    const socket = ownerOf(internals, kernel);
+    if (strict && socket && typeof socket.destroy === 'function') {
+      // Fail the connect with the reason instead of quietly using the kernel.
+      const err = strict(reason);
+      process.nextTick(() => socket.destroy(err));
+      return 0;
+    }
+    return original.call(kernel, req, address, port);
+  }
+
   function bypassConnect(kernel: any, req: any, address: string, port: number, original: Function): number {
     const decision = decideConnect(registry, address, port);
-    if (!decision.bypass) {
-      fallbacks.record(decision.reason);
-      return original.call(kernel, req, address, port);
-    }
+    if (!decision.bypass) return kernelConnect(kernel, req, address, port, original, decision.reason);
     const socket = ownerOf(internals, kernel);
-    if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function') {
-      fallbacks.record('unowned-handle: a TCP handle without a net.Socket owner');
-      return original.call(kernel, req, address, port);
-    }
+    if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function')
+      return kernelConnect(kernel, req, address, port, original, 'unowned-handle: a TCP handle without a net.Socket owner');
     if (socket._handle !== kernel) {
       // TLS (tls.connect without a socket) wraps the raw handle in C++; its
       // bypass needs a raw socket underneath, which is not built yet.
-      fallbacks.record(`tls: ${isTlsSocket(socket) ? 'tls.connect without a socket' : 'a wrapped TCP handle'}`);
-      return original.call(kernel, req, address, port);
+      const what = isTlsSocket(socket) ? 'tls.connect without a socket' : 'a wrapped TCP handle';
+      return kernelConnect(kernel, req, address, port, original, `tls: ${what}`);
     }
     const bound: Bound | undefined = kernel[kBound];
     const local: LocalBinding = {
