@@ -3,6 +3,7 @@
 // the shim reports for using the kernel.
 import * as fs from 'node:fs';
 import * as path from 'node:path';
+import type { FaultSpec } from './config';
 
 export type EventSink = (kind: number, id: number, arg: number, data?: ArrayBuffer) => void;
 
@@ -13,6 +14,7 @@ export interface AttachConfig {
   command: string;
   timeWaitMs: number;
   spinUs: number;
+  faults: FaultSpec | null;
   isnSecret: Buffer;
   why?: string;
 }

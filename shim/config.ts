@@ -18,6 +18,46 @@ export interface Config {
   strict: boolean;
   /** Append one JSON line of counters to this file at exit ('' = off). */
   report: string;
+  /** Faults injected where this process's packets enter the fabric. */
+  faults: FaultSpec | null;
+}
+
+export interface FaultSpec {
+  loss: number;
+  duplicate: number;
+  reorder: number;
+  delayUs: number;
+  seed: number;
+}
+
+const FAULTS_ACCEPTED =
+  'comma-separated key=value with loss, dup and reorder as probabilities from 0 to 1, ' +
+  'delay as a duration (e.g. 500us, 2ms), and seed as an integer; e.g. "loss=0.01,reorder=0.02,seed=7"';
+
+/** Parse SIDESTEP_FAULTS; undefined when malformed. */
+export function parseFaults(raw: string): FaultSpec | null | undefined {
+  const spec: FaultSpec = { loss: 0, duplicate: 0, reorder: 0, delayUs: 0, seed: 1 };
+  if (raw.trim() === '' || raw.trim() === 'none') return null;
+  for (const part of raw.split(',')) {
+    const m = /^\s*(\w+)\s*=\s*([^\s]+)\s*$/.exec(part);
+    if (!m) return undefined;
+    const [, key, value] = m;
+    const prob = () => (/^(0(\.\d+)?|1(\.0+)?|\.\d+)$/.test(value) ? Number(value) : NaN);
+    switch (key) {
+      case 'loss': spec.loss = prob(); break;
+      case 'dup': case 'duplicate': spec.duplicate = prob(); break;
+      case 'reorder': spec.reorder = prob(); break;
+      case 'delay': {
+        const d = /^(\d+)(us|ms)?$/.exec(value);
+        spec.delayUs = d ? Number(d[1]) * (d[2] === 'ms' ? 1000 : 1) : NaN;
+        if (spec.delayUs > 10_000_000) return undefined;
+        break;
+      }
+      case 'seed': spec.seed = /^\d{1,15}$/.test(value) ? Number(value) : NaN; break;
+      default: return undefined;
+    }
+  }
+  return Object.values(spec).some((v) => Number.isNaN(v)) ? undefined : spec;
 }
 
 export class ConfigError extends Error {
@@ -74,6 +114,8 @@ export const VARIABLES: Variable<keyof Config>[] = [
     describe: 'fail connects that would fall back to the kernel', dflt: () => false, parse: bool },
   { name: 'SIDESTEP_REPORT', key: 'report', accepted: 'a file path',
     describe: 'append a JSON line of counters to this file at exit', dflt: () => '', parse: (raw) => raw },
+  { name: 'SIDESTEP_FAULTS', key: 'faults', accepted: FAULTS_ACCEPTED,
+    describe: 'inject loss/duplication/reordering/delay into outgoing fabric packets (seeded)', dflt: () => null, parse: parseFaults },
 ];
 
 export interface ConfigSource {

@@ -28,6 +28,7 @@ export class Runtime {
       mtu: config.mtu,
       timeWaitMs: config.timeWaitMs,
       spinUs: config.spinUs,
+      faults: config.faults,
       command: process.argv.slice(1, 3).join(' ').slice(0, 120),
       isnSecret: crypto.randomBytes(16),
       why: undefined as string | undefined,

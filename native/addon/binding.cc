@@ -66,6 +66,19 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   rc.stack.time_wait = static_cast<stack::Micros>(OptU32(cfg, "timeWaitMs", 1000)) * 1000;
   rc.stack.rto_min = static_cast<stack::Micros>(OptU32(cfg, "rtoMinMs", 200)) * 1000;
   rc.spin_us = OptU32(cfg, "spinUs", 0);
+  Napi::Value faults = cfg.Get("faults");
+  if (faults.IsObject()) {
+    Napi::Object f = faults.As<Napi::Object>();
+    auto num = [&](const char* k) {
+      Napi::Value v = f.Get(k);
+      return v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : 0.0;
+    };
+    rc.faults.loss = num("loss");
+    rc.faults.duplicate = num("duplicate");
+    rc.faults.reorder = num("reorder");
+    rc.faults.delay_us = static_cast<uint32_t>(num("delayUs"));
+    rc.faults.seed = static_cast<uint64_t>(num("seed"));
+  }
   Napi::Value secret = cfg.Get("isnSecret");
   if (secret.IsBuffer()) {
     auto b = secret.As<Napi::Buffer<uint8_t>>();

@@ -6,6 +6,7 @@
 #include <sys/syscall.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <cstring>
 
@@ -54,7 +55,12 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   stack::Config sc = config.stack;
   sc.mtu = fabric_->mtu();
   sc.checksums = false;  // the fabric is trusted memory, not a wire
-  stack_ = std::make_unique<stack::Stack>(sc, link_);
+  stack::Link* link = &link_;
+  if (config.faults.enabled()) {
+    faulty_ = std::make_unique<FaultyLink>(link_, config.faults, [this] { return Now(); });
+    link = faulty_.get();
+  }
+  stack_ = std::make_unique<stack::Stack>(sc, *link);
   send_limit_ = sc.send_buffer;
   spin_us_ = config.spin_us;
   on_event_ = Napi::Persistent(on_event);
@@ -97,6 +103,7 @@ void Runtime::Detach() {
   }
   sockets_.clear();
   stack_.reset();
+  faulty_.reset();
   fabric_.reset();  // releases slot, registrations and ports; may unlink the file
   on_event_.Reset();
   async_context_.reset();
@@ -111,6 +118,7 @@ void Runtime::UpdateRef() {
 void Runtime::ArmTimer() {
   if (!timer_ || !stack_) return;
   stack::Micros at = stack_->poll_at();
+  if (faulty_) at = std::min(at, faulty_->next_release());
   if (at == timer_deadline_) return;
   timer_deadline_ = at;
   if (at == stack::kNever) {
@@ -153,6 +161,7 @@ void Runtime::Pump() {
   bool asleep = false;
   for (int round = 0; round < kMaxRounds && stack_; ++round) {
     stack::Micros now = Now();
+    if (faulty_) faulty_->release(now);
     size_t n = fabric_->rx_poll(
         [&](link::LinkAddr from, const uint8_t* p, size_t len) { stack_->input(from, p, len, now); },
         kRxBudget);
@@ -578,6 +587,12 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("wakeups", f.wakeups);
   set("fabricMalformed", f.drops_malformed);
   set("openSockets", sockets_.size());
+  if (faulty_) {
+    set("faultsDropped", faulty_->counters().dropped);
+    set("faultsDuplicated", faulty_->counters().duplicated);
+    set("faultsReordered", faulty_->counters().reordered);
+    set("faultsDelayed", faulty_->counters().delayed);
+  }
   set("spinsWon", spins_won_);
   set("spinsLost", spins_lost_);
   set("slot", link::slot_of(fabric_->self()));

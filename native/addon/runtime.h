@@ -16,6 +16,7 @@
 #include <unordered_map>
 #include <vector>
 
+#include "faults.h"
 #include "link/fabric.h"
 #include "stack/stack.h"
 
@@ -37,6 +38,7 @@ struct RuntimeConfig {
   stack::Config stack;
   // Before sleeping, watch the rings this long for more frames (SIDESTEP_SPIN_US).
   uint32_t spin_us = 0;
+  FaultSpec faults;
 };
 
 // Per-socket facts the stack doesn't keep: what the JS side asked for.
@@ -137,6 +139,7 @@ class Runtime {
   uv_loop_t* loop_ = nullptr;
   std::unique_ptr<link::Fabric> fabric_;
   FabricLink link_;
+  std::unique_ptr<FaultyLink> faulty_;  // only with SIDESTEP_FAULTS
   std::unique_ptr<stack::Stack> stack_;
   uint32_t send_limit_ = 0;
   uint32_t spin_us_ = 0;
