@@ -38,6 +38,11 @@ export interface Binding {
   ref(id: number, on: boolean): void;
   endpoint(id: number, local: boolean): [number, string, number] | undefined;
   stats(): Record<string, number>;
+  sendControl(to: number, data: Uint8Array): number;
+  setMirror(stack: number, on: boolean): number;
+  self(): number;
+  stacks(): unknown[];
+  connections(): Record<string, unknown>[];
 }
 
 /** Event kinds, as native/addon/runtime.h numbers them. */
@@ -49,6 +54,8 @@ export const enum EventKind {
   Accept = 5,
   Writable = 6,
   Shutdown = 7,
+  Control = 8,
+  Capture = 9,
 }
 
 const ROOT = path.resolve(__dirname, '..');

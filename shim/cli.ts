@@ -6,7 +6,10 @@
 //   sidestep bench      the kernel-vs-sidestep comparison
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { ConfigError, explainConfig } from './config';
+import { loadBinding } from './addon';
+import { ConfigError, explainConfig, type Config } from './config';
+import { collectStats, startCapture, type StackReport } from './inspect';
+import { Runtime } from './runtime';
 
 /** Named sets of SIDESTEP_* values; explicit environment variables win. */
 export const PROFILES: Record<string, Record<string, string>> = {
@@ -21,6 +24,10 @@ export const PROFILES: Record<string, Record<string, string>> = {
 const USAGE = `usage: sidestep [--profile ${Object.keys(PROFILES).join('|')}] [--strict] <command> [args...]
            run a command with sidestep's hook (e.g. sidestep node app.js); children inherit it
        sidestep config            print the effective configuration and where each value came from
+       sidestep stat [--json] [--watch]
+                                  every stack on the fabric: process, listeners, connections, counters
+       sidestep capture -w FILE.pcap [--pid PID] [--port N] [-c COUNT] [--duration SECONDS]
+                                  the fabric's packets as pcap (tcpdump, tshark, Wireshark)
        sidestep bench [--quick]   compare kernel sockets and sidestep
        sidestep --help`;
 
@@ -48,6 +55,118 @@ function printConfig(env: NodeJS.ProcessEnv, origins: Record<string, string>): v
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
+}
+
+/** Attach to the fabric as an inspection tool (it claims a slot, like any stack). */
+function attachTool(env: NodeJS.ProcessEnv, command: string): Runtime {
+  let config: Config;
+  try {
+    config = explainConfig(env).config;
+  } catch (err) {
+    if (err instanceof ConfigError) fail(err.message);
+    throw err;
+  }
+  const loaded = loadBinding();
+  if ('reason' in loaded) fail(loaded.reason);
+  const rt = Runtime.attach(loaded.binding, config, command);
+  if (typeof rt === 'string') fail(rt);
+  return rt;
+}
+
+const table = (rows: string[][]): string => {
+  const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => (r[i] ?? '').length)));
+  return rows.map((r) => r.map((c, i) => (c ?? '').padEnd(widths[i])).join('  ').trimEnd()).join('\n');
+};
+
+function formatStat(reports: StackReport[]): string {
+  if (reports.length === 0) return 'no stacks on this fabric\n';
+  const out: string[] = [];
+  for (const r of reports) {
+    const reply = r.reply;
+    out.push(`stack ${r.slot}  pid ${r.pid}  ${r.command}${reply ? `  up ${reply.uptimeSeconds}s` : '  (no answer)'}`);
+    const c = r.counters;
+    out.push(`  fabric: frames out ${c.framesOut} in ${c.framesIn}, ring drops ${c.ringDrops}, peer-gone drops ${c.peerGoneDrops}, ` +
+      `malformed ${c.malformed}, doorbells rung ${c.doorbellsRung} suppressed ${c.doorbellsSuppressed}, wakeups ${c.wakeups}`);
+    if (!reply) continue;
+    const st = reply.stats ?? {};
+    out.push(`  sockets: bypassed ${st.connectionsBypassed}, kernel fallbacks ${st.connectionsFallback}` +
+      (Object.keys(st.fallbackReasons ?? {}).length ? ` (${Object.entries(st.fallbackReasons).map(([k, v]) => `${k}: ${v}`).join(', ')})` : '') +
+      `, segments out ${st.segmentsOut} in ${st.segmentsIn}, retransmits ${st.retransmits}`);
+    const conns = (reply.connections ?? []) as Record<string, any>[];
+    const listeners = conns.filter((x) => x.listener);
+    if (listeners.length) out.push(`  listening: ${listeners.map((l) => `${l.localAddress}:${l.localPort}`).join(', ')}`);
+    const open = conns.filter((x) => !x.listener);
+    if (open.length) {
+      const rows = [['local', 'remote', 'state', 'send-q', 'recv-q', 'snd-wnd', 'rcv-wnd', 'cwnd', 'srtt-us', 'rexmit']];
+      for (const x of open) {
+        rows.push([`${x.localAddress}:${x.localPort}`, `${x.remoteAddress}:${x.remotePort}`, x.state, String(x.sendQueued),
+          String(x.recvQueued), String(x.sendWindow), String(x.recvWindow), String(x.cwnd), String(x.srttUs), String(x.retransmits)]);
+      }
+      out.push(table(rows).split('\n').map((l) => '    ' + l).join('\n'));
+    }
+  }
+  return out.join('\n') + '\n';
+}
+
+async function stat(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
+  const json = args.includes('--json');
+  const watch = args.includes('--watch');
+  const unknown = args.find((a) => a !== '--json' && a !== '--watch');
+  if (unknown) fail(`stat: unknown option ${unknown}`);
+  const rt = attachTool(env, 'sidestep stat');
+  const once = async () => {
+    const reports = await collectStats(rt, 1000);
+    const text = json ? JSON.stringify(reports) + '\n' : formatStat(reports);
+    process.stdout.write(watch && !json ? `\x1b[2J\x1b[H${new Date().toISOString()}\n${text}` : text);
+  };
+  await once();
+  if (!watch) {
+    rt.detach();
+    return;
+  }
+  const timer = setInterval(() => void once(), 2000);
+  process.once('SIGINT', () => {
+    clearInterval(timer);
+    rt.detach();
+    process.exit(0);
+  });
+}
+
+function capture(args: string[], env: NodeJS.ProcessEnv): void {
+  const opts: { file?: string; pid?: number; port?: number; count?: number; duration?: number } = {};
+  for (let i = 0; i < args.length; i++) {
+    const a = args[i];
+    const num = (name: string) => {
+      const v = Number(args[++i]);
+      if (!Number.isInteger(v) || v <= 0) fail(`capture: ${name} needs a positive integer`);
+      return v;
+    };
+    if (a === '-w') opts.file = args[++i];
+    else if (a === '--pid') opts.pid = num('--pid');
+    else if (a === '--port') opts.port = num('--port');
+    else if (a === '-c') opts.count = num('-c');
+    else if (a === '--duration') opts.duration = num('--duration');
+    else fail(`capture: unknown option ${a}`);
+  }
+  if (!opts.file) fail('capture: -w FILE.pcap is required');
+  const rt = attachTool(env, 'sidestep capture');
+  const cap = startCapture(rt, {
+    file: opts.file,
+    pid: opts.pid,
+    port: opts.port,
+    count: opts.count,
+    onReady: () => process.stderr.write(`sidestep capture: writing ${opts.file}\n`),
+  });
+  const finish = async () => {
+    const n = await cap.stop();
+    rt.detach();
+    process.stderr.write(`sidestep capture: ${n} packets\n`);
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void finish());
+  process.once('SIGTERM', () => void finish());
+  if (opts.duration) setTimeout(() => void finish(), opts.duration * 1000);
+  if (opts.count) void cap.stop().then(() => finish());
 }
 
 function main(argv: string[]): void {
@@ -78,6 +197,8 @@ function main(argv: string[]): void {
   const [first, ...rest] = argv.slice(i);
   if (!first) fail(USAGE);
   if (first === 'config') return printConfig(env, origins);
+  if (first === 'stat') return void stat(rest, env);
+  if (first === 'capture') return capture(rest, env);
   if (first === 'bench') return run(process.execPath, [path.join(__dirname, '..', 'bench', 'http.js'), ...rest], env);
   // Validate before starting anything: a bad value is reported once, here.
   try {

@@ -1,7 +1,7 @@
 // The JS side of the per-event-loop runtime: attaches the addon to the fabric
 // and routes its events to the handles that own each connection id.
 import * as crypto from 'node:crypto';
-import type { Binding, EventSink } from './addon';
+import { EventKind, type Binding, type EventSink } from './addon';
 import type { Config } from './config';
 
 /** A handle (connection or listener) that receives the addon's events. */
@@ -12,13 +12,19 @@ export interface EventTarget {
 export class Runtime {
   private readonly targets = new Map<number, EventTarget>();
   private attached = false;
+  /** Control messages from other stacks (inspect.ts), by sender LinkAddr. */
+  onControl: ((from: number, data: ArrayBuffer) => void) | null = null;
+  /** Packets copied to us by stacks we capture (inspect.ts). */
+  onCapture: ((from: number, dstSlot: number, data: ArrayBuffer) => void) | null = null;
 
   private constructor(readonly binding: Binding) {}
 
   /** Attach to the fabric; returns the runtime or the reason it can't. */
-  static attach(binding: Binding, config: Config): Runtime | string {
+  static attach(binding: Binding, config: Config, command = ['node', ...process.argv.slice(1, 3)].join(' ')): Runtime | string {
     const rt = new Runtime(binding);
     const sink: EventSink = (kind, id, arg, data) => {
+      if (kind === EventKind.Control) return rt.onControl?.(id, data!);
+      if (kind === EventKind.Capture) return rt.onCapture?.(id, arg, data!);
       const target = rt.targets.get(id);
       if (target) target.deliver(kind, arg, data);
     };
@@ -29,7 +35,7 @@ export class Runtime {
       timeWaitMs: config.timeWaitMs,
       spinUs: config.spinUs,
       faults: config.faults,
-      command: process.argv.slice(1, 3).join(' ').slice(0, 120),
+      command: command.slice(0, 180),
       isnSecret: crypto.randomBytes(16),
       why: undefined as string | undefined,
     };

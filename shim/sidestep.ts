@@ -7,6 +7,7 @@ import { loadBinding } from './addon';
 import { readConfig, type Config } from './config';
 import { installHooks, isBypassedSocket } from './node/hooks';
 import { loadInternals } from './node/internals';
+import { serveInspection } from './inspect';
 import { Runtime } from './runtime';
 import { Fallbacks, debug } from './stats';
 
@@ -60,6 +61,13 @@ export function install(): State {
   const runtime = Runtime.attach(loaded.binding, config);
   if (typeof runtime === 'string') return disable(s, runtime);
   s.runtime = runtime;
+  serveInspection(runtime, () => ({
+    pid: process.pid,
+    argv: process.argv.slice(1, 3),
+    uptimeSeconds: Math.round(process.uptime()),
+    stats: stats(),
+    connections: runtime.binding.connections(),
+  }));
   installHooks(internals, runtime, s.fallbacks, config.strict ? (reason) => new StrictModeError(reason) : null);
   // Leave the fabric on the way out (a worker's environment teardown does
   // the same from the addon).

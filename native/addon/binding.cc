@@ -174,6 +174,19 @@ Napi::Value Endpoint(const Napi::CallbackInfo& info) {
 }
 Napi::Value Stats(const Napi::CallbackInfo& info) { return Rt(info)->Stats(info.Env()); }
 
+// sendControl(link, uint8array) -> 0 or -errno
+Napi::Value SendControl(const Napi::CallbackInfo& info) {
+  auto buf = info[1].As<Napi::Uint8Array>();
+  return Napi::Number::New(info.Env(), Rt(info)->SendControl(U32(info, 0), buf.Data(), buf.ByteLength()));
+}
+// setMirror(link, on) -> 0 or -errno
+Napi::Value SetMirror(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), Rt(info)->SetMirror(U32(info, 0), info[1].ToBoolean()));
+}
+Napi::Value Self(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Rt(info)->Self()); }
+Napi::Value Stacks(const Napi::CallbackInfo& info) { return Rt(info)->Stacks(info.Env()); }
+Napi::Value Connections(const Napi::CallbackInfo& info) { return Rt(info)->Connections(info.Env()); }
+
 }  // namespace
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
@@ -197,6 +210,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ref", Napi::Function::New(env, Ref, "ref"));
   exports.Set("endpoint", Napi::Function::New(env, Endpoint, "endpoint"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
+  exports.Set("sendControl", Napi::Function::New(env, SendControl, "sendControl"));
+  exports.Set("setMirror", Napi::Function::New(env, SetMirror, "setMirror"));
+  exports.Set("self", Napi::Function::New(env, Self, "self"));
+  exports.Set("stacks", Napi::Function::New(env, Stacks, "stacks"));
+  exports.Set("connections", Napi::Function::New(env, Connections, "connections"));
   return exports;
 }
 

@@ -3,6 +3,7 @@
 // few calls the JS handle layer understands.
 #include "runtime.h"
 
+#include <arpa/inet.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -163,7 +164,20 @@ void Runtime::Pump() {
     stack::Micros now = Now();
     if (faulty_) faulty_->release(now);
     size_t n = fabric_->rx_poll(
-        [&](link::LinkAddr from, const uint8_t* p, size_t len) { stack_->input(from, p, len, now); },
+        [&](link::LinkAddr from, const uint8_t* p, size_t len, uint32_t kind) {
+          switch (link::frame_kind(kind)) {
+            case link::FrameKind::Packet:
+              stack_->input(from, p, len, now);
+              break;
+            case link::FrameKind::Control:
+              messages_.push_back({kControl, from, 0, std::vector<uint8_t>(p, p + len)});
+              break;
+            case link::FrameKind::Capture:
+              messages_.push_back({kCapture, from, static_cast<int32_t>(link::frame_detail(kind)),
+                                   std::vector<uint8_t>(p, p + len)});
+              break;
+          }
+        },
         kRxBudget);
     if (stack_->poll_at() <= now) stack_->poll(now);
     Dispatch();
@@ -393,6 +407,15 @@ void Runtime::Dispatch() {
         break;
     }
   }
+  // Control and capture frames, in arrival order.
+  std::vector<Message> messages;
+  messages.swap(messages_);
+  for (Message& m : messages) {
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, m.bytes.size());
+    if (!m.bytes.empty()) std::memcpy(ab.Data(), m.bytes.data(), m.bytes.size());
+    Emit(m.kind, m.from, m.arg, ab);
+    if (!stack_) break;
+  }
   // Sockets that resumed reading with data (or EOF) already buffered.
   std::vector<stack::SocketId> ready;
   ready.swap(ready_);
@@ -560,6 +583,86 @@ void Runtime::AfterUserCall() {
   // reset) is delivered from the loop, not re-entrantly.
   if (!in_pump_ && idle_) uv_idle_start(idle_, OnIdle);
   if (!in_pump_) ArmTimer();
+}
+
+int Runtime::SendControl(uint32_t to, const uint8_t* data, size_t len) {
+  if (!fabric_) return -ENETDOWN;
+  uint8_t* p = fabric_->tx_reserve(to, len);
+  if (!p) return -EAGAIN;
+  std::memcpy(p, data, len);
+  fabric_->tx_commit(to, len, link::FrameKind::Control);
+  return 0;
+}
+
+int Runtime::SetMirror(uint32_t stack, bool on) {
+  if (!fabric_) return -ENETDOWN;
+  return fabric_->set_mirror(stack, on ? fabric_->self() : 0);
+}
+
+uint32_t Runtime::Self() const { return fabric_ ? fabric_->self() : 0; }
+
+Napi::Value Runtime::Stacks(Napi::Env env) {
+  Napi::Array out = Napi::Array::New(env);
+  if (!fabric_) return out;
+  uint32_t i = 0;
+  for (const link::StackInfo& s : fabric_->stacks()) {
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("link", Napi::Number::New(env, s.addr));
+    o.Set("slot", Napi::Number::New(env, link::slot_of(s.addr)));
+    o.Set("pid", Napi::Number::New(env, s.pid));
+    o.Set("startTime", Napi::Number::New(env, static_cast<double>(s.start_time)));
+    o.Set("command", Napi::String::New(env, s.command));
+    Napi::Object c = Napi::Object::New(env);
+    c.Set("framesOut", Napi::Number::New(env, static_cast<double>(s.counters.frames_out)));
+    c.Set("framesIn", Napi::Number::New(env, static_cast<double>(s.counters.frames_in)));
+    c.Set("bytesOut", Napi::Number::New(env, static_cast<double>(s.counters.bytes_out)));
+    c.Set("bytesIn", Napi::Number::New(env, static_cast<double>(s.counters.bytes_in)));
+    c.Set("ringDrops", Napi::Number::New(env, static_cast<double>(s.counters.drops_ring_full)));
+    c.Set("peerGoneDrops", Napi::Number::New(env, static_cast<double>(s.counters.drops_peer_gone)));
+    c.Set("malformed", Napi::Number::New(env, static_cast<double>(s.counters.drops_malformed)));
+    c.Set("doorbellsRung", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_rung)));
+    c.Set("doorbellsSuppressed", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_suppressed)));
+    c.Set("wakeups", Napi::Number::New(env, static_cast<double>(s.counters.wakeups)));
+    o.Set("counters", c);
+    out.Set(i++, o);
+  }
+  return out;
+}
+
+Napi::Value Runtime::Connections(Napi::Env env) {
+  Napi::Array out = Napi::Array::New(env);
+  if (!stack_) return out;
+  uint32_t i = 0;
+  char buf[INET6_ADDRSTRLEN];
+  auto addr = [&](const stack::Endpoint& ep) {
+    inet_ntop(ep.addr.family == 4 ? AF_INET : AF_INET6, ep.addr.bytes, buf, sizeof buf);
+    return Napi::String::New(env, buf);
+  };
+  for (auto& [id, st] : sockets_) {
+    stack::SocketInfo info;
+    stack::Endpoint l, r;
+    if (!stack_->info(id, &info) || !stack_->local_endpoint(id, &l)) continue;
+    Napi::Object o = Napi::Object::New(env);
+    o.Set("id", Napi::Number::New(env, id));
+    o.Set("listener", Napi::Boolean::New(env, st.listener));
+    o.Set("localAddress", addr(l));
+    o.Set("localPort", Napi::Number::New(env, l.port));
+    if (!st.listener && stack_->remote_endpoint(id, &r)) {
+      o.Set("remoteAddress", addr(r));
+      o.Set("remotePort", Napi::Number::New(env, r.port));
+    }
+    o.Set("state", Napi::String::New(env, stack::tcp_state_name(static_cast<stack::TcpState>(info.state))));
+    o.Set("sendQueued", Napi::Number::New(env, info.send_queued));
+    o.Set("recvQueued", Napi::Number::New(env, info.recv_queued));
+    o.Set("sendWindow", Napi::Number::New(env, info.send_window));
+    o.Set("recvWindow", Napi::Number::New(env, info.recv_window));
+    o.Set("cwnd", Napi::Number::New(env, info.cwnd));
+    o.Set("srttUs", Napi::Number::New(env, info.srtt_us));
+    o.Set("retransmits", Napi::Number::New(env, info.retransmits));
+    o.Set("closedByApp", Napi::Boolean::New(env, st.closed));
+    out.Set(i++, o);
+  }
+  return out;
 }
 
 Napi::Object Runtime::Stats(Napi::Env env) {

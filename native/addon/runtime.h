@@ -31,6 +31,8 @@ enum EventKind : int32_t {
   kAccept = 5,    // id: listener, arg: new connection id
   kWritable = 6,  // the send buffer drained below its limit
   kShutdown = 7,  // a shutdown (FIN queued) completed, as uv_shutdown's callback
+  kControl = 8,   // id: sender's LinkAddr, arrayBuffer: a control message (sidestep stat)
+  kCapture = 9,   // id: sender's LinkAddr, arg: destination slot, arrayBuffer: the IP packet
 };
 
 struct RuntimeConfig {
@@ -107,6 +109,12 @@ class Runtime {
   int SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms);
   void Ref(stack::SocketId id, bool on);
   bool Endpoints(stack::SocketId id, bool local, stack::Endpoint* out);
+  // ---- inspection: sidestep stat / capture ----
+  int SendControl(uint32_t to, const uint8_t* data, size_t len);
+  int SetMirror(uint32_t stack, bool on);
+  uint32_t Self() const;
+  Napi::Value Stacks(Napi::Env env);
+  Napi::Value Connections(Napi::Env env);
   Napi::Object Stats(Napi::Env env);
 
  private:
@@ -160,6 +168,14 @@ class Runtime {
   std::unordered_map<uint32_t, PeerWatch*> peers_;
   std::vector<stack::SocketId> ready_;  // sockets with deliveries to make
   std::vector<stack::SocketId> shutdowns_;  // shutdowns to complete on the next pump
+  // Control and capture frames received, delivered to JS at the next dispatch.
+  struct Message {
+    int32_t kind;
+    uint32_t from;
+    int32_t arg;
+    std::vector<uint8_t> bytes;
+  };
+  std::vector<Message> messages_;
   int refs_ = 0;
   bool in_pump_ = false;
   bool in_dispatch_ = false;

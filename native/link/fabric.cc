@@ -222,6 +222,8 @@ struct Fabric::Impl final : Liveness {
     return load_acquire(&slots[s].generation) == generation_of(a);
   }
 
+  void copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len, uint32_t dst_slot);
+
   void mirror_counters() {
     const auto* c = reinterpret_cast<const uint64_t*>(&counters);
     for (size_t i = 0; i < kCounterWords; ++i) store_relaxed(&own().counters[i], c[i]);
@@ -549,12 +551,14 @@ uint8_t* Fabric::tx_reserve(LinkAddr to, size_t len) {
   return m.pending.r.payload;
 }
 
-void Fabric::tx_commit(LinkAddr to, size_t len) {
+void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
   Impl& m = *impl_;
   if (!m.pending.valid || m.pending.to != to || len > m.pending.r.len) return;
   m.pending.valid = false;
   const uint32_t peer = slot_of(to);
-  ring_commit(m.ring(m.slot, peer), m.pending.r, len, m.generation, generation_of(to));
+  const uint8_t* payload = m.pending.r.payload;
+  ring_commit(m.ring(m.slot, peer), m.pending.r, len, m.generation, generation_of(to),
+              static_cast<uint32_t>(kind));
   ++m.counters.frames_out;
   m.counters.bytes_out += len;
   Slot& dst = m.slots[peer];
@@ -577,23 +581,88 @@ void Fabric::tx_commit(LinkAddr to, size_t len) {
     ++m.counters.doorbells_suppressed;
   }
   m.mirror_counters();
+  // Capture: one relaxed load per packet while nobody captures.
+  const LinkAddr mirror = load_relaxed(&m.own().mirror);
+  if (mirror != 0 && kind == FrameKind::Packet) m.copy_to_mirror(mirror, payload, len, peer);
 }
 
-size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t), void* ctx,
-                            size_t budget) {
+void Fabric::Impl::copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len,
+                                  uint32_t dst_slot) {
+  if (!may_be_alive(mirror) || slot_of(mirror) == dst_slot) {
+    // The tool is gone (its slot moved on): stop copying.
+    uint32_t expected = mirror;
+    cas(&own().mirror, &expected, 0u);
+    return;
+  }
+  // The packet just committed stays intact in its ring until we reserve in
+  // that same ring again, and the mirror's ring is another one.
+  const uint32_t peer = slot_of(mirror);
+  if (tx_ready[peer] != generation_of(mirror)) {
+    if (::fallocate(fd, 0, static_cast<off_t>(geo.ring_offset(slot, peer)),
+                    static_cast<off_t>(geo.ring_stride)) != 0)
+      return;
+    tx_ready[peer] = generation_of(mirror);
+    tx_head[peer] = 0;
+  }
+  RingReservation r;
+  bool repaired = false;
+  const RingView ring_view = ring(slot, peer);
+  if (ring_reserve(ring_view, len, &r, &repaired, &tx_head[peer]) != ReserveResult::kOk) return;
+  std::memcpy(r.payload, packet, len);
+  ring_commit(ring_view, r, len, generation, generation_of(mirror),
+              static_cast<uint32_t>(FrameKind::Capture) | (dst_slot & 0xffu));
+  Slot& dst = slots[peer];
+  const uint64_t bit = uint64_t{1} << slot;
+  if (!(load_relaxed(&dst.inbound_mask) & bit)) __atomic_fetch_or(&dst.inbound_mask, bit, __ATOMIC_RELEASE);
+  full_fence();
+  if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0)
+    bell.ring(peer, generation_of(mirror));
+}
+
+std::vector<StackInfo> Fabric::stacks() const {
+  const Impl& m = *impl_;
+  std::vector<StackInfo> out;
+  for (uint32_t s = 0; s < kMaxStacks; ++s) {
+    const Slot& sl = m.slots[s];
+    const LinkAddr a = make_addr(s, load_acquire(&sl.generation));
+    if (!m.alive(a)) continue;
+    StackInfo info;
+    info.addr = a;
+    info.pid = load_relaxed(&sl.pid);
+    info.start_time = load_relaxed(&sl.start_time);
+    char cmd[kCommandBytes];
+    for (size_t i = 0; i < kCommandBytes; ++i) cmd[i] = load_relaxed(&sl.command[i]);
+    cmd[kCommandBytes - 1] = 0;  // untrusted: always terminated
+    info.command = cmd;
+    auto* c = reinterpret_cast<uint64_t*>(&info.counters);
+    for (size_t i = 0; i < kCounterWords; ++i) c[i] = load_relaxed(&sl.counters[i]);
+    out.push_back(std::move(info));
+  }
+  return out;
+}
+
+int Fabric::set_mirror(LinkAddr stack, LinkAddr target) {
+  Impl& m = *impl_;
+  if (!m.alive(stack)) return -ESRCH;
+  store_relaxed(&m.slots[slot_of(stack)].mirror, target);
+  return 0;
+}
+
+size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, uint32_t),
+                            void* ctx, size_t budget) {
   Impl& m = *impl_;
   if (m.in_rx || budget == 0) return 0;  // no re-entrant polls from a callback
   const uint64_t mask = load_acquire(&m.own().inbound_mask);
   if (mask == 0) return 0;
   m.in_rx = true;
   struct Sink {
-    void (*fn)(void*, LinkAddr, const uint8_t*, size_t);
+    void (*fn)(void*, LinkAddr, const uint8_t*, size_t, uint32_t);
     void* ctx;
     LinkAddr from;
   } sink{fn, ctx, 0};
-  auto deliver = [](void* c, const uint8_t* p, size_t n) {
+  auto deliver = [](void* c, const uint8_t* p, size_t n, uint32_t kind) {
     auto* s = static_cast<Sink*>(c);
-    s->fn(s->ctx, s->from, p, n);
+    s->fn(s->ctx, s->from, p, n, kind);
   };
   // Share the budget between the rings that hold something, so one busy
   // peer cannot starve the others within a call.

@@ -23,6 +23,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace sidestep::link {
 
@@ -32,6 +33,16 @@ namespace sidestep::link {
 using LinkAddr = uint32_t;
 inline constexpr uint32_t kMaxStacks = 64;
 inline constexpr uint32_t slot_of(LinkAddr a) { return a & 0xff; }
+
+// What a frame carries: the high byte of a frame's kind word. The low byte is
+// kind-specific (for Capture: the slot the original frame was sent to).
+enum class FrameKind : uint32_t {
+  Packet = 0,         // an IP packet, for the stack
+  Control = 0x100,    // a message between runtimes or tools (e.g. `sidestep stat`)
+  Capture = 0x200,    // a copy of a packet this stack sent, for `sidestep capture`
+};
+inline constexpr FrameKind frame_kind(uint32_t kind) { return static_cast<FrameKind>(kind & 0xff00u); }
+inline constexpr uint32_t frame_detail(uint32_t kind) { return kind & 0xffu; }
 
 struct FabricConfig {
   std::string name;          // file name under /dev/shm, e.g. "sidestep-0"
@@ -53,6 +64,15 @@ struct FabricCounters {
   uint64_t wakeups = 0;            // doorbell fd became readable
 };
 
+// A live stack on the fabric, as `sidestep stat` lists it.
+struct StackInfo {
+  LinkAddr addr = 0;
+  int pid = 0;
+  uint64_t start_time = 0;  // /proc/<pid>/stat field 22 (clock ticks after boot)
+  std::string command;
+  FabricCounters counters;
+};
+
 class Fabric {
  public:
   // Attach to (creating if needed) the fabric file and claim a slot. On
@@ -70,13 +90,16 @@ class Fabric {
   // len > mtu; counted). Sending to self() is allowed (same-process loopback).
   uint8_t* tx_reserve(LinkAddr to, size_t len);
   // Publish the frame; rings the peer's doorbell iff it armed need-wakeup.
-  void tx_commit(LinkAddr to, size_t len);
+  // A Packet is also copied to the capture tool named in our slot, if any.
+  void tx_commit(LinkAddr to, size_t len, FrameKind kind = FrameKind::Packet);
 
   // ---- receive ----
   // Deliver up to `budget` frames from all inbound rings, round-robin, as
-  // deliver(LinkAddr from, const uint8_t* packet, size_t len). The packet
-  // pointer is into shared memory and valid only during the call. Returns the
-  // number of frames delivered.
+  // deliver(LinkAddr from, const uint8_t* packet, size_t len) — IP packets
+  // only, anything else is skipped — or, when `deliver` takes a fourth
+  // argument, deliver(from, packet, len, uint32_t kind) for every frame. The
+  // packet pointer is into shared memory and valid only during the call.
+  // Returns the number of frames delivered.
   template <class Deliver>
   size_t rx_poll(Deliver&& deliver, size_t budget);
   // Whether any inbound ring holds a frame.
@@ -122,19 +145,32 @@ class Fabric {
 
   const FabricCounters& counters() const;
 
+  // ---- inspection (sidestep stat / capture) ----
+  // Every live stack on the fabric, ourselves included.
+  std::vector<StackInfo> stacks() const;
+  // Ask `stack` to copy every packet it sends to `target` as Capture frames
+  // (target 0: stop). Returns 0 or -ESRCH when `stack` is not alive.
+  int set_mirror(LinkAddr stack, LinkAddr target);
+
  private:
   Fabric();
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  size_t rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t), void* ctx, size_t budget);
+  size_t rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, uint32_t), void* ctx,
+                      size_t budget);
 };
 
 template <class Deliver>
 size_t Fabric::rx_poll(Deliver&& deliver, size_t budget) {
   using D = std::remove_reference_t<Deliver>;
   return rx_poll_impl(
-      [](void* ctx, LinkAddr from, const uint8_t* p, size_t n) {
-        (*static_cast<D*>(ctx))(from, p, n);
+      [](void* ctx, LinkAddr from, const uint8_t* p, size_t n, uint32_t kind) {
+        D& d = *static_cast<D*>(ctx);
+        if constexpr (std::is_invocable_v<D&, LinkAddr, const uint8_t*, size_t, uint32_t>) {
+          d(from, p, n, kind);
+        } else if (frame_kind(kind) == FrameKind::Packet) {
+          d(from, p, n);
+        }
       },
       const_cast<void*>(static_cast<const void*>(&deliver)), budget);
 }

@@ -35,7 +35,7 @@ inline void full_fence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 inline constexpr uint64_t kMagic = 0x5045545345444953ull;  // "SIDESTEP", little endian
 // Bump whenever anything below changes meaning or place.
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr size_t kPage = 4096;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kRegistryEntries = 1024;
@@ -86,7 +86,9 @@ struct Slot {
   // check without a syscall on every frame.
   uint32_t state;
   int32_t pid;
-  uint32_t reserved0;
+  // LinkAddr of a capture tool that wants a copy of every frame this slot
+  // sends (0: none). Written by the tool, read by the owner on each send.
+  uint32_t mirror;
   uint64_t start_time;  // /proc/<pid>/stat starttime, tells a recycled pid apart
   uint8_t pad0[kCacheLine - 24];
   // line 1: need-wakeup flag (consumer sets, producer exchanges to 0)
@@ -130,7 +132,7 @@ struct FrameHeader {
   uint32_t len;  // packet bytes, or kWrapMarker
   uint32_t src_gen;
   uint32_t dst_gen;
-  uint32_t pad;
+  uint32_t kind;  // FrameKind; for kCapture the low byte also names the original destination slot
 };
 static_assert(sizeof(FrameHeader) == 16);
 inline constexpr uint32_t kWrapMarker = 0xffffffffu;

@@ -11,12 +11,13 @@ namespace {
 
 bool misaligned(uint64_t v) { return (v & (kFrameAlign - 1)) != 0; }
 
-void write_frame_header(uint8_t* at, uint32_t len, uint32_t src_gen, uint32_t dst_gen) {
+void write_frame_header(uint8_t* at, uint32_t len, uint32_t src_gen, uint32_t dst_gen,
+                        uint32_t kind) {
   auto* h = reinterpret_cast<FrameHeader*>(at);
   layout::store_relaxed(&h->len, len);
   layout::store_relaxed(&h->src_gen, src_gen);
   layout::store_relaxed(&h->dst_gen, dst_gen);
-  layout::store_relaxed(&h->pad, 0u);
+  layout::store_relaxed(&h->kind, kind);
 }
 
 // One copy of the header: the producer may rewrite it while we look, so every
@@ -27,7 +28,7 @@ FrameHeader read_frame_header(const uint8_t* at) {
   f.len = layout::load_relaxed(&h->len);
   f.src_gen = layout::load_relaxed(&h->src_gen);
   f.dst_gen = layout::load_relaxed(&h->dst_gen);
-  f.pad = 0;
+  f.kind = layout::load_relaxed(&h->kind);
   return f;
 }
 
@@ -67,11 +68,13 @@ ReserveResult ring_reserve(const RingView& ring, size_t len, RingReservation* ou
 }
 
 void ring_commit(const RingView& ring, const RingReservation& r, size_t len, uint32_t src_gen,
-                 uint32_t dst_gen) {
+                 uint32_t dst_gen, uint32_t kind) {
   const uint64_t size = ring.ring_bytes;
-  if (r.skip) write_frame_header(ring.data + (r.tail & (size - 1)), kWrapMarker, src_gen, dst_gen);
+  if (r.skip)
+    write_frame_header(ring.data + (r.tail & (size - 1)), kWrapMarker, src_gen, dst_gen, 0);
   const uint64_t at = r.tail + r.skip;
-  write_frame_header(ring.data + (at & (size - 1)), static_cast<uint32_t>(len), src_gen, dst_gen);
+  write_frame_header(ring.data + (at & (size - 1)), static_cast<uint32_t>(len), src_gen, dst_gen,
+                     kind);
   // Release: the headers and the packet are visible before the new tail.
   layout::store_release(&ring.header->tail, at + layout::frame_bytes(len));
 }
@@ -106,11 +109,11 @@ size_t ring_consume(const RingView& ring, uint32_t src_gen, uint32_t dst_gen, si
       resync = true;
       break;
     }
-    if (f.src_gen != src_gen || f.dst_gen != dst_gen) {
-      // A frame of a previous owner of either slot: well formed, not ours.
+    if (f.src_gen != src_gen || f.dst_gen != dst_gen || (f.kind & 0xff00u) > kMaxFrameKind) {
+      // A frame of a previous owner of either slot, or of no kind we know.
       ++stats->malformed;
     } else {
-      sink(ctx, ring.data + pos + sizeof(FrameHeader), f.len);
+      sink(ctx, ring.data + pos + sizeof(FrameHeader), f.len, f.kind);
       ++stats->frames;
       stats->bytes += f.len;
       ++delivered;

@@ -46,8 +46,12 @@ enum class ReserveResult { kOk, kFull };
 ReserveResult ring_reserve(const RingView& ring, size_t len, RingReservation* out,
                            bool* repaired, uint64_t* cached_head);
 // Publishes the reserved frame with `len` <= reservation.len bytes.
+// `kind`: what the frame carries (FrameKind, see fabric.h), opaque here
+// beyond its bound.
 void ring_commit(const RingView& ring, const RingReservation& r, size_t len, uint32_t src_gen,
-                 uint32_t dst_gen);
+                 uint32_t dst_gen, uint32_t kind = 0);
+// Largest valid kind value (kind's high byte; the low byte is kind data).
+inline constexpr uint32_t kMaxFrameKind = 0x0200;
 
 struct RingConsumeStats {
   uint64_t frames = 0;
@@ -55,7 +59,7 @@ struct RingConsumeStats {
   uint64_t malformed = 0;  // frames dropped plus resynchronisations
 };
 
-using FrameSink = void (*)(void* ctx, const uint8_t* packet, size_t len);
+using FrameSink = void (*)(void* ctx, const uint8_t* packet, size_t len, uint32_t kind);
 
 // Consumer side: delivers up to `budget` frames whose src_gen/dst_gen match.
 // Returns the number delivered.

@@ -128,24 +128,38 @@ SocketId Stack::Impl::allocate_id() {
 }
 
 void Stack::Impl::reschedule(Tcb& t) {
+  // Only a deadline that moved earlier needs a new entry; one that moved
+  // later (an RTO restarted by every ACK) is corrected when its entry reaches
+  // the top, so the heap stays small under load.
   Micros d = t.dead ? kNever : t.next_deadline();
-  if (d == t.scheduled_at) return;
+  if (d >= t.scheduled_at) return;
   t.scheduled_at = d;
-  if (d == kNever) return;
   timer_heap.push_back(TimerEntry{d, t.id, slots[t.id].generation});
   std::push_heap(timer_heap.begin(), timer_heap.end(), std::greater<>());
 }
 
 const TimerEntry* Stack::Impl::next_timer() const {
-  while (!timer_heap.empty()) {
-    const TimerEntry& e = timer_heap.front();
-    const Slot& s = slots[e.id];
-    if (s.kind == SlotKind::Tcb && s.generation == e.generation && !s.tcb->dead &&
-        s.tcb->scheduled_at == e.at) {
-      return &e;
-    }
+  auto pop = [this] {
     std::pop_heap(timer_heap.begin(), timer_heap.end(), std::greater<>());
     timer_heap.pop_back();
+  };
+  while (!timer_heap.empty()) {
+    TimerEntry e = timer_heap.front();
+    const Slot& s = slots[e.id];
+    if (s.kind != SlotKind::Tcb || s.generation != e.generation || s.tcb->dead ||
+        s.tcb->scheduled_at != e.at) {
+      pop();  // stale
+      continue;
+    }
+    Tcb& t = *s.tcb;
+    Micros d = t.next_deadline();
+    if (d == e.at) return &timer_heap.front();
+    pop();  // the deadline moved later (or went away): re-file it
+    t.scheduled_at = d;
+    if (d != kNever) {
+      timer_heap.push_back(TimerEntry{d, e.id, e.generation});
+      std::push_heap(timer_heap.begin(), timer_heap.end(), std::greater<>());
+    }
   }
   return nullptr;
 }
@@ -306,7 +320,11 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
     case IpParse::Ok:
       break;
   }
-  if (ip.src.is_unspecified() || ip.dst.is_unspecified()) {
+  // TCP is unicast only: never answer (or reset) a broadcast or multicast.
+  auto multi = [](const IpAddr& a) {
+    return a.family == 4 ? a.bytes[0] >= 224 : a.bytes[0] == 0xff;
+  };
+  if (ip.src.is_unspecified() || ip.dst.is_unspecified() || multi(ip.src) || multi(ip.dst)) {
     ++m.counters.packets_malformed;
     return;
   }
@@ -334,15 +352,19 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
   if (it != m.connections.end()) {
     Tcb& t = *m.tcb(it->second);
     if (t.via != from) return;  // another link cannot speak for this peer
+    // RFC 1122 4.2.2.13 / RFC 6191: a new SYN may end TIME-WAIT when its
+    // sequence number or its timestamp is newer than the old connection's.
+    const TcpOptions& o = seg.tcp.options;
     bool reuse = t.state == TcpState::TimeWait && seg.has(kSyn) && !seg.has(kAck) &&
-                 seq_gt(seg.tcp.seq, t.rcv_nxt);
+                 (seq_gt(seg.tcp.seq, t.rcv_nxt) ||
+                  (t.ts_ok && o.has_timestamp && seq_gt(o.ts_val, t.ts_recent)));
     if (!reuse) {
       m.on_segment(t, seg, now);
       m.reschedule(t);
       m.reap_dead();
       return;
     }
-    m.finish(t);  // RFC 1122 4.2.2.13: a new SYN may end TIME-WAIT
+    m.finish(t);
   }
   Listener* l = nullptr;
   auto find = [&](const IpAddr& a) -> Listener* {
@@ -578,7 +600,7 @@ void Stack::close(SocketId s, Micros now) {
       if (t->state == TcpState::Established) t->state = TcpState::FinWait1;
       if (t->state == TcpState::CloseWait) t->state = TcpState::LastAck;
     }
-    if (t->state == TcpState::FinWait2) t->linger_at = now + 60000000;
+    if (t->state == TcpState::FinWait2) t->linger_at = now + kOrphanFinWait2;
     t->keepalive_at = kNever;
     m.output(*t, now);
   }
@@ -671,10 +693,9 @@ void Stack::link_down(LinkAddr link, Micros) {
 
 bool Stack::info(SocketId s, SocketInfo* out) const {
   const Impl& m = *impl_;
-  if (Listener* l = m.listener(s)) {
+  if (m.listener(s)) {
     *out = SocketInfo{};
     out->state = uint8_t(TcpState::Listen);
-    (void)l;
     return true;
   }
   Tcb* t = m.tcb(s);

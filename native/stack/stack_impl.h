@@ -68,9 +68,9 @@ struct Slot {
   std::unique_ptr<Listener> listener;
 };
 
-// A Tcb's earliest deadline. Entries go stale when the deadline moves (a new
-// entry is pushed) or the Tcb dies; stale entries are discarded as they reach
-// the top, so poll_at() is exact and no timer costs a scan of all sockets.
+// A Tcb's earliest deadline. An entry goes stale when the Tcb dies or gets a
+// newer entry; one whose deadline moved later is re-filed when it reaches
+// the top. So poll_at() is exact and no timer costs a scan of all sockets.
 struct TimerEntry {
   Micros at;
   SocketId id;
@@ -112,7 +112,8 @@ struct Stack::Impl {
   void reap_dead();
   // Call after anything that may have moved t's timers.
   void reschedule(Tcb& t);
-  // The valid top of the timer heap (stale entries dropped), or nullptr.
+  // The valid top of the timer heap (stale entries dropped, moved ones
+  // re-filed), or nullptr. Logically const: poll_at() uses it.
   const TimerEntry* next_timer() const;
   void close_listener(Listener& l, Micros now);
   void child_established(Tcb& t);

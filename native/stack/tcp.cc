@@ -16,7 +16,6 @@ namespace {
 constexpr uint32_t kMinMss = 88;               // Linux's floor: no 1-byte segments
 constexpr uint32_t kMaxRetries = 15;           // like tcp_retries2
 constexpr uint32_t kSynAckRetries = 5;         // like tcp_synack_retries
-constexpr Micros kOrphanFinWait2 = 60000000;   // like tcp_fin_timeout
 constexpr Micros kPawsIdle = 1000000000;       // ts_recent goes stale (RFC 7323 5.5)
 constexpr Micros kOutOfWindowAckInterval = 500000;  // like tcp_invalid_ratelimit
 
@@ -277,7 +276,11 @@ void Stack::Impl::output(Tcb& t, Micros now) {
     for (;;) {
       uint32_t unsent = t.unsent();
       bool fin_wanted = t.fin_queued && seq_le(t.snd_nxt, t.data_end());
-      uint32_t wnd = std::min(t.snd_wnd, t.cc.window());
+      uint32_t cwnd = t.cc.window();
+      // Limited transmit (RFC 3042): the first two duplicate ACKs each let
+      // one new segment out, so a small window still reaches three dupacks.
+      if (!t.in_recovery && t.dupacks > 0 && t.dupacks < 3) cwnd += t.dupacks * t.mss;
+      uint32_t wnd = std::min(t.snd_wnd, cwnd);
       uint32_t flight = t.flight();
       uint32_t usable = wnd > flight ? wnd - flight : 0;
       uint32_t len = std::min({unsent, room, usable});
@@ -294,6 +297,10 @@ void Stack::Impl::output(Tcb& t, Micros now) {
       if (!transmit(t, t.snd_nxt, flags, len, now)) {
         if (t.rtx_at == kNever) t.rtx_at = now + t.rto;  // link full: try again later
         break;
+      }
+      if (seq_lt(t.snd_nxt, t.snd_max)) {  // going back over lost data after a timeout
+        ++counters.segments_retransmitted;
+        ++t.retransmits;
       }
       if (!t.rtt_timing && !t.ts_ok && len && t.snd_nxt == t.snd_max) {
         t.rtt_timing = true;
@@ -568,8 +575,13 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
   if (seq_gt(ack, t.snd_una)) {
     uint32_t acked = ack - t.snd_una;
     if (t.ts_ok && h.options.has_timestamp && h.options.ts_ecr) {
+      // An echo older than our last timeout retransmission measures the
+      // loss, not the path: it would inflate the RTO for minutes (a TS
+      // variant of Karn's rule).
       uint32_t r = uint32_t(now) - h.options.ts_ecr;
-      if (int32_t(r) >= 0) rtt_sample(t, r);
+      bool before_rto = t.backed_off_at != kNever &&
+                        int32_t(h.options.ts_ecr - uint32_t(t.backed_off_at)) < 0;
+      if (int32_t(r) >= 0 && !before_rto) rtt_sample(t, r);
     } else if (t.rtt_timing && seq_gt(ack, t.rtt_seq)) {
       rtt_sample(t, now - t.rtt_start);
     }
@@ -817,6 +829,7 @@ void Stack::Impl::on_rto(Tcb& t, Micros now) {
   t.dupacks = 0;
   t.rtt_timing = false;
   t.snd_nxt = t.snd_una;  // go back N
+  t.backed_off_at = now;
   retransmit_first(t, now);
   t.rtx_at = now + t.rto;
 }

@@ -14,6 +14,10 @@
 
 namespace sidestep::stack {
 
+// How long a connection the app closed may wait in FIN-WAIT-2 for the peer's
+// FIN (Linux tcp_fin_timeout).
+inline constexpr Micros kOrphanFinWait2 = 60000000;
+
 inline bool seq_lt(uint32_t a, uint32_t b) { return int32_t(a - b) < 0; }
 inline bool seq_le(uint32_t a, uint32_t b) { return int32_t(a - b) <= 0; }
 inline bool seq_gt(uint32_t a, uint32_t b) { return int32_t(a - b) > 0; }
@@ -155,6 +159,7 @@ struct Tcb {
   uint32_t rtt_seq = 0;
   Micros rtt_start = 0;
   uint32_t backoff = 0;      // consecutive timeouts
+  Micros backed_off_at = kNever;  // time of the last timeout retransmission
   Micros syn_sent_at = 0;
 
   // Congestion control and NewReno recovery.

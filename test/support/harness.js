@@ -29,9 +29,11 @@ class Harness {
    * Start `node [--require register] fixture args...`. Each line the child
    * prints to stdout must be JSON; they are queued for next().
    */
-  start(fixture, args = [], { hooked = true, env = {}, register = REGISTER } = {}) {
+  start(fixture, args = [], { hooked = true, env = {}, register = REGISTER, wrapper = [] } = {}) {
     const nodeArgs = hooked ? ['--require', register] : [];
-    const child = spawn(process.execPath, [...nodeArgs, path.join(FIXTURES, fixture), ...args.map(String)], {
+    const argv = [process.execPath, ...nodeArgs, path.join(FIXTURES, fixture), ...args.map(String)];
+    const command = [...wrapper, ...argv];
+    const child = spawn(command[0], command.slice(1), {
       env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: this.fabric, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
@@ -82,6 +84,36 @@ class Harness {
     const r = await proc.exitPromise;
     clearTimeout(timer);
     return r;
+  }
+
+  /** The next JSON line from a child that satisfies `pred` (earlier lines are dropped). */
+  async nextMatching(proc, pred, ms = 20000) {
+    const deadline = Date.now() + ms;
+    for (;;) {
+      const left = deadline - Date.now();
+      if (left <= 0) throw new Error(`no matching report within ${ms} ms; stderr:\n${proc.stderr}`);
+      const msg = await this.next(proc, left);
+      if (pred(msg)) return msg;
+    }
+  }
+
+  /**
+   * Start `wrapper... node [--require register] fixture args...` (e.g. under
+   * setpriv). Like start(); the wrapper must exec node or pass signals on.
+   */
+  startWrapped(wrapper, fixture, args = [], opts = {}) {
+    return this.start(fixture, args, { ...opts, wrapper });
+  }
+
+  /** Kill this (non-fixture) child process too when the test ends. */
+  track(child) {
+    const proc = { child, exited: child.exitCode !== null ? { code: child.exitCode } : null };
+    proc.exitPromise = new Promise((resolve) => {
+      if (proc.exited) return resolve(proc.exited);
+      child.on('exit', (code, signal) => resolve((proc.exited = { code, signal })));
+    });
+    this.children.add(proc);
+    return proc;
   }
 
   fabricPath() {

@@ -89,7 +89,7 @@ TEST(ring_round_trip_preserves_frames_across_wrap_around) {
 TEST(ring_wrap_marker_sends_consumer_back_to_offset_zero) {
   LocalRing r(4096, 1024);
   std::vector<std::string> got;
-  auto sink = [](void* ctx, const uint8_t* p, size_t n) {
+  auto sink = [](void* ctx, const uint8_t* p, size_t n, uint32_t) {
     static_cast<std::vector<std::string>*>(ctx)->push_back(
         std::string(reinterpret_cast<const char*>(p), n));
   };
@@ -301,7 +301,7 @@ TEST(ring_matches_a_fifo_model_under_random_operations) {
     size_t* head;
     int bad;
   } ctx{&model, &model_head, 0};
-  auto sink = [](void* c, const uint8_t* p, size_t n) {
+  auto sink = [](void* c, const uint8_t* p, size_t n, uint32_t) {
     auto* x = static_cast<Ctx*>(c);
     if (*x->head >= x->model->size() ||
         (*x->model)[*x->head] != std::string(reinterpret_cast<const char*>(p), n))

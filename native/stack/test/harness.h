@@ -157,7 +157,7 @@ inline size_t count_events(const std::vector<Event>& ev, EventType type, SocketI
 class Wire {
  public:
   struct Faults {
-    double loss = 0, duplicate = 0, reorder = 0;
+    double loss = 0, duplicate = 0, reorder = 0, corrupt = 0;
     Micros delay = 10, jitter = 0;
   };
 
@@ -206,10 +206,15 @@ class Wire {
     }
     int copies = (faults.duplicate > 0 && uniform() < faults.duplicate) ? 2 : 1;
     for (int i = 0; i < copies; ++i) {
+      std::vector<uint8_t> bytes = pkt;
+      if (faults.corrupt > 0 && uniform() < faults.corrupt && !bytes.empty()) {
+        size_t at = size_t(uniform() * double(bytes.size())) % bytes.size();
+        bytes[at] ^= uint8_t(1u << (rng % 8));
+      }
       Micros at = now + faults.delay;
       if (faults.jitter) at += Micros(uniform() * double(faults.jitter));
       if (faults.reorder > 0 && uniform() < faults.reorder) at += faults.delay * 5 + 50;
-      inflight_.push_back(InFlight{at, seq_++, 1 - from_side, pkt});
+      inflight_.push_back(InFlight{at, seq_++, 1 - from_side, std::move(bytes)});
       std::push_heap(inflight_.begin(), inflight_.end());
     }
   }
@@ -224,7 +229,7 @@ class Wire {
       if (app) app();
       Micros next = std::min(a.poll_at(), b.poll_at());
       if (!inflight_.empty()) next = std::min(next, inflight_.front().at);
-      if (next == kNever && busy && busy()) next = now + 1000;
+      if (busy && busy()) next = std::min(next, now + 1000);
       if (next == kNever) return true;
       if (next > until) {
         now = until;

@@ -255,7 +255,7 @@ TEST(zero_window_is_probed_by_persist_timer) {
   out = rig.sent();
   REQUIRE(out.size() == 1);
   CHECK_EQ(out[0].payload.size(), 10u);
-  CHECK_EQ(rig.stack.counters().segments_retransmitted, 0u);
+  CHECK_EQ(out[0].tcp.seq, c.iss + 1);  // the refused probe byte goes again, first
 }
 
 TEST(rst_exact_resets_rst_in_window_gets_challenge_ack) {
@@ -514,4 +514,62 @@ TEST(duplicate_of_read_data_after_close_does_not_reset) {
   REQUIRE(out.size() == 1);
   CHECK(!out[0].has(kRst));
   CHECK_EQ(out[0].tcp.ack, c.peer_seq + 5);
+}
+
+TEST(poll_at_follows_a_restarted_retransmission_timer) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  rig.stack.set_nodelay(c.id, true);
+  auto d = filled(100, 1);
+  rig.stack.send(c.id, d.data(), d.size(), rig.now);
+  rig.stack.send(c.id, d.data(), d.size(), rig.now);
+  CHECK_EQ(rig.sent().size(), 2u);
+  Micros rto = rig.config.rto_min;
+  CHECK_EQ(rig.stack.poll_at(), rig.now + rto);
+  rig.now += 100000;
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 101, kAck, 65535));
+  // RFC 6298 5.3: an ACK for new data restarts the timer (srtt ~0: rto_min).
+  CHECK_EQ(rig.stack.poll_at(), rig.now + rto);
+  rig.advance_to(rig.now + rto - 1);
+  CHECK(rig.sent().empty());
+  rig.advance_to(rig.now + 1);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.seq, c.iss + 101);
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 201, kAck, 65535));
+  CHECK_EQ(rig.stack.poll_at(), kNever);
+}
+
+TEST(timers_of_many_connections_fire_in_order) {
+  Rig rig;
+  rig.stack.listen(ep4(1, 80), 64, false);
+  std::vector<SocketId> ids;
+  for (uint16_t i = 0; i < 20; ++i) {
+    int id = rig.stack.connect(ep4(1, uint16_t(40000 + i)), ep4(2, 80), 7, rig.now);
+    REQUIRE(id > 0);
+    rig.now += 1000;
+  }
+  CHECK_EQ(rig.sent().size(), 20u);
+  Micros first = rig.stack.poll_at();
+  CHECK_EQ(first, 1000000u + rig.config.rto_initial);
+  rig.advance_to(first + 5500);  // the first six SYNs are due
+  CHECK_EQ(rig.sent().size(), 6u);
+  CHECK_EQ(rig.stack.poll_at(), first + 6000);
+}
+
+TEST(new_syn_with_newer_timestamp_ends_time_wait) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000), true);
+  REQUIRE(c.id);
+  rig.stack.close(c.id, rig.now);
+  rig.sent();
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 2, kAck | kFin, 1000, ts_opt(5100)));
+  rig.sent();
+  TcpOptions o = peer_syn_options(true);
+  o.ts_val = 5200;
+  rig.feed(build(c.peer, c.local, c.peer_seq - 50000, 0, kSyn, 1000, o));  // older seq
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.flags, kSyn | kAck);
 }

@@ -250,3 +250,13 @@ TEST(random_and_mutated_packets_never_crash) {
   CHECK(rig.stack.counters().packets_malformed > 0);
   (void)fc;
 }
+
+TEST(multicast_and_broadcast_segments_get_no_answer) {
+  Rig rig;
+  Endpoint bcast{IpAddr::v4(255, 255, 255, 255), 80};
+  rig.feed(build(ep4(2, 5000), bcast, 1, 0, kSyn, 1000));
+  Endpoint mcast{IpAddr::v4(224, 0, 0, 1), 5000};
+  rig.feed(build(mcast, ep4(1, 80), 1, 0, kSyn, 1000));
+  CHECK(rig.sent().empty());
+  CHECK_EQ(rig.stack.counters().packets_malformed, 2u);
+}

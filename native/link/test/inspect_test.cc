@@ -1,0 +1,96 @@
+// Frame kinds, the stack directory and capture mirroring: what `sidestep
+// stat` and `sidestep capture` are built on.
+#include <unistd.h>
+
+#include "check.h"
+#include "fabric_testing.h"
+
+using namespace sidestep::link;
+using namespace sidestep::link::test;
+
+TEST(control_frames_reach_kind_aware_receivers_only) {
+  const std::string name = unique_name();
+  auto a = open_fabric(small_config(name));
+  auto b = open_fabric(small_config(name));
+  REQUIRE(a && b);
+  uint8_t* p = a->tx_reserve(b->self(), 5);
+  REQUIRE(p);
+  std::memcpy(p, "hello", 5);
+  a->tx_commit(b->self(), 5, FrameKind::Control);
+  REQUIRE(send_text(*a, b->self(), "packet"));
+  // A packet-only receiver sees the packet and skips the control frame...
+  auto packets = poll_all(*b);
+  REQUIRE(packets.size() == 1);
+  CHECK(packets[0].bytes == "packet");
+  // ...a kind-aware one sees both, with their kinds.
+  p = a->tx_reserve(b->self(), 5);
+  REQUIRE(p);
+  std::memcpy(p, "again", 5);
+  a->tx_commit(b->self(), 5, FrameKind::Control);
+  std::vector<std::pair<uint32_t, std::string>> got;
+  b->rx_poll([&](LinkAddr, const uint8_t* d, size_t n, uint32_t kind) {
+    got.emplace_back(kind, std::string(reinterpret_cast<const char*>(d), n));
+  }, 16);
+  REQUIRE(got.size() == 1);
+  CHECK(frame_kind(got[0].first) == FrameKind::Control);
+  CHECK(got[0].second == "again");
+  a.reset();
+  b.reset();
+  CHECK(!shm_exists(name));
+}
+
+TEST(stacks_lists_every_live_stack_with_pid_and_command) {
+  const std::string name = unique_name();
+  auto a = open_fabric(small_config(name));
+  auto b = open_fabric(small_config(name));
+  REQUIRE(a && b);
+  auto list = a->stacks();
+  REQUIRE(list.size() == 2);
+  CHECK(list[0].pid == ::getpid() && list[1].pid == ::getpid());
+  CHECK(list[0].command == "link-test");
+  CHECK((list[0].addr == a->self() && list[1].addr == b->self()) ||
+        (list[0].addr == b->self() && list[1].addr == a->self()));
+  b.reset();
+  CHECK_EQ(a->stacks().size(), 1u);
+  a.reset();
+  CHECK(!shm_exists(name));
+}
+
+TEST(mirror_copies_sent_packets_to_the_capture_tool_until_cleared) {
+  const std::string name = unique_name();
+  auto a = open_fabric(small_config(name));
+  auto b = open_fabric(small_config(name));
+  auto tool = open_fabric(small_config(name));
+  REQUIRE(a && b && tool);
+  REQUIRE(tool->set_mirror(a->self(), tool->self()) == 0);
+  REQUIRE(send_text(*a, b->self(), "ip packet bytes"));
+  auto at_b = poll_all(*b);
+  REQUIRE(at_b.size() == 1);
+  CHECK(at_b[0].bytes == "ip packet bytes");
+  std::vector<std::pair<uint32_t, std::string>> captured;
+  auto drain = [&] {
+    tool->rx_poll([&](LinkAddr from, const uint8_t* d, size_t n, uint32_t kind) {
+      CHECK(from == a->self());
+      captured.emplace_back(kind, std::string(reinterpret_cast<const char*>(d), n));
+    }, 16);
+  };
+  drain();
+  REQUIRE(captured.size() == 1);
+  CHECK(frame_kind(captured[0].first) == FrameKind::Capture);
+  CHECK_EQ(frame_detail(captured[0].first), slot_of(b->self()));
+  CHECK(captured[0].second == "ip packet bytes");
+  // Control frames are not captured; and clearing the mirror stops copies.
+  REQUIRE(tool->set_mirror(a->self(), 0) == 0);
+  REQUIRE(send_text(*a, b->self(), "not captured"));
+  drain();
+  CHECK_EQ(captured.size(), 1u);
+  // A tool that leaves stops the copies by itself.
+  REQUIRE(tool->set_mirror(a->self(), tool->self()) == 0);
+  tool.reset();
+  REQUIRE(send_text(*a, b->self(), "tool gone"));
+  CHECK_EQ(poll_all(*b).size(), 2u);
+  CHECK(a->counters().drops_ring_full == 0);
+  a.reset();
+  b.reset();
+  CHECK(!shm_exists(name));
+}

@@ -1,0 +1,110 @@
+// kill -9 of a peer mid-stream, over and over: the survivor's socket errors
+// with ECONNRESET within 1 s every time, and nothing leaks — its open sockets
+// and file descriptors return to their baseline, and once every process has
+// gone the fabric file has gone too.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const fs = require('node:fs');
+const { Harness } = require('../support/harness');
+
+const ROUNDS = 24;
+
+/** Reads every line a child prints, so a test can wait for one that matches. */
+function collector(h, proc) {
+  const seen = [];
+  const waiters = [];
+  (async () => {
+    for (;;) {
+      let m;
+      try {
+        m = await h.next(proc, 3600e3);
+      } catch {
+        return;
+      }
+      m.at = Date.now();
+      seen.push(m);
+      for (const w of waiters.slice()) if (w.pred(m)) waiters.splice(waiters.indexOf(w), 1), w.resolve(m);
+    }
+  })();
+  return (pred, ms = 10000) => {
+    const hit = seen.find(pred);
+    if (hit) return Promise.resolve(hit);
+    return new Promise((resolve, reject) => {
+      const w = { pred, resolve: (m) => (clearTimeout(timer), resolve(m)) };
+      const timer = setTimeout(() => {
+        waiters.splice(waiters.indexOf(w), 1);
+        reject(new Error(`no matching report within ${ms} ms; stderr:\n${proc.stderr}`));
+      }, ms);
+      waiters.push(w);
+    });
+  };
+}
+
+const fdCount = (pid) => fs.readdirSync(`/proc/${pid}/fd`).length;
+
+async function settle(read, want, ms = 3000) {
+  const deadline = Date.now() + ms;
+  let v = await read();
+  while (v !== want && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 50));
+    v = await read();
+  }
+  return v;
+}
+
+test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server resets within 1 s, nothing leaks`, async (t) => {
+  const h = new Harness(t);
+  // Two long-lived survivors: one only reading, one echoing (so it is also
+  // writing to the peer when it dies).
+  const servers = [];
+  for (const mode of ['sink', 'echo']) {
+    const proc = h.start('../fabric/fixtures/server.js', [mode]);
+    const { port, pid } = await h.next(proc);
+    const wait = collector(h, proc);
+    let statsSeq = 0;
+    const stats = async () => {
+      const n = ++statsSeq;
+      h.send(proc, { cmd: 'stats' });
+      const m = await wait((x) => x.stats && !x.used && (x.used = n));
+      return m.stats;
+    };
+    servers.push({ mode, proc, port, pid, wait, stats });
+  }
+  for (const s of servers) {
+    s.baseSockets = (await s.stats()).openSockets;
+    s.baseFds = fdCount(s.pid);
+  }
+
+  const latencies = [];
+  for (let i = 0; i < ROUNDS; i++) {
+    const s = servers[i % 2];
+    const id = i >> 1 + 1; // connection ids count up per server
+    const client = h.start('../fabric/fixtures/bulk-client.js', [s.port, 1 << 30, i + 1, 0]);
+    const conn = await s.wait((m) => m.event === 'conn' && m.id === (i >> 1) + 1);
+    assert.deepStrictEqual([conn.bypassed, conn.kernel], [true, false], `round ${i}`);
+    await s.wait((m) => m.event === 'streaming' && m.id === conn.id);
+    const killedAt = Date.now();
+    client.child.kill('SIGKILL');
+    const err = await s.wait((m) => m.event === 'error' && m.id === conn.id, 5000);
+    latencies.push(err.at - killedAt);
+    assert.strictEqual(err.code, 'ECONNRESET', `round ${i} (${s.mode})`);
+    assert.ok(err.at - killedAt < 1000, `round ${i} (${s.mode}): reset after ${err.at - killedAt} ms`);
+    await s.wait((m) => m.event === 'close' && m.id === conn.id);
+    assert.deepStrictEqual(await h.exit(client), { code: null, signal: 'SIGKILL' });
+    assert.strictEqual(await settle(async () => (await s.stats()).openSockets, s.baseSockets), s.baseSockets, `round ${i}: open sockets`);
+    void id;
+  }
+  for (const s of servers) {
+    assert.strictEqual(await settle(() => fdCount(s.pid), s.baseFds), s.baseFds, `${s.mode} server: file descriptors`);
+    const st = await s.stats();
+    assert.strictEqual(st.openSockets, s.baseSockets);
+    assert.strictEqual(st.connectionsAccepted, ROUNDS / 2);
+  }
+  latencies.sort((a, b) => a - b);
+  t.diagnostic(`reset latency ms: min ${latencies[0]}, median ${latencies[latencies.length >> 1]}, max ${latencies.at(-1)}`);
+
+  for (const s of servers) h.send(s.proc, { cmd: 'close' });
+  for (const s of servers) assert.deepStrictEqual(await h.exit(s.proc), { code: 0, signal: null });
+  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+});
