@@ -173,12 +173,29 @@ export class PcapWriter {
  * (or those of `pid`) copies what it sends to us; since every packet is sent
  * by some stack, that is every packet, each exactly once.
  */
+/** How long a copy may wait for earlier-sent copies still in another ring. */
+const REORDER_WINDOW_US = 50000n;
+
 export function startCapture(runtime: Runtime, opts: CaptureOptions): { stop: () => Promise<number> } {
   const self = runtime.binding.self();
   const writer = new PcapWriter(opts.file);
   const mirrored = new Set<number>();
   const pidSlots = new Set<number>();
-  const epochUs = BigInt(Date.now()) * 1000n - process.hrtime.bigint() / 1000n;
+  // Copies arrive per sender ring; sort by the sender's timestamp over a
+  // short window so the file is in the order packets were sent.
+  let pending: { us: bigint; packet: Buffer }[] = [];
+  const flush = (all: boolean) => {
+    if (pending.length === 0) return;
+    pending.sort((a, b) => (a.us < b.us ? -1 : a.us > b.us ? 1 : 0));
+    const horizon = BigInt(Date.now()) * 1000n - REORDER_WINDOW_US;
+    let n = 0;
+    while (n < pending.length && (all || pending[n].us <= horizon)) {
+      if (opts.count !== undefined && writer.packets >= opts.count) break;
+      writer.write(pending[n].packet, pending[n].us);
+      n++;
+    }
+    pending = all ? [] : pending.slice(n);
+  };
   let finished: (n: number) => void = () => {};
   const finishedPromise = new Promise<number>((r) => (finished = r));
 
@@ -193,21 +210,28 @@ export function startCapture(runtime: Runtime, opts: CaptureOptions): { stop: ()
   };
   refresh();
   const rescan = setInterval(refresh, 200);
+  const flusher = setInterval(() => {
+    flush(false);
+    if (opts.count !== undefined && writer.packets >= opts.count) void stop();
+  }, 25);
   runtime.onCapture = (from, dstSlot, data) => {
-    const packet = Buffer.from(data);
+    if (data.byteLength < 8) return;
+    const sentUs = Buffer.from(data, 0, 8).readBigUInt64LE(0);
+    const packet = Buffer.from(data, 8);
     if (opts.pid !== undefined && !pidSlots.has(from & 0xff) && !pidSlots.has(dstSlot)) return;
     if (opts.port !== undefined) {
       const ports = tcpPorts(packet);
       if (!ports || (ports[0] !== opts.port && ports[1] !== opts.port)) return;
     }
-    writer.write(packet, epochUs + process.hrtime.bigint() / 1000n);
-    if (opts.count !== undefined && writer.packets >= opts.count) void stop();
+    pending.push({ us: sentUs, packet });
   };
   let stopped = false;
   const stop = async () => {
     if (!stopped) {
       stopped = true;
       clearInterval(rescan);
+      clearInterval(flusher);
+      flush(true);
       for (const link of mirrored) runtime.binding.setMirror(link, false);
       runtime.onCapture = null;
       writer.close();

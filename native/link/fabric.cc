@@ -34,6 +34,12 @@ constexpr size_t kRxQuantum = 32;  // frames per ring per round-robin turn
 
 std::string errno_text(int e) { return std::strerror(e); }
 
+uint64_t realtime_us() {
+  timespec ts;
+  ::clock_gettime(CLOCK_REALTIME, &ts);
+  return uint64_t(ts.tv_sec) * 1000000u + uint64_t(ts.tv_nsec) / 1000u;
+}
+
 int set_lock(int fd, short type, off_t at) {
   struct flock fl = {};
   fl.l_type = type;
@@ -222,7 +228,8 @@ struct Fabric::Impl final : Liveness {
     return load_acquire(&slots[s].generation) == generation_of(a);
   }
 
-  void copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len, uint32_t dst_slot);
+  void copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len, uint32_t dst_slot,
+                      uint64_t sent_us);
 
   void mirror_counters() {
     const auto* c = reinterpret_cast<const uint64_t*>(&counters);
@@ -557,6 +564,11 @@ void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
   m.pending.valid = false;
   const uint32_t peer = slot_of(to);
   const uint8_t* payload = m.pending.r.payload;
+  // Capture: one relaxed load per packet while nobody captures. The send
+  // time is taken before the packet is published, so no reaction to it can
+  // carry an earlier time.
+  const LinkAddr mirror = kind == FrameKind::Packet ? load_relaxed(&m.own().mirror) : 0;
+  const uint64_t sent_us = mirror ? realtime_us() : 0;
   ring_commit(m.ring(m.slot, peer), m.pending.r, len, m.generation, generation_of(to),
               static_cast<uint32_t>(kind));
   ++m.counters.frames_out;
@@ -581,13 +593,11 @@ void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
     ++m.counters.doorbells_suppressed;
   }
   m.mirror_counters();
-  // Capture: one relaxed load per packet while nobody captures.
-  const LinkAddr mirror = load_relaxed(&m.own().mirror);
-  if (mirror != 0 && kind == FrameKind::Packet) m.copy_to_mirror(mirror, payload, len, peer);
+  if (mirror != 0) m.copy_to_mirror(mirror, payload, len, peer, sent_us);
 }
 
 void Fabric::Impl::copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len,
-                                  uint32_t dst_slot) {
+                                  uint32_t dst_slot, uint64_t us) {
   if (!may_be_alive(mirror) || slot_of(mirror) == dst_slot) {
     // The tool is gone (its slot moved on): stop copying.
     uint32_t expected = mirror;
@@ -604,12 +614,17 @@ void Fabric::Impl::copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t
     tx_ready[peer] = generation_of(mirror);
     tx_head[peer] = 0;
   }
+  // [u64 send time, CLOCK_REALTIME µs][packet]: copies reach the tool through
+  // one ring per sender, so only the sender's clock gives the true order.
+  const size_t total = len + sizeof(uint64_t);
+  if (total > geo.mtu) return;
   RingReservation r;
   bool repaired = false;
   const RingView ring_view = ring(slot, peer);
-  if (ring_reserve(ring_view, len, &r, &repaired, &tx_head[peer]) != ReserveResult::kOk) return;
-  std::memcpy(r.payload, packet, len);
-  ring_commit(ring_view, r, len, generation, generation_of(mirror),
+  if (ring_reserve(ring_view, total, &r, &repaired, &tx_head[peer]) != ReserveResult::kOk) return;
+  std::memcpy(r.payload, &us, sizeof us);
+  std::memcpy(r.payload + sizeof us, packet, len);
+  ring_commit(ring_view, r, total, generation, generation_of(mirror),
               static_cast<uint32_t>(FrameKind::Capture) | (dst_slot & 0xffu));
   Slot& dst = slots[peer];
   const uint64_t bit = uint64_t{1} << slot;

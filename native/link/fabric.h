@@ -39,7 +39,7 @@ inline constexpr uint32_t slot_of(LinkAddr a) { return a & 0xff; }
 enum class FrameKind : uint32_t {
   Packet = 0,         // an IP packet, for the stack
   Control = 0x100,    // a message between runtimes or tools (e.g. `sidestep stat`)
-  Capture = 0x200,    // a copy of a packet this stack sent, for `sidestep capture`
+  Capture = 0x200,    // [u64 send time in CLOCK_REALTIME µs][a packet this stack sent], for `sidestep capture`
 };
 inline constexpr FrameKind frame_kind(uint32_t kind) { return static_cast<FrameKind>(kind & 0xff00u); }
 inline constexpr uint32_t frame_detail(uint32_t kind) { return kind & 0xffu; }

@@ -1,4 +1,4 @@
-// SendBuffer, ReceiveBuffer and Reassembly (see tcp.h): circular byte rings
+// SendBuffer, ReceiveBuffer and SeqRanges (see tcp.h): circular byte rings
 // moved with at most two memcpy calls per operation.
 #include <algorithm>
 
@@ -62,7 +62,7 @@ size_t ReceiveBuffer::read(uint8_t* out, size_t cap) {
   return n;
 }
 
-bool Reassembly::add(uint32_t begin, uint32_t end) {
+bool SeqRanges::add(uint32_t begin, uint32_t end) {
   if (!seq_lt(begin, end)) return true;
   // Find the first range that ends at or after `begin`.
   size_t i = 0;
@@ -88,7 +88,7 @@ bool Reassembly::add(uint32_t begin, uint32_t end) {
   return true;
 }
 
-uint32_t Reassembly::advance(uint32_t rcv_nxt) {
+uint32_t SeqRanges::advance(uint32_t rcv_nxt) {
   size_t i = 0;
   while (i < count_ && seq_le(ranges_[i].begin, rcv_nxt)) {
     if (seq_gt(ranges_[i].end, rcv_nxt)) rcv_nxt = ranges_[i].end;
@@ -101,7 +101,31 @@ uint32_t Reassembly::advance(uint32_t rcv_nxt) {
   return rcv_nxt;
 }
 
-uint8_t Reassembly::sack_blocks(wire::SackBlock* out, uint8_t max) const {
+void SeqRanges::discard_below(uint32_t seq) {
+  size_t i = 0;
+  while (i < count_ && seq_le(ranges_[i].end, seq)) ++i;
+  if (i) {
+    std::memmove(&ranges_[0], &ranges_[i], (count_ - i) * sizeof(Range));
+    count_ -= i;
+  }
+  if (count_ && seq_lt(ranges_[0].begin, seq)) ranges_[0].begin = seq;
+}
+
+bool SeqRanges::next_hole(uint32_t from, uint32_t* begin, uint32_t* end) const {
+  uint32_t cursor = from;
+  for (size_t i = 0; i < count_; ++i) {
+    if (seq_le(ranges_[i].end, cursor)) continue;
+    if (seq_gt(ranges_[i].begin, cursor)) {
+      *begin = cursor;
+      *end = ranges_[i].begin;
+      return true;
+    }
+    cursor = ranges_[i].end;
+  }
+  return false;
+}
+
+uint8_t SeqRanges::sack_blocks(wire::SackBlock* out, uint8_t max) const {
   uint8_t n = 0;
   size_t first = count_;
   for (size_t i = 0; i < count_; ++i) {

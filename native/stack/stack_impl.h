@@ -139,6 +139,8 @@ struct Stack::Impl {
   void send_dupack(Tcb& t, const Segment& seg, Micros now);
   void send_rst(Tcb& t, Micros now);
   void retransmit_first(Tcb& t, Micros now);
+  // During recovery: resends the next hole the SACK scoreboard shows.
+  bool retransmit_hole(Tcb& t, Micros now);
   void timers(Tcb& t, Micros now);
   void on_rto(Tcb& t, Micros now);
   void on_persist(Tcb& t, Micros now);

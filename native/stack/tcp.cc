@@ -264,6 +264,22 @@ void Stack::Impl::retransmit_first(Tcb& t, Micros now) {
   uint32_t end = t.snd_una + len + fin;
   if (seq_lt(t.snd_nxt, end)) t.snd_nxt = end;
   if (seq_lt(t.snd_max, end)) t.snd_max = end;
+  if (seq_lt(t.rtx_hint, end)) t.rtx_hint = end;
+}
+
+bool Stack::Impl::retransmit_hole(Tcb& t, Micros now) {
+  if (!t.sack_ok || t.sacked.empty()) return false;
+  uint32_t from = seq_gt(t.rtx_hint, t.snd_una) ? t.rtx_hint : t.snd_una;
+  uint32_t begin, end;
+  if (!t.sacked.next_hole(from, &begin, &end)) return false;
+  if (seq_gt(end, t.data_end())) end = t.data_end();
+  if (!seq_lt(begin, end) || seq_lt(begin, t.sndbuf_seq)) return false;
+  uint32_t len = std::min(end - begin, data_room(t));
+  if (!transmit(t, begin, kAck, len, now)) return false;
+  ++counters.segments_retransmitted;
+  ++t.retransmits;
+  t.rtx_hint = begin + len;
+  return true;
 }
 
 void Stack::Impl::output(Tcb& t, Micros now) {
@@ -572,6 +588,15 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     return false;
   }
   uint32_t scaled_wnd = uint32_t(h.window) << t.snd_wscale;
+  if (t.sack_ok) {
+    for (uint8_t i = 0; i < h.options.sack_count; ++i) {
+      const SackBlock& b = h.options.sack[i];
+      // Only blocks above the cumulative ACK and within what we sent count.
+      if (seq_lt(ack, b.left) && seq_lt(b.left, b.right) && seq_le(b.right, t.snd_max)) {
+        t.sacked.add(b.left, b.right);
+      }
+    }
+  }
   if (seq_gt(ack, t.snd_una)) {
     uint32_t acked = ack - t.snd_una;
     if (t.ts_ok && h.options.has_timestamp && h.options.ts_ecr) {
@@ -593,6 +618,7 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     }
     t.snd_una = ack;
     if (seq_lt(t.snd_nxt, ack)) t.snd_nxt = ack;
+    t.sacked.discard_below(ack);
     t.backoff = 0;
     if (t.in_recovery) {
       if (seq_ge(ack, t.recover)) {
@@ -600,7 +626,10 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
         t.cc.on_recovery_exit(t.snd_max - t.snd_una, t.mss);
       } else {
         t.cc.on_partial_ack(acked, t.mss);  // RFC 6582 3.2 step 5
-        retransmit_first(t, now);
+        // The hole at snd_una, unless SACK recovery already resent it.
+        if (!seq_gt(t.rtx_hint, t.snd_una) || !retransmit_hole(t, now)) {
+          retransmit_first(t, now);
+        }
       }
     } else {
       t.cc.on_ack(acked, t.mss);
@@ -634,12 +663,15 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     if (t.dupacks == 3 && !t.in_recovery && seq_gt(ack, t.recover)) {
       t.in_recovery = true;
       t.recover = t.snd_max;
+      t.rtx_hint = t.snd_una;
       t.cc.on_fast_retransmit(t.snd_max - t.snd_una, t.mss);
       t.rtt_timing = false;
       retransmit_first(t, now);
       t.rtx_at = now + t.rto;
     } else if (t.dupacks > 3 && t.in_recovery) {
-      t.cc.on_recovery_dupack(t.mss);
+      // Each further duplicate ACK lets one segment out: a hole the SACK
+      // scoreboard shows if there is one, else new data (window inflation).
+      if (!retransmit_hole(t, now)) t.cc.on_recovery_dupack(t.mss);
     }
   }
   // Window update (RFC 9293 3.10.7.4, SND.WL1/SND.WL2).
@@ -830,6 +862,8 @@ void Stack::Impl::on_rto(Tcb& t, Micros now) {
   t.rtt_timing = false;
   t.snd_nxt = t.snd_una;  // go back N
   t.backed_off_at = now;
+  t.sacked.clear();  // the receiver may renege on SACKed data (RFC 2018 8)
+  t.rtx_hint = t.snd_una;
   retransmit_first(t, now);
   t.rtx_at = now + t.rto;
 }

@@ -40,7 +40,7 @@ class SendBuffer {
 };
 
 // In-order bytes waiting for recv(), followed (in the same ring) by
-// out-of-order bytes written at their offset; the Reassembly list says which
+// out-of-order bytes written at their offset; the SeqRanges list says which
 // of those are valid. Allocated on first data, left untouched (no memset) so
 // idle connections cost no resident memory.
 class ReceiveBuffer {
@@ -60,8 +60,9 @@ class ReceiveBuffer {
   size_t cap_, head_ = 0, size_ = 0;
 };
 
-// Sequence ranges received beyond rcv_nxt, sorted and disjoint.
-class Reassembly {
+// Sorted, disjoint sequence ranges: what arrived beyond rcv_nxt (receiver)
+// and what the peer SACKed beyond snd_una (sender's scoreboard).
+class SeqRanges {
  public:
   static constexpr size_t kMaxRanges = 32;
   bool empty() const { return count_ == 0; }
@@ -73,6 +74,10 @@ class Reassembly {
   // SACK blocks (RFC 2018): the most recent range first, then the others.
   uint8_t sack_blocks(wire::SackBlock* out, uint8_t max) const;
   void clear() { count_ = 0; }
+  // Forgets everything before `seq`.
+  void discard_below(uint32_t seq);
+  // The first gap at or after `from` that lies below some range: [*begin, *end).
+  bool next_hole(uint32_t from, uint32_t* begin, uint32_t* end) const;
 
  private:
   struct Range {
@@ -134,7 +139,7 @@ struct Tcb {
   // Receive sequence space.
   uint32_t irs = 0, rcv_nxt = 0, rcv_adv = 0;
   ReceiveBuffer rcvbuf;
-  Reassembly ooo;
+  SeqRanges ooo;  // received out of order
   bool fin_received = false;
   bool rcv_fin_pending = false;  // FIN seen beyond a hole
   uint32_t rcv_fin_seq = 0;
@@ -167,6 +172,8 @@ struct Tcb {
   uint32_t dupacks = 0;
   bool in_recovery = false;
   uint32_t recover = 0;
+  SeqRanges sacked;       // SACK scoreboard (RFC 2018) above snd_una
+  uint32_t rtx_hint = 0;  // retransmitted up to here in this recovery
 
   // Timers (kNever = off).
   Micros rtx_at = kNever, persist_at = kNever, delack_at = kNever;

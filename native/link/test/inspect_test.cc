@@ -1,5 +1,6 @@
 // Frame kinds, the stack directory and capture mirroring: what `sidestep
 // stat` and `sidestep capture` are built on.
+#include <time.h>
 #include <unistd.h>
 
 #include "check.h"
@@ -78,7 +79,14 @@ TEST(mirror_copies_sent_packets_to_the_capture_tool_until_cleared) {
   REQUIRE(captured.size() == 1);
   CHECK(frame_kind(captured[0].first) == FrameKind::Capture);
   CHECK_EQ(frame_detail(captured[0].first), slot_of(b->self()));
-  CHECK(captured[0].second == "ip packet bytes");
+  REQUIRE(captured[0].second.size() == 8 + 15);
+  CHECK(captured[0].second.substr(8) == "ip packet bytes");
+  uint64_t sent_us;
+  std::memcpy(&sent_us, captured[0].second.data(), 8);
+  timespec now;
+  ::clock_gettime(CLOCK_REALTIME, &now);
+  const uint64_t now_us = uint64_t(now.tv_sec) * 1000000u + uint64_t(now.tv_nsec) / 1000u;
+  CHECK(sent_us <= now_us && now_us - sent_us < 10000000u);
   // Control frames are not captured; and clearing the mirror stops copies.
   REQUIRE(tool->set_mirror(a->self(), 0) == 0);
   REQUIRE(send_text(*a, b->self(), "not captured"));
