@@ -488,7 +488,9 @@ int Runtime::Writev(stack::SocketId id, const std::vector<std::pair<const uint8_
     long r = stack_->send(id, p, n, now);
     if (r < 0) return static_cast<int>(r);
   }
-  AfterUserCall();
+  // A send makes no events (those come with ACKs, from the pump), so unlike
+  // other calls it needs no extra turn of the loop: only the timer.
+  if (!in_pump_) ArmTimer();
   st = Find(id);
   if (!st || !stack_) return 0;
   if (stack_->send_queued(id) >= send_limit_) {
