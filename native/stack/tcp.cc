@@ -1,7 +1,9 @@
 // The TCP state machine (RFC 9293) with RFC 6298 timers, RFC 7323 window
-// scaling and timestamps, RFC 5681/6582 congestion control, RFC 5961 blind
-// attack defences and RFC 2018 SACK blocks (receiver side). Every entry point
-// is a Stack::Impl method: segments in, segments (through put()) and events out.
+// scaling and timestamps, RFC 5681/6582 congestion control with RFC 3042
+// limited transmit, RFC 5961 blind-attack defences, and RFC 2018 SACK (blocks
+// sent by the receiver; a scoreboard that steers retransmissions during
+// recovery). Every entry point is a Stack::Impl method: segments in, segments
+// (through put()) and events out.
 #include <algorithm>
 #include <cerrno>
 
@@ -883,7 +885,13 @@ void Stack::Impl::on_persist(Tcb& t, Micros now) {
     }
     return;
   }
-  // Zero-window probe: one byte beyond the window (RFC 9293 3.8.6.1).
+  // A peer that answers probes may keep its window shut forever (RFC 9293
+  // 3.8.6.1); one that stopped answering is gone (Linux tcp_probe_timer).
+  if (t.persist_backoff >= kMaxRetries && now - t.last_rx > config.rto_max) {
+    fail(t, -ETIMEDOUT);
+    return;
+  }
+  // Zero-window probe: one byte beyond the window.
   if (transmit(t, t.snd_una, kAck, 1, now)) {
     if (seq_lt(t.snd_nxt, t.snd_una + 1)) t.snd_nxt = t.snd_una + 1;
     if (seq_lt(t.snd_max, t.snd_nxt)) t.snd_max = t.snd_nxt;

@@ -14,6 +14,7 @@
 //    through the server's own `_handle.onconnection(0, handle)`, so
 //    maxConnections, counting and 'connection' stay Node's.
 //  - TCP.prototype.close/ref/unref: carry the same to the bypass listener.
+import * as net from 'node:net';
 import { EventKind } from '../addon';
 import { decideConnect, defaultLocalAddress, type ListenerLookup } from '../policy';
 import type { Runtime, EventTarget } from '../runtime';
@@ -21,6 +22,7 @@ import type { Fallbacks } from '../stats';
 import { debug } from '../stats';
 import { BypassHandle, type LocalBinding } from './handle';
 import { ownerOf, type Internals } from './internals';
+import { installIpcGuard } from './ipc';
 import { installTlsBridge, isTlsSocket } from './tls';
 
 const kBound = Symbol('sidestep.bound');
@@ -39,6 +41,23 @@ export function isBypassedSocket(socket: object): boolean {
   // A TLS socket over a bypassed socket: Node keeps the raw one as _parent.
   const parent = (socket as any)._parent;
   return isTlsSocket(socket) && !!parent && typeof parent === 'object' && bypassedSockets.has(parent);
+}
+
+/**
+ * socket.resetAndDestroy() insists on a libuv TCP handle (`instanceof TCP`);
+ * for ours, run the same steps Node runs: reset once connected, through
+ * Socket.prototype._reset, which makes _destroy call handle.reset().
+ */
+function installResetAndDestroy(): void {
+  const proto = net.Socket.prototype as any;
+  const original = proto.resetAndDestroy;
+  if (typeof original !== 'function' || typeof proto._reset !== 'function') return;
+  proto.resetAndDestroy = function (this: any) {
+    if (!(this._handle instanceof BypassHandle)) return original.call(this);
+    if (this.connecting) this.once('connect', () => this._reset());
+    else this._reset();
+    return this;
+  };
 }
 
 /** The bypass side of a listening kernel handle. */
@@ -76,6 +95,9 @@ export type StrictError = ((reason: string) => Error) | null;
 export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks, strict: StrictError): void {
   const tlsProblem = installTlsBridge();
   if (tlsProblem) fallbacks.record(tlsProblem);
+  const ipcProblem = installIpcGuard();
+  if (ipcProblem) debug('%s', ipcProblem);
+  installResetAndDestroy();
   const proto = internals.TCP.prototype;
   const registry: ListenerLookup = runtime.binding;
   const orig = {

@@ -152,3 +152,28 @@ TEST(script_limited_transmit_sends_new_data_on_first_dupacks) {
 +1 < . 1:1(0) ack 12001 win 65535
 )").c_str());
 }
+
+TEST(script_sack_scoreboard_resends_the_second_hole_at_once) {
+  expect_script(R"(
++0 listen
++0 < S 0:0(0) win 65535 <mss 1000,sackOK>
++0 > S. 0:0(0) ack 1 <mss 65495,sackOK>
++0 < . 1:1(0) ack 1 win 65535
++0 accept
++0 nodelay
++0 write 6000
++0 > . 1:1001(1000) ack 1
++0 > . 1001:2001(1000) ack 1
++0 > . 2001:3001(1000) ack 1
++0 > . 3001:4001(1000) ack 1
++0 > . 4001:5001(1000) ack 1
++0 > P. 5001:6001(1000) ack 1
++1 < . 1:1(0) ack 1 win 65535 <sack 1001:2001>
++0 < . 1:1(0) ack 1 win 65535 <sack 1001:3001>
++0 < . 1:1(0) ack 1 win 65535 <sack 1001:4001>
++0 > . 1:1001(1000) ack 1                         # fast retransmit
++0 < . 1:1(0) ack 1 win 65535 <sack 1001:4001,sack 5001:6001>
++0 > . 4001:5001(1000) ack 1                      # the hole SACK shows
++1 < . 1:1(0) ack 6001 win 65535
+)");
+}

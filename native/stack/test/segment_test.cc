@@ -573,3 +573,17 @@ TEST(new_syn_with_newer_timestamp_ends_time_wait) {
   REQUIRE(out.size() == 1);
   CHECK_EQ(out[0].tcp.flags, kSyn | kAck);
 }
+
+TEST(unanswered_zero_window_probes_time_out) {
+  Config cfg = test_config();
+  cfg.rto_max = 2000000;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000), false, 0);
+  REQUIRE(c.id);
+  auto d = filled(10, 'z');
+  rig.stack.send(c.id, d.data(), d.size(), rig.now);
+  for (int i = 0; i < 40 && rig.stack.poll_at() != kNever; ++i) {
+    rig.advance_to(rig.stack.poll_at());
+  }
+  CHECK(has_event(rig.events(), EventType::Error, c.id, -ETIMEDOUT));
+}
