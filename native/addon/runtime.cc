@@ -387,6 +387,10 @@ void Runtime::Dispatch() {
           int c = stack_->accept(ev.socket);
           if (c <= 0) break;
           SocketState cs;
+          stack::Endpoint listener_ep, conn_ep;
+          if (stack_->local_endpoint(ev.socket, &listener_ep) &&
+              stack_->local_endpoint(static_cast<stack::SocketId>(c), &conn_ep))
+            cs.v4_mapped = listener_ep.addr.family == 6 && conn_ep.addr.family == 4;
           uint32_t link = stack_->link_of(static_cast<stack::SocketId>(c));
           if (WatchPeer(link)) cs.peer = link;
           sockets_[static_cast<stack::SocketId>(c)] = cs;
@@ -577,7 +581,17 @@ void Runtime::Ref(stack::SocketId id, bool on) {
 
 bool Runtime::Endpoints(stack::SocketId id, bool local, stack::Endpoint* out) {
   if (!stack_) return false;
-  return local ? stack_->local_endpoint(id, out) : stack_->remote_endpoint(id, out);
+  bool ok = local ? stack_->local_endpoint(id, out) : stack_->remote_endpoint(id, out);
+  SocketState* st = Find(id);
+  if (ok && st && st->v4_mapped && out->addr.family == 4) {
+    uint8_t v4[4];
+    std::memcpy(v4, out->addr.bytes, 4);
+    out->addr = stack::IpAddr{};
+    out->addr.family = 6;
+    out->addr.bytes[10] = out->addr.bytes[11] = 0xff;
+    std::memcpy(out->addr.bytes + 12, v4, 4);
+  }
+  return ok;
 }
 
 void Runtime::AfterUserCall() {

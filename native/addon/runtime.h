@@ -58,6 +58,9 @@ struct SocketState {
   uint16_t owned_port = 0;      // fabric port to release when the stack frees it
   int registry_entry = -1;      // listener registration in the fabric
   uint32_t peer = 0;            // LinkAddr of the peer stack (0: none watched)
+  // Accepted by an IPv6 listener over IPv4: Node (like the kernel) names
+  // both ends as IPv4-mapped IPv6 addresses (::ffff:a.b.c.d).
+  bool v4_mapped = false;
 };
 
 class Runtime;
