@@ -96,10 +96,13 @@ void Runtime::Detach() {
   CloseHandle(timer_);
   CloseHandle(idle_);
   if (stack_) {
-    // Tell peers we are gone instead of leaving them to time out.
+    // The process is leaving: close what it left open, as the kernel closes
+    // the fds of an exiting process — FIN, or RST where data was never read.
+    // Nothing runs after this, so only what the window lets out now is sent;
+    // the peer learns the rest from our death (its pidfd watch).
     stack::Micros now = Now();
     for (auto& [id, st] : sockets_) {
-      if (!st.listener && !st.closed) stack_->abort(id, now);
+      if (!st.closed) stack_->close(id, now);
     }
   }
   sockets_.clear();

@@ -79,8 +79,8 @@ test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server resets within 
   const latencies = [];
   for (let i = 0; i < ROUNDS; i++) {
     const s = servers[i % 2];
-    const id = i >> 1 + 1; // connection ids count up per server
     const client = h.start('../fabric/fixtures/bulk-client.js', [s.port, 1 << 30, i + 1, 0]);
+    // connection ids count up per server
     const conn = await s.wait((m) => m.event === 'conn' && m.id === (i >> 1) + 1);
     assert.deepStrictEqual([conn.bypassed, conn.kernel], [true, false], `round ${i}`);
     await s.wait((m) => m.event === 'streaming' && m.id === conn.id);
@@ -93,7 +93,6 @@ test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server resets within 
     await s.wait((m) => m.event === 'close' && m.id === conn.id);
     assert.deepStrictEqual(await h.exit(client), { code: null, signal: 'SIGKILL' });
     assert.strictEqual(await settle(async () => (await s.stats()).openSockets, s.baseSockets), s.baseSockets, `round ${i}: open sockets`);
-    void id;
   }
   for (const s of servers) {
     assert.strictEqual(await settle(() => fdCount(s.pid), s.baseFds), s.baseFds, `${s.mode} server: file descriptors`);
