@@ -56,6 +56,8 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   stack::Config sc = config.stack;
   sc.mtu = fabric_->mtu();
   sc.checksums = false;  // the fabric is trusted memory, not a wire
+  // ACKs wait for the application's reply within the same pump (see Pump).
+  sc.defer_acks = true;
   stack::Link* link = &link_;
   if (config.faults.enabled()) {
     faulty_ = std::make_unique<FaultyLink>(link_, config.faults, [this] { return Now(); });
@@ -185,6 +187,9 @@ void Runtime::Pump() {
     if (stack_->poll_at() <= now) stack_->poll(now);
     Dispatch();
     if (!stack_) break;
+    // JS has run (its callback scope closed, so nextTick'd writes are out):
+    // an ACK no reply carried goes now.
+    stack_->flush(Now());
     if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && !Spin() && fabric_->prepare_sleep()) {
       asleep = true;
       break;

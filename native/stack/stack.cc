@@ -309,6 +309,11 @@ void Stack::add_address(const IpAddr& addr) {
 void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) {
   Impl& m = *impl_;
   m.clock = now;
+  m.in_input = true;
+  struct Leave {
+    bool& flag;
+    ~Leave() { flag = false; }
+  } leave{m.in_input};
   ++m.counters.packets_in;
   IpHeader ip;
   switch (parse_ip(packet, len, m.config.checksums, &ip)) {
@@ -397,6 +402,24 @@ void Stack::poll(Micros now) {
     t.scheduled_at = kNever;
     m.timers(t, now);
     m.reschedule(t);
+  }
+  m.reap_dead();
+}
+
+void Stack::flush(Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  std::vector<std::pair<SocketId, uint32_t>> pending;
+  pending.swap(m.ack_pending);
+  for (auto [id, generation] : pending) {
+    if (id >= m.slots.size() || m.slots[id].generation != generation) continue;
+    Tcb* t = m.tcb(id);
+    if (!t) continue;
+    t->ack_deferred = false;
+    // A data segment since input() carried the ACK already: nothing to do.
+    if (!t->ack_now || t->dead || t->state == TcpState::Closed) continue;
+    m.send_ack(*t, now);
+    m.reschedule(*t);
   }
   m.reap_dead();
 }

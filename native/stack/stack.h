@@ -83,6 +83,13 @@ struct Config {
   // only delivers what is ours). When false, only addresses added with
   // add_address() are ours.
   bool accept_any_address = true;
+  // Hold the ACKs that input() decides to send at once (for a pushed
+  // segment, say) until flush(), so that a reply the application sends in
+  // between carries them instead: one segment per request, not two. The
+  // caller must call flush() after each batch of input() and application
+  // work. (Delayed ACKs on their timer, and ACKs from other calls, are not
+  // affected.)
+  bool defer_acks = false;
 };
 
 enum class EventType : uint8_t {
@@ -150,6 +157,9 @@ class Stack {
   void poll(Micros now);
   // Earliest time poll() has work; kNever when the stack is idle.
   Micros poll_at() const;
+  // Send the ACKs held back by Config::defer_acks that no data segment has
+  // carried since.
+  void flush(Micros now);
   // Drain the event queue, oldest first. Returns false when empty.
   bool next_event(Event* out);
 

@@ -92,6 +92,10 @@ struct Stack::Impl {
   std::vector<Event> events;
   size_t events_head = 0;
   std::vector<SocketId> reap;
+  // Config::defer_acks: connections with an ACK owed, and whether input() is
+  // running (only ACKs it decides are deferred).
+  std::vector<std::pair<SocketId, uint32_t>> ack_pending;
+  bool in_input = false;
   Micros clock = 0;  // the latest `now` the caller gave us (for calls without one)
   mutable std::vector<TimerEntry> timer_heap;  // min-heap on `at`
   uint8_t hash_key[16];

@@ -338,7 +338,14 @@ void Stack::Impl::output(Tcb& t, Micros now) {
     }
   }
   if (t.ack_now && t.state != TcpState::SynSent && t.state != TcpState::SynReceived) {
-    send_ack(t, now);
+    if (config.defer_acks && in_input) {
+      if (!t.ack_deferred) {
+        t.ack_deferred = true;
+        ack_pending.emplace_back(t.id, slots[t.id].generation);
+      }
+    } else {
+      send_ack(t, now);
+    }
   }
 }
 
@@ -420,7 +427,12 @@ void Stack::Impl::on_syn_sent(Tcb& t, const Segment& seg, Micros now) {
   arm_keepalive(t, now);
   emit(t.id, EventType::Connected);
   t.ack_now = true;
-  output(t, now);
+  output(t, now);  // data queued while connecting carries the ACK
+  // Otherwise the handshake's last ACK goes at once, never deferred: until
+  // it lands the peer has no connection to accept (an application that
+  // resets right after connecting must reset an accepted connection, as
+  // with the kernel).
+  if (t.ack_now) send_ack(t, now);
 }
 
 void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now) {

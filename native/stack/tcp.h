@@ -155,6 +155,7 @@ struct Tcb {
 
   // Acknowledgement policy.
   bool ack_now = false;
+  bool ack_deferred = false;  // listed in Impl::ack_pending
   uint32_t unacked_bytes = 0;  // received since our last ACK
 
   // RTT / RTO (RFC 6298).

@@ -107,3 +107,48 @@ test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server resets within 
   for (const s of servers) assert.deepStrictEqual(await h.exit(s.proc), { code: 0, signal: null });
   assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
 });
+
+test('kill -9 of a server: its client resets, and its port can be listened on (and bypassed) again at once', async (t) => {
+  const h = new Harness(t);
+  const first = h.start('../fabric/fixtures/server.js', ['echo']);
+  const { port } = await h.next(first);
+  const client = h.start('hang-client.js', [port]);
+  assert.deepStrictEqual(await h.next(client), { connected: true, bypassed: true });
+  const killedAt = Date.now();
+  first.child.kill('SIGKILL');
+  assert.deepStrictEqual(await h.next(client, 5000), { code: 'ECONNRESET', syscall: 'read' });
+  const elapsed = Date.now() - killedAt;
+  assert.ok(elapsed < 1000, `reset after ${elapsed} ms`);
+  assert.deepStrictEqual(await h.exit(client), { code: 0, signal: null });
+  // Right away, a new process takes over the same port, and the fabric's
+  // registry sends new connections to it, not to the dead one.
+  const second = h.start('../fabric/fixtures/server.js', ['echo', '-', port]);
+  assert.deepStrictEqual(await h.next(second), { port, pid: second.child.pid });
+  const bulk = h.start('../fabric/fixtures/bulk-client.js', [port, 256 * 1024, 5, 0]);
+  const { results: [r] } = await h.next(bulk);
+  assert.ifError(r.error);
+  assert.deepStrictEqual([r.bypassed, r.kernel, r.recvBytes, r.recvSha], [true, false, 256 * 1024, r.sentSha]);
+  assert.deepStrictEqual(await h.exit(bulk), { code: 0, signal: null });
+  h.send(second, { cmd: 'close' });
+  assert.deepStrictEqual(await h.exit(second), { code: 0, signal: null });
+  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+});
+
+test('a fabric left behind by a killed process is reclaimed by the next one, which removes it on a clean exit', async (t) => {
+  const h = new Harness(t);
+  const stats = async (proc) => (h.send(proc, { cmd: 'stats' }), (await h.nextMatching(proc, (m) => m.stats)).stats);
+  const crashed = h.start('../fabric/fixtures/server.js', ['echo']);
+  await h.next(crashed);
+  const { slot } = await stats(crashed);
+  crashed.child.kill('SIGKILL');
+  await h.exit(crashed);
+  assert.ok(fs.existsSync(h.fabricPath()), 'a killed process cannot remove the fabric');
+  const next = h.start('../fabric/fixtures/server.js', ['echo']);
+  await h.next(next);
+  const st = await stats(next);
+  assert.strictEqual(st.enabled, true);
+  assert.strictEqual(st.slot, slot, 'the dead process\'s slot was claimed again');
+  h.send(next, { cmd: 'close' });
+  assert.deepStrictEqual(await h.exit(next), { code: 0, signal: null });
+  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+});

@@ -27,10 +27,12 @@ class Harness {
 
   /**
    * Start `node [--require register] fixture args...`. Each line the child
-   * prints to stdout must be JSON; they are queued for next().
+   * prints to stdout must be JSON; they are queued for next(). Options:
+   * `wrapper` (a command to run node under, e.g. setpriv) and `execArgv`
+   * (node flags) are empty by default.
    */
-  start(fixture, args = [], { hooked = true, env = {}, register = REGISTER, wrapper = [] } = {}) {
-    const nodeArgs = hooked ? ['--require', register] : [];
+  start(fixture, args = [], { hooked = true, env = {}, register = REGISTER, wrapper = [], execArgv = [] } = {}) {
+    const nodeArgs = [...execArgv, ...(hooked ? ['--require', register] : [])];
     const argv = [process.execPath, ...nodeArgs, path.join(FIXTURES, fixture), ...args.map(String)];
     const command = [...wrapper, ...argv];
     const child = spawn(command[0], command.slice(1), {

@@ -587,3 +587,39 @@ TEST(unanswered_zero_window_probes_time_out) {
   }
   CHECK(has_event(rig.events(), EventType::Error, c.id, -ETIMEDOUT));
 }
+
+TEST(deferred_ack_for_a_pushed_segment_is_sent_by_flush) {
+  Config cfg = test_config();
+  cfg.defer_acks = true;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1, kAck | kPsh, 65535, {}, filled(100, 'q')));
+  CHECK(rig.sent().empty());  // held back: the app may answer
+  rig.stack.flush(rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.ack, c.peer_seq + 100);
+  CHECK_EQ(out[0].payload.size(), 0u);
+  rig.stack.flush(rig.now);
+  CHECK(rig.sent().empty());  // owed once, sent once
+}
+
+TEST(deferred_ack_rides_on_the_reply) {
+  Config cfg = test_config();
+  cfg.defer_acks = true;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  REQUIRE(rig.stack.set_nodelay(c.id, true) == 0);
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1, kAck | kPsh, 65535, {}, filled(100, 'q')));
+  CHECK(rig.sent().empty());
+  std::vector<uint8_t> reply(50, 'r');
+  REQUIRE(rig.stack.send(c.id, reply.data(), reply.size(), rig.now) == 50);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);  // one segment: the reply, acknowledging the request
+  CHECK_EQ(out[0].tcp.ack, c.peer_seq + 100);
+  CHECK_EQ(out[0].payload.size(), 50u);
+  rig.stack.flush(rig.now);
+  CHECK(rig.sent().empty());
+}
