@@ -4,6 +4,7 @@
 #include "runtime.h"
 
 #include <arpa/inet.h>
+#include <sched.h>
 #include <sys/syscall.h>
 #include <unistd.h>
 
@@ -266,14 +267,26 @@ void Runtime::OnPeerExit(uv_poll_t* h, int status, int events) {
 
 bool Runtime::Spin() {
   if (spin_us_ == 0) return false;
+  // Spin only while a reply is imminent: we sent something since the last
+  // decision (a peer is likely to answer), and recent spins paid off. An
+  // idle process never spins; one whose peers answer slowly backs off.
+  const uint64_t sent = fabric_->counters().frames_out;
+  const bool sent_since = sent != spin_sent_mark_;
+  spin_sent_mark_ = sent;
+  if (!sent_since) return false;
+  if (spin_skip_ > 0) {
+    --spin_skip_;
+    return false;
+  }
   // Still disarmed: peers don't ring while we watch. The stack's own timers
   // are not due sooner than the spin ends (checked by the caller's loop).
   stack::Micros end = Now() + spin_us_;
   stack::Micros due = stack_->poll_at();
   if (due < end) end = due;
-  do {
+  for (uint32_t i = 1;; ++i) {
     if (fabric_->rx_pending()) {
       ++spins_won_;
+      spin_losses_ = 0;
       return true;
     }
 #if defined(__x86_64__) || defined(__i386__)
@@ -281,8 +294,15 @@ bool Runtime::Spin() {
 #elif defined(__aarch64__)
     __asm__ __volatile__("yield");
 #endif
-  } while (Now() < end);
+    // On a machine with fewer free cores than spinners, the peer we wait for
+    // may need this very core: let it run.
+    if ((i & 15) == 0) sched_yield();
+    if (Now() >= end) break;
+  }
   ++spins_lost_;
+  // Consecutive losses: skip the next 1, 2, 4 ... 64 chances to spin.
+  spin_skip_ = 1u << std::min<uint32_t>(spin_losses_, 6);
+  ++spin_losses_;
   return false;
 }
 

@@ -156,6 +156,9 @@ class Runtime {
   uint32_t spin_us_ = 0;
   // True when a spin ended because frames arrived (counted in stats()).
   uint64_t spins_won_ = 0, spins_lost_ = 0;
+  uint64_t spin_sent_mark_ = 0;  // frames_out at the last spin decision
+  uint32_t spin_skip_ = 0;       // chances to spin still to skip (backoff)
+  uint32_t spin_losses_ = 0;     // consecutive spins that saw nothing
   Napi::FunctionReference on_event_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
 
