@@ -5,7 +5,8 @@ import * as fs from 'node:fs';
 import * as path from 'node:path';
 import type { FaultSpec } from './config';
 
-export type EventSink = (kind: number, id: number, arg: number, data?: ArrayBuffer) => void;
+/** data/offset: for reads, the bytes are data[offset, offset + arg). */
+export type EventSink = (kind: number, id: number, arg: number, data?: ArrayBuffer, offset?: number) => void;
 
 export interface AttachConfig {
   fabric: string;

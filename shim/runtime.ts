@@ -6,7 +6,7 @@ import type { Config } from './config';
 
 /** A handle (connection or listener) that receives the addon's events. */
 export interface EventTarget {
-  deliver(kind: number, arg: number, data?: ArrayBuffer): void;
+  deliver(kind: number, arg: number, data?: ArrayBuffer, offset?: number): void;
 }
 
 export class Runtime {
@@ -22,11 +22,11 @@ export class Runtime {
   /** Attach to the fabric; returns the runtime or the reason it can't. */
   static attach(binding: Binding, config: Config, command = ['node', ...process.argv.slice(1, 3)].join(' ')): Runtime | string {
     const rt = new Runtime(binding);
-    const sink: EventSink = (kind, id, arg, data) => {
+    const sink: EventSink = (kind, id, arg, data, offset) => {
       if (kind === EventKind.Control) return rt.onControl?.(id, data!);
       if (kind === EventKind.Capture) return rt.onCapture?.(id, arg, data!);
       const target = rt.targets.get(id);
-      if (target) target.deliver(kind, arg, data);
+      if (target) target.deliver(kind, arg, data, offset);
     };
     const attachConfig = {
       fabric: config.fabric,

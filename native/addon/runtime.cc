@@ -69,6 +69,7 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   spin_us_ = config.spin_us;
   on_event_ = Napi::Persistent(on_event);
   async_context_ = std::make_unique<Napi::AsyncContext>(env_, "sidestep:fabric");
+  slabs_ = std::make_unique<ReadSlabs>(env_);
 
   doorbell_ = NewHandle<uv_poll_t>(this);
   timer_ = NewHandle<uv_timer_t>(this);
@@ -112,6 +113,7 @@ void Runtime::Detach() {
   stack_.reset();
   faulty_.reset();
   fabric_.reset();  // releases slot, registrations and ports; may unlink the file
+  slabs_.reset();
   on_event_.Reset();
   async_context_.reset();
 }
@@ -311,12 +313,12 @@ SocketState* Runtime::Find(stack::SocketId id) {
   return it == sockets_.end() ? nullptr : &it->second;
 }
 
-void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data) {
+void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset) {
   Napi::Env env = env_;
-  napi_value argv[4] = {
+  napi_value argv[5] = {
       Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, arg),
-      data.IsEmpty() ? env.Undefined() : data};
-  on_event_.Value().Call(4, argv);
+      data.IsEmpty() ? env.Undefined() : data, Napi::Number::New(env, static_cast<double>(offset))};
+  on_event_.Value().Call(5, argv);
   if (env.IsExceptionPending()) {
     // An exception from user code in an event handler: the same fate as a
     // throw from a kernel socket's callback (process 'uncaughtException').
@@ -331,10 +333,12 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st, std::vector<napi
     size_t avail = stack_->recv_available(id);
     if (avail == 0) break;
     size_t n = avail < kMaxDelivery ? avail : kMaxDelivery;
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, n);
-    size_t got = stack_->recv(id, static_cast<uint8_t*>(ab.Data()), n, now);
+    ReadSlabs::Span span = slabs_->reserve(n);
+    if (!span.data) break;
+    size_t got = stack_->recv(id, span.data, std::min(n, span.capacity), now);
     if (got == 0) break;
-    Emit(kData, id, static_cast<int32_t>(got), ab);
+    slabs_->commit(got);
+    Emit(kData, id, static_cast<int32_t>(got), Napi::Value(env_, span.buffer), span.offset);
     // JS may have closed or paused the socket inside the callback.
     if (!Find(id)) return;
   }

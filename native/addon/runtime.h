@@ -17,6 +17,7 @@
 #include <vector>
 
 #include "faults.h"
+#include "read_slabs.h"
 #include "link/fabric.h"
 #include "stack/stack.h"
 
@@ -143,7 +144,7 @@ class Runtime {
   void ArmTimer();
   void UpdateRef();
   void AfterUserCall();
-  void Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data);
+  void Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset = 0);
   SocketState* Find(stack::SocketId id);
 
   Napi::Env env_;
@@ -161,6 +162,7 @@ class Runtime {
   uint32_t spin_losses_ = 0;     // consecutive spins that saw nothing
   Napi::FunctionReference on_event_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
+  std::unique_ptr<ReadSlabs> slabs_;
 
   // uv handles live in heap blocks freed in their close callbacks, so a
   // Runtime torn down with the environment never leaves libuv a dangling

@@ -93,12 +93,12 @@ export class BypassHandle implements EventTarget {
     this.userBuffer = buf;
   }
 
-  deliver(kind: number, arg: number, data?: ArrayBuffer): void {
+  deliver(kind: number, arg: number, data?: ArrayBuffer, offset = 0): void {
     switch (kind) {
       case EventKind.Connect:
         return this.completeConnect(arg);
       case EventKind.Data:
-        return this.resource.runInAsyncScope(this.pushData, this, data!);
+        return this.resource.runInAsyncScope(this.pushData, this, data!, offset, arg);
       case EventKind.Eof:
         return this.resource.runInAsyncScope(this.pushStatus, this, this.internals.UV_EOF);
       case EventKind.Error:
@@ -120,13 +120,14 @@ export class BypassHandle implements EventTarget {
     resource.emitDestroy();
   }
 
-  private pushData(ab: ArrayBuffer): void {
+  /** Bytes ab[offset, offset + length) arrived (ab is a shared read slab). */
+  private pushData(ab: ArrayBuffer, offset: number, length: number): void {
     const sb = this.internals.streamBase;
-    this.bytesRead += ab.byteLength;
+    this.bytesRead += length;
     if (this.userBuffer) {
       // The `onread` socket option: copy into the user's buffer, in pieces
       // when it is smaller than what arrived.
-      const src = new Uint8Array(ab);
+      const src = new Uint8Array(ab, offset, length);
       for (let off = 0; off < src.length && this.onread && this.userBuffer; ) {
         const n = Math.min(this.userBuffer.length, src.length - off);
         this.userBuffer.set(src.subarray(off, off + n));
@@ -137,8 +138,8 @@ export class BypassHandle implements EventTarget {
       }
       return;
     }
-    sb.state[sb.kReadBytesOrError] = ab.byteLength;
-    sb.state[sb.kArrayBufferOffset] = 0;
+    sb.state[sb.kReadBytesOrError] = length;
+    sb.state[sb.kArrayBufferOffset] = offset;
     this.onread?.call(this, ab);
   }
 

@@ -1,0 +1,102 @@
+// ReadSlabs (see read_slabs.h).
+#include "read_slabs.h"
+
+#include <cstdlib>
+
+namespace sidestep::addon {
+
+namespace {
+constexpr size_t kKeepFree = 8;  // slabs kept for reuse; more are freed
+}
+
+struct ReadSlabs::Slab {
+  uint8_t* mem;
+  // Shared with the pool, so a finalizer that runs after the pool's owner is
+  // gone (environment teardown) frees instead of recycling.
+  std::shared_ptr<Pool> pool;
+};
+
+struct ReadSlabs::Pool {
+  napi_env env;
+  bool alive = true;
+  std::vector<uint8_t*> free;
+
+  uint8_t* take() {
+    if (!free.empty()) {
+      uint8_t* m = free.back();
+      free.pop_back();
+      return m;
+    }
+    int64_t ignored;
+    napi_adjust_external_memory(env, static_cast<int64_t>(kSlabBytes), &ignored);
+    return static_cast<uint8_t*>(std::malloc(kSlabBytes));
+  }
+  void give(uint8_t* m) {
+    if (alive && free.size() < kKeepFree) {
+      free.push_back(m);
+      return;
+    }
+    if (alive) {
+      int64_t ignored;
+      napi_adjust_external_memory(env, -static_cast<int64_t>(kSlabBytes), &ignored);
+    }
+    std::free(m);
+  }
+};
+
+ReadSlabs::ReadSlabs(napi_env env) : env_(env), pool_(std::make_shared<Pool>()) { pool_->env = env; }
+
+ReadSlabs::~ReadSlabs() {
+  retire_current();
+  pool_->alive = false;
+  for (uint8_t* m : pool_->free) std::free(m);
+  pool_->free.clear();
+}
+
+void ReadSlabs::retire_current() {
+  if (current_ref_) napi_delete_reference(env_, current_ref_);
+  current_ref_ = nullptr;
+  current_ = nullptr;  // its ArrayBuffer's finalizer returns the memory
+  fill_ = 0;
+}
+
+ReadSlabs::Span ReadSlabs::reserve(size_t want) {
+  if (want > kSlabBytes) want = kSlabBytes;
+  if (current_ && kSlabBytes - fill_ < want) retire_current();
+  Span s;
+  if (!current_) {
+    uint8_t* mem = pool_->take();
+    if (!mem) return s;
+    auto* slab = new Slab{mem, pool_};
+    napi_value ab;
+    napi_status st = napi_create_external_arraybuffer(
+        env_, mem, kSlabBytes,
+        [](napi_env, void*, void* hint) {
+          auto* sl = static_cast<Slab*>(hint);
+          sl->pool->give(sl->mem);
+          delete sl;
+        },
+        slab, &ab);
+    if (st != napi_ok) {
+      pool_->give(mem);
+      delete slab;
+      return s;
+    }
+    napi_create_reference(env_, ab, 1, &current_ref_);
+    current_ = slab;
+    fill_ = 0;
+  }
+  napi_get_reference_value(env_, current_ref_, &s.buffer);
+  s.data = current_->mem + fill_;
+  s.capacity = kSlabBytes - fill_;
+  s.offset = fill_;
+  return s;
+}
+
+void ReadSlabs::commit(size_t used) {
+  // Keep the next read 8-byte aligned.
+  fill_ += (used + 7) & ~size_t{7};
+  if (fill_ >= kSlabBytes) retire_current();
+}
+
+}  // namespace sidestep::addon

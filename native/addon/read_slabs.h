@@ -1,0 +1,52 @@
+// Memory for the bytes a read hands to JavaScript. Allocating an ArrayBuffer
+// per read costs a zero-filled allocation (for large reads an mmap and its
+// page faults) every time; instead reads are carved out of 1 MiB slabs, each
+// exposed to JS once as an external ArrayBuffer, and a read is delivered as
+// (slab, offset, length) — the shape Node's own stream reads have
+// (streamBaseState[kArrayBufferOffset]). A slab goes back to the pool when V8
+// collects its ArrayBuffer, that is when no Buffer views it any more.
+#pragma once
+
+#include <node_api.h>
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <vector>
+
+namespace sidestep::addon {
+
+class ReadSlabs {
+ public:
+  static constexpr size_t kSlabBytes = 1 << 20;
+
+  explicit ReadSlabs(napi_env env);
+  ~ReadSlabs();
+  ReadSlabs(const ReadSlabs&) = delete;
+  ReadSlabs& operator=(const ReadSlabs&) = delete;
+
+  struct Span {
+    uint8_t* data = nullptr;
+    size_t capacity = 0;
+    napi_value buffer = nullptr;  // the slab's ArrayBuffer
+    size_t offset = 0;            // where `data` starts in it
+  };
+  // Room for up to `want` bytes (all of it when want <= kSlabBytes).
+  // Requires an open handle scope.
+  Span reserve(size_t want);
+  // The first `used` bytes of the last reservation now belong to JS.
+  void commit(size_t used);
+
+ private:
+  struct Pool;
+  struct Slab;
+  void retire_current();
+
+  napi_env env_;
+  std::shared_ptr<Pool> pool_;
+  Slab* current_ = nullptr;
+  napi_ref current_ref_ = nullptr;
+  size_t fill_ = 0;
+};
+
+}  // namespace sidestep::addon
