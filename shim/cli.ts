@@ -85,7 +85,7 @@ function formatStat(reports: StackReport[]): string {
     const reply = r.reply;
     out.push(`stack ${r.slot}  pid ${r.pid}  ${r.command}${reply ? `  up ${reply.uptimeSeconds}s` : '  (no answer)'}`);
     const c = r.counters;
-    out.push(`  fabric: frames out ${c.framesOut} in ${c.framesIn}, ring drops ${c.ringDrops}, peer-gone drops ${c.peerGoneDrops}, ` +
+    out.push(`  fabric: frames out ${c.framesOut} in ${c.framesIn}, inbound rings hold ${c.ringOccupancy} B, ring drops ${c.ringDrops}, peer-gone drops ${c.peerGoneDrops}, ` +
       `malformed ${c.malformed}, doorbells rung ${c.doorbellsRung} suppressed ${c.doorbellsSuppressed}, wakeups ${c.wakeups}`);
     if (!reply) continue;
     const st = reply.stats ?? {};

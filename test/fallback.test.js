@@ -68,12 +68,16 @@ test('hooked client -> plain server: a kernel connect, counted as a fallback', a
   const h = new Harness(t);
   const server = h.start('http-server.js', [], { hooked: false });
   const { port } = await h.next(server);
-  const client = h.start('http-client.js', [port, '127.0.0.1', 3, 2, 1]);
+  const client = h.start('http-client.js', [port, '127.0.0.1', 3, 2, 1], { env: { NODE_DEBUG: 'sidestep' } });
   const report = await h.next(client, 30000);
   assertAllKernel(report, 6);
   assert.strictEqual(report.stats.enabled, true);
   assert.strictEqual(report.stats.connectionsBypassed, 0);
   assert.strictEqual(report.stats.fallbackReasons['no-listener'], report.sockets.length);
+  // Counted every time, logged once.
+  await h.exit(client);
+  const logged = client.stderr.split('\n').filter((l) => /kernel fallback: no-listener/.test(l));
+  assert.strictEqual(logged.length, 1, client.stderr);
   h.send(server, { cmd: 'close' });
   await h.exit(server);
   await h.exit(client);

@@ -111,3 +111,59 @@ test('sidestep capture writes the exchange as a pcap: handshake, payloads, FINs'
   }
   if (tshark !== null) assert.match(tshark, /hello-capture/);
 });
+
+test('sidestep stat --watch refreshes until interrupted', async (t) => {
+  const h = new Harness(t);
+  const p = h.start('capture-peer.js');
+  await h.next(p);
+  const watch = spawn(process.execPath, [CLI, 'stat', '--watch'], {
+    env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: h.fabric }, stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  t.after(() => watch.kill('SIGKILL'));
+  let out = '';
+  await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`no second refresh: ${out}`)), 15000);
+    watch.stdout.on('data', (d) => {
+      out += d;
+      if ((out.match(/inbound rings hold \d+ B/g) ?? []).length >= 2) {
+        clearTimeout(timer);
+        resolve();
+      }
+    });
+  });
+  const exited = new Promise((r) => watch.on('exit', (code) => r(code)));
+  watch.kill('SIGINT');
+  assert.strictEqual(await exited, 0);
+  h.send(p, { cmd: 'go' });
+  await h.next(p);
+});
+
+test('sidestep capture --pid keeps only the packets from or to that process', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sidestep-capture-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'pid.pcap');
+  const h = new Harness(t);
+  const a = h.start('capture-peer.js');
+  const b = h.start('capture-peer.js');
+  const [{ port: portA }, { port: portB }] = [await h.next(a), await h.next(b)];
+  const cap = spawn(process.execPath, [CLI, 'capture', '-w', file, '--pid', String(a.child.pid)], {
+    env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: h.fabric }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  t.after(() => cap.kill('SIGKILL'));
+  let err = '';
+  await new Promise((resolve) => cap.stderr.on('data', (d) => ((err += d), err.includes('writing') && resolve())));
+  h.send(a, { cmd: 'go' });
+  h.send(b, { cmd: 'go' });
+  const [doneA, doneB] = [await h.next(a), await h.next(b)];
+  assert.strictEqual(doneA.reply, 'echo:hello-capture');
+  assert.strictEqual(doneB.reply, 'echo:hello-capture');
+  await new Promise((r) => setTimeout(r, 200));
+  const exited = new Promise((r) => cap.on('exit', r));
+  cap.kill('SIGINT');
+  await exited;
+  const segs = readPcap(file).map((x) => tcp(x.data));
+  const portsA = new Set([portA, doneA.ports[0]]);
+  assert.ok(segs.length >= 8, `captured ${segs.length} packets`);
+  assert.ok(segs.every((s) => portsA.has(s.src) && portsA.has(s.dst)), 'only process A\'s connection');
+  assert.ok(!segs.some((s) => s.src === portB || s.dst === portB));
+});

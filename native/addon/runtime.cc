@@ -671,6 +671,7 @@ Napi::Value Runtime::Stacks(Napi::Env env) {
     c.Set("doorbellsRung", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_rung)));
     c.Set("doorbellsSuppressed", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_suppressed)));
     c.Set("wakeups", Napi::Number::New(env, static_cast<double>(s.counters.wakeups)));
+    c.Set("ringOccupancy", Napi::Number::New(env, static_cast<double>(s.ring_occupancy)));
     o.Set("counters", c);
     out.Set(i++, o);
   }

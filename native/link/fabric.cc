@@ -651,6 +651,13 @@ std::vector<StackInfo> Fabric::stacks() const {
     info.command = cmd;
     auto* c = reinterpret_cast<uint64_t*>(&info.counters);
     for (size_t i = 0; i < kCounterWords; ++i) c[i] = load_relaxed(&sl.counters[i]);
+    const uint64_t mask = load_acquire(&sl.inbound_mask);
+    for (uint32_t p = 0; p < kMaxStacks; ++p) {
+      if (!(mask & (uint64_t{1} << p))) continue;
+      const RingView r = m.ring(p, s);
+      const uint64_t used = load_acquire(&r.header->tail) - load_acquire(&r.header->head);
+      if (used <= m.geo.ring_bytes) info.ring_occupancy += used;  // untrusted: skip nonsense
+    }
     out.push_back(std::move(info));
   }
   return out;

@@ -71,6 +71,8 @@ struct StackInfo {
   uint64_t start_time = 0;  // /proc/<pid>/stat field 22 (clock ticks after boot)
   std::string command;
   FabricCounters counters;
+  // Bytes waiting in its inbound rings (frames not yet taken by the stack).
+  uint64_t ring_occupancy = 0;
 };
 
 class Fabric {

@@ -6,7 +6,9 @@
 const test = require('node:test');
 const assert = require('node:assert');
 const fs = require('node:fs');
-const { Harness } = require('../support/harness');
+const path = require('node:path');
+const { spawnSync } = require('node:child_process');
+const { Harness, FIXTURES, REGISTER } = require('../support/harness');
 
 const NOBODY = 65534;
 
@@ -17,7 +19,13 @@ function otherUid() {
     ['/usr/bin/setpriv', ['/usr/bin/setpriv', `--reuid=${NOBODY}`, `--regid=${NOBODY}`, '--clear-groups']],
     ['/usr/sbin/runuser', ['/usr/sbin/runuser', '-u', 'nobody', '--']],
   ]) {
-    if (fs.existsSync(tool)) return { wrapper };
+    if (!fs.existsSync(tool)) continue;
+    // The other uid must be able to read this checkout to run the probe.
+    const probe = path.join(FIXTURES, '..', 'fabric', 'fixtures', 'isolation-probe.js');
+    const r = spawnSync(wrapper[0], [...wrapper.slice(1), process.execPath, '-e',
+      `for (const f of ${JSON.stringify([REGISTER, probe])}) require('fs').accessSync(f, require('fs').constants.R_OK)`]);
+    if (r.status !== 0) return { skip: `uid ${NOBODY} cannot read this checkout: ${String(r.stderr).split('\n').find((l) => l.includes('Error')) || r.status}` };
+    return { wrapper };
   }
   return { skip: 'neither setpriv nor runuser is installed' };
 }

@@ -24,10 +24,12 @@ test('4 processes + 6 worker threads: every connection bypassed and byte-exact',
     assert.strictEqual(report.results.length, WORKERS + 1);
     for (const r of report.results) {
       assert.ifError(r.error);
-      assert.strictEqual(r.recvBytes, BYTES, `thread ${r.thread} of pid ${report.pid}`);
-      assert.strictEqual(r.recvSha, r.sentSha, `thread ${r.thread} of pid ${report.pid}: echo differs`);
-      assert.strictEqual(r.bypassed, true);
-      assert.strictEqual(r.kernel, false);
+      const who = `thread ${r.thread} of pid ${report.pid}`;
+      const path = `${who}: ${JSON.stringify({ bypassed: r.bypassed, kernel: r.kernel, disabledReason: r.stats.disabledReason, fallbackReasons: r.stats.fallbackReasons })}`;
+      assert.strictEqual(r.bypassed, true, path);
+      assert.strictEqual(r.kernel, false, path);
+      assert.strictEqual(r.recvBytes, BYTES, who);
+      assert.strictEqual(r.recvSha, r.sentSha, `${who}: echo differs`);
       assert.ok(r.stats.connectionsBypassed >= 1 && r.stats.framesOut > 0 && r.stats.framesIn > 0);
       slots.add(r.stats.slot);
     }

@@ -108,6 +108,30 @@ test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server resets within 
   assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
 });
 
+test('kill -9 of a process with worker threads: the connections of all its stacks reset within 1 s', async (t) => {
+  const h = new Harness(t);
+  const server = h.start('../fabric/fixtures/server.js', ['sink']);
+  const { port } = await h.next(server);
+  const wait = collector(h, server);
+  const h0 = h.start('../fabric/fixtures/bulk-client.js', [port, 1 << 30, 1, 2]); // main thread + 2 workers
+  const ids = [1, 2, 3];
+  for (const id of ids) {
+    const conn = await wait((m) => m.event === 'conn' && m.id === id);
+    assert.deepStrictEqual([conn.bypassed, conn.kernel], [true, false]);
+    await wait((m) => m.event === 'streaming' && m.id === id);
+  }
+  const killedAt = Date.now();
+  h0.child.kill('SIGKILL');
+  for (const id of ids) {
+    const err = await wait((m) => m.event === 'error' && m.id === id, 5000);
+    assert.strictEqual(err.code, 'ECONNRESET');
+    assert.ok(err.at - killedAt < 1000, `connection ${id} reset after ${err.at - killedAt} ms`);
+  }
+  h.send(server, { cmd: 'close' });
+  assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
+  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+});
+
 test('kill -9 of a server: its client resets, and its port can be listened on (and bypassed) again at once', async (t) => {
   const h = new Harness(t);
   const first = h.start('../fabric/fixtures/server.js', ['echo']);

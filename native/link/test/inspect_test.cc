@@ -51,6 +51,15 @@ TEST(stacks_lists_every_live_stack_with_pid_and_command) {
   CHECK(list[0].command == "link-test");
   CHECK((list[0].addr == a->self() && list[1].addr == b->self()) ||
         (list[0].addr == b->self() && list[1].addr == a->self()));
+  // Occupancy: what b has not taken from its rings yet.
+  REQUIRE(send_text(*a, b->self(), "12345"));
+  uint64_t occupancy = 0;
+  for (auto& s : a->stacks())
+    if (s.addr == b->self()) occupancy = s.ring_occupancy;
+  CHECK_EQ(occupancy, 64u);  // one frame: 16-byte header + 5 bytes, padded to 64
+  poll_all(*b);
+  for (auto& s : a->stacks())
+    if (s.addr == b->self()) CHECK_EQ(s.ring_occupancy, 0u);
   b.reset();
   CHECK_EQ(a->stacks().size(), 1u);
   a.reset();
