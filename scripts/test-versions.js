@@ -34,10 +34,9 @@ function installNode(major) {
   }
 }
 
-const tests = [
-  ...fs.readdirSync(path.join(ROOT, 'test')).filter((f) => f.endsWith('.test.js')).map((f) => path.join('test', f)),
-  ...fs.readdirSync(path.join(ROOT, 'compat-tests')).filter((f) => f.endsWith('.test.js')).map((f) => path.join('compat-tests', f)),
-];
+const tests = ['test', path.join('test', 'fabric'), 'compat-tests'].flatMap((dir) =>
+  fs.readdirSync(path.join(ROOT, dir)).filter((f) => f.endsWith('.test.js')).map((f) => path.join(dir, f)),
+);
 let failed = 0;
 for (const major of majors) {
   const node = installNode(major);

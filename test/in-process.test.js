@@ -11,6 +11,7 @@ test('server and client in one process talk through the stack, not the kernel', 
   const r = await h.next(p, 30000);
   assert.strictEqual(r.echoedIntact, true, `echoed ${r.length} bytes`);
   assert.deepStrictEqual(r.bypassed, [true, true]);
+  assert.strictEqual(r.bypassedOnConnection, true, "isBypassed answers inside 'connection'");
   assert.strictEqual(r.kernel, false);
   assert.strictEqual(r.stats.connectionsBypassed, 2); // one connect + one accept
   assert.ok(r.stats.bytesOut >= 2 * 3 * 1024 * 1024, `bytesOut ${r.stats.bytesOut}`);

@@ -15,14 +15,15 @@ namespace sidestep::link {
 namespace {
 
 socklen_t bell_address(const std::string& fabric, uint64_t instance, uint32_t slot,
-                       uint32_t generation, sockaddr_un* sa) {
+                       uint32_t generation, uint64_t nonce, sockaddr_un* sa) {
   std::memset(sa, 0, sizeof(*sa));
   sa->sun_family = AF_UNIX;
   // sun_path[0] stays 0: abstract namespace. The name is not NUL-terminated;
   // its length is carried by the address length.
-  int n = std::snprintf(sa->sun_path + 1, sizeof(sa->sun_path) - 1, "sidestep/%s/%016llx/%u/%u",
-                        fabric.c_str(), static_cast<unsigned long long>(instance), slot,
-                        generation);
+  int n = std::snprintf(sa->sun_path + 1, sizeof(sa->sun_path) - 1,
+                        "sidestep/%s/%016llx/%u/%u/%016llx", fabric.c_str(),
+                        static_cast<unsigned long long>(instance), slot, generation,
+                        static_cast<unsigned long long>(nonce));
   if (n < 0 || static_cast<size_t>(n) >= sizeof(sa->sun_path) - 1) return 0;
   return static_cast<socklen_t>(offsetof(sockaddr_un, sun_path) + 1 + n);
 }
@@ -38,12 +39,12 @@ void Doorbell::close() {
 }
 
 int Doorbell::open(const std::string& fabric, uint64_t instance, uint32_t slot,
-                   uint32_t generation, std::string* why) {
+                   uint32_t generation, uint64_t nonce, std::string* why) {
   close();
   fabric_ = fabric;
   instance_ = instance;
   sockaddr_un sa;
-  socklen_t len = bell_address(fabric, instance, slot, generation, &sa);
+  socklen_t len = bell_address(fabric, instance, slot, generation, nonce, &sa);
   if (len == 0) {
     *why = "fabric name too long for a doorbell socket address";
     return -ENAMETOOLONG;
@@ -79,9 +80,9 @@ size_t Doorbell::drain() {
   return n;
 }
 
-int Doorbell::ring(uint32_t slot, uint32_t generation) {
+int Doorbell::ring(uint32_t slot, uint32_t generation, uint64_t nonce) {
   sockaddr_un sa;
-  socklen_t len = bell_address(fabric_, instance_, slot, generation, &sa);
+  socklen_t len = bell_address(fabric_, instance_, slot, generation, nonce, &sa);
   if (len == 0) return -ENAMETOOLONG;
   const char one = 1;
   for (;;) {

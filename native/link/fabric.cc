@@ -379,7 +379,12 @@ int Fabric::Impl::claim_slot(std::string* why) {
   Slot& me = own();
   generation = next_generation(load_relaxed(&me.generation));
   self = make_addr(slot, generation);
-  if (int r = bell.open(config.name, load_relaxed(&header->instance), slot, generation, why);
+  uint64_t nonce = 0;
+  if (::getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != sizeof nonce) {
+    // No entropy yet (early boot): unpredictable enough for a name.
+    nonce = uint64_t(::getpid()) * 0x9E3779B97F4A7C15ull ^ own_start_time() ^ uint64_t(::time(nullptr));
+  }
+  if (int r = bell.open(config.name, load_relaxed(&header->instance), slot, generation, nonce, why);
       r < 0) {
     set_lock(fd, F_UNLCK, kSlotLockBase + s);
     return r;
@@ -393,6 +398,7 @@ int Fabric::Impl::claim_slot(std::string* why) {
   store_relaxed(&me.armed, 0u);
   store_relaxed(&me.pid, static_cast<int32_t>(::getpid()));
   store_relaxed(&me.start_time, own_start_time());
+  store_relaxed(&me.doorbell_nonce, nonce);  // published with the generation below
   for (size_t i = 0; i < kCounterWords; ++i) store_relaxed(&me.counters[i], uint64_t{0});
   size_t n = std::min(config.command.size(), kCommandBytes - 1);
   for (size_t i = 0; i < kCommandBytes; ++i)
@@ -587,7 +593,7 @@ void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
   // one producer ring per arming, the others count a suppressed doorbell.
   full_fence();
   if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0) {
-    m.bell.ring(peer, generation_of(to));
+    m.bell.ring(peer, generation_of(to), load_relaxed(&dst.doorbell_nonce));
     ++m.counters.doorbells_rung;
   } else {
     ++m.counters.doorbells_suppressed;
@@ -631,7 +637,7 @@ void Fabric::Impl::copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t
   if (!(load_relaxed(&dst.inbound_mask) & bit)) __atomic_fetch_or(&dst.inbound_mask, bit, __ATOMIC_RELEASE);
   full_fence();
   if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0)
-    bell.ring(peer, generation_of(mirror));
+    bell.ring(peer, generation_of(mirror), load_relaxed(&dst.doorbell_nonce));
 }
 
 std::vector<StackInfo> Fabric::stacks() const {

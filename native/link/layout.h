@@ -35,7 +35,7 @@ inline void full_fence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 inline constexpr uint64_t kMagic = 0x5045545345444953ull;  // "SIDESTEP", little endian
 // Bump whenever anything below changes meaning or place.
-inline constexpr uint32_t kLayoutVersion = 2;
+inline constexpr uint32_t kLayoutVersion = 3;
 inline constexpr size_t kPage = 4096;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kRegistryEntries = 1024;
@@ -90,7 +90,12 @@ struct Slot {
   // sends (0: none). Written by the tool, read by the owner on each send.
   uint32_t mirror;
   uint64_t start_time;  // /proc/<pid>/stat starttime, tells a recycled pid apart
-  uint8_t pad0[kCacheLine - 24];
+  // Random per claim, part of the doorbell's name. Abstract socket names are
+  // visible to every user (/proc/net/unix) and carry no permissions; a name
+  // nobody can predict can't be taken in advance by another user to keep
+  // our next stack from attaching.
+  uint64_t doorbell_nonce;
+  uint8_t pad0[kCacheLine - 32];
   // line 1: need-wakeup flag (consumer sets, producer exchanges to 0)
   alignas(64) uint32_t armed;
   // line 2: bit p set = ring[p][this] has been used (producers OR, consumer reads)

@@ -37,7 +37,9 @@ interface Bound extends LocalBinding {
 const bypassedSockets = new WeakSet<object>();
 
 export function isBypassedSocket(socket: object): boolean {
-  if (bypassedSockets.has(socket)) return true;
+  // The handle answers while the socket has one (in the server's 'connection'
+  // listener already); the set remembers it after close.
+  if (bypassedSockets.has(socket) || (socket as any)._handle instanceof BypassHandle) return true;
   // A TLS socket over a bypassed socket: Node keeps the raw one as _parent.
   const parent = (socket as any)._parent;
   return isTlsSocket(socket) && !!parent && typeof parent === 'object' && bypassedSockets.has(parent);
