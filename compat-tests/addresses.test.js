@@ -4,19 +4,10 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const { Harness } = require('../test/support/harness');
-
-async function run(t, mode) {
-  const h = new Harness(t);
-  const p = h.start('../../compat-tests/fixtures/addresses.js', [], { env: { SIDESTEP: mode === 'kernel' ? '0' : '1' } });
-  const r = await h.next(p, 20000);
-  assert.deepStrictEqual(await h.exit(p), { code: 0, signal: null });
-  return r;
-}
+const { runBothModes } = require('./support/dual-mode');
 
 test('local/remote address and family match the kernel for every listen host', async (t) => {
-  const kernel = await run(t, 'kernel');
-  const bypass = await run(t, 'bypass');
+  const [kernel, bypass] = await runBothModes(t, 'addresses.js');
   assert.ok(kernel.every((c) => !c.bypassed));
   assert.ok(bypass.every((c) => c.bypassed), JSON.stringify(bypass.map((c) => [c.host, c.target, c.bypassed])));
   // Ports differ run to run; everything else must be identical.

@@ -5,19 +5,10 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const { Harness } = require('../test/support/harness');
-
-async function run(t, mode) {
-  const h = new Harness(t);
-  const p = h.start('../../compat-tests/fixtures/tls.js', [], { env: { SIDESTEP: mode === 'kernel' ? '0' : '1' } });
-  const r = await h.next(p, 20000);
-  assert.deepStrictEqual(await h.exit(p), { code: 0, signal: null });
-  return r;
-}
+const { runBothModes } = require('./support/dual-mode');
 
 test('TLS clients and an https server behave the same in kernel and bypass mode', async (t) => {
-  const kernel = await run(t, 'kernel');
-  const bypass = await run(t, 'bypass');
+  const [kernel, bypass] = await runBothModes(t, 'tls.js');
   for (const r of [kernel, bypass]) {
     assert.deepStrictEqual([r.get.body, r.get.authorized], ['secure /https-get', true]);
     assert.deepStrictEqual([r.over.body, r.over.authorized], ['secure /over-socket', true]);

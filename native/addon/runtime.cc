@@ -327,7 +327,7 @@ void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, siz
   }
 }
 
-void Runtime::DeliverReads(stack::SocketId id, SocketState& st, std::vector<napi_value>*) {
+void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
   stack::Micros now = Now();
   while (stack_ && st.reading && !st.closed) {
     size_t avail = stack_->recv_available(id);
@@ -395,16 +395,16 @@ void Runtime::Dispatch() {
             Emit(kWritable, ev.socket, ev.error, Napi::Value());
             st = Find(ev.socket);
           }
-          if (st && st->reading) DeliverReads(ev.socket, *st, nullptr);
+          if (st && st->reading) DeliverReads(ev.socket, *st);
         }
         break;
       case stack::EventType::Readable:
-        if (st && st->reading) DeliverReads(ev.socket, *st, nullptr);
+        if (st && st->reading) DeliverReads(ev.socket, *st);
         break;
       case stack::EventType::PeerClosed:
         if (st && !st->closed) {
           st->eof = true;
-          if (st->reading) DeliverReads(ev.socket, *st, nullptr);
+          if (st->reading) DeliverReads(ev.socket, *st);
         }
         break;
       case stack::EventType::Writable:
@@ -457,7 +457,7 @@ void Runtime::Dispatch() {
   ready.swap(ready_);
   for (stack::SocketId id : ready) {
     SocketState* st = Find(id);
-    if (st && st->reading && stack_) DeliverReads(id, *st, nullptr);
+    if (st && st->reading && stack_) DeliverReads(id, *st);
   }
   in_dispatch_ = false;
 }

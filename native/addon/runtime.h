@@ -140,7 +140,7 @@ class Runtime {
   void Pump();
   // Collect stack events and pending deliveries into JS calls.
   void Dispatch();
-  void DeliverReads(stack::SocketId id, SocketState& st, std::vector<napi_value>* none);
+  void DeliverReads(stack::SocketId id, SocketState& st);
   void ArmTimer();
   void UpdateRef();
   void AfterUserCall();
