@@ -708,6 +708,7 @@ Napi::Value Runtime::Connections(Napi::Env env) {
     o.Set("cwnd", Napi::Number::New(env, info.cwnd));
     o.Set("srttUs", Napi::Number::New(env, info.srtt_us));
     o.Set("retransmits", Napi::Number::New(env, info.retransmits));
+    o.Set("bufferBytes", Napi::Number::New(env, info.buffer_bytes));
     o.Set("closedByApp", Napi::Boolean::New(env, st.closed));
     out.Set(i++, o);
   }

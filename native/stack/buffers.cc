@@ -25,12 +25,25 @@ void SendBuffer::push(const uint8_t* data, size_t n) {
   size_ += n;
 }
 
+namespace {
+// Buffers up to this size come from the heap arena (below malloc's mmap
+// threshold): cheap to free when idle and to get back for the next message.
+constexpr size_t kSmallBuffer = 64 * 1024;
+constexpr size_t kFirstReceiveBuffer = 16 * 1024;
+}  // namespace
+
 void SendBuffer::pop(size_t n) {
   if (n > size_) n = size_;
   head_ += n;
   if (head_ >= cap_) head_ -= cap_;
   size_ -= n;
-  if (size_ == 0) head_ = 0;
+  if (size_ == 0) {
+    head_ = 0;
+    if (cap_ <= kSmallBuffer) {
+      buf_.reset();
+      cap_ = 0;
+    }
+  }
 }
 
 void SendBuffer::peek(size_t offset, uint8_t* out, size_t n) const {
@@ -42,22 +55,47 @@ void SendBuffer::peek(size_t offset, uint8_t* out, size_t n) const {
   if (first < n) std::memcpy(out + first, buf_.get(), n - first);
 }
 
+void ReceiveBuffer::reserve(size_t bytes) {
+  if (bytes <= phys_) return;
+  size_t p = phys_ ? phys_ : kFirstReceiveBuffer;
+  while (p < bytes) p *= 2;
+  p = std::min(p, cap_);
+  std::unique_ptr<uint8_t[]> grown(new uint8_t[p]);
+  // Unwrap the old ring from head_: in-order bytes and any out-of-order bytes
+  // beyond them keep their offsets from head_.
+  if (phys_) {
+    size_t first = phys_ - head_;
+    std::memcpy(grown.get(), buf_.get() + head_, first);
+    std::memcpy(grown.get() + first, buf_.get(), head_);
+  }
+  buf_ = std::move(grown);
+  phys_ = p;
+  head_ = 0;
+}
+
 void ReceiveBuffer::write_at(size_t offset, const uint8_t* data, size_t n) {
   if (n == 0) return;
-  if (!buf_) buf_.reset(new uint8_t[cap_]);
-  size_t pos = (head_ + size_ + offset) % cap_;
-  size_t first = std::min(n, cap_ - pos);
+  reserve(size_ + offset + n);
+  size_t pos = (head_ + size_ + offset) % phys_;
+  size_t first = std::min(n, phys_ - pos);
   std::memcpy(buf_.get() + pos, data, first);
   if (first < n) std::memcpy(buf_.get(), data + first, n - first);
+}
+
+void ReceiveBuffer::release_if_idle() {
+  if (size_ != 0 || phys_ > kSmallBuffer) return;
+  buf_.reset();
+  phys_ = 0;
+  head_ = 0;
 }
 
 size_t ReceiveBuffer::read(uint8_t* out, size_t cap) {
   size_t n = std::min(cap, size_);
   if (n == 0) return 0;
-  size_t first = std::min(n, cap_ - head_);
+  size_t first = std::min(n, phys_ - head_);
   std::memcpy(out, buf_.get() + head_, first);
   if (first < n) std::memcpy(out + first, buf_.get(), n - first);
-  head_ = (head_ + n) % cap_;
+  head_ = (head_ + n) % phys_;
   size_ -= n;  // out-of-order bytes beyond the tail keep their place
   return n;
 }

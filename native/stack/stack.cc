@@ -571,6 +571,7 @@ size_t Stack::recv(SocketId s, uint8_t* out, size_t cap, Micros now) {
   if (!t) return 0;
   size_t n = t->rcvbuf.read(out, cap);
   if (n) m.recved(*t, now);
+  if (t->rcvbuf.size() == 0 && t->ooo.empty()) t->rcvbuf.release_if_idle();
   if (t->fin_received && t->rcvbuf.size() == 0 && !t->eof_reported && !t->app_closed) {
     t->eof_reported = true;
     m.emit(s, EventType::PeerClosed);
@@ -731,6 +732,7 @@ bool Stack::info(SocketId s, SocketInfo* out) const {
   out->cwnd = t->cc.window();
   out->srtt_us = uint32_t(std::min<Micros>(t->srtt, UINT32_MAX));
   out->retransmits = t->retransmits;
+  out->buffer_bytes = uint32_t(std::min<size_t>(t->sndbuf.allocated() + t->rcvbuf.allocated(), UINT32_MAX));
   return true;
 }
 

@@ -121,6 +121,7 @@ struct SocketInfo {
   uint32_t cwnd;
   uint32_t srtt_us;
   uint32_t retransmits;
+  uint32_t buffer_bytes;  // memory held by its send and receive buffers
 };
 
 enum class TcpState : uint8_t {

@@ -25,11 +25,14 @@ inline bool seq_ge(uint32_t a, uint32_t b) { return int32_t(a - b) >= 0; }
 
 // Bytes the application queued and the peer has not acknowledged yet. It grows
 // on demand (send() always copies everything; backpressure is the caller's
-// business) and never shrinks, so the steady state allocates nothing.
+// business); once everything is acknowledged a small buffer is freed (an idle
+// connection holds none), a large one is kept for the stream that needed it.
 class SendBuffer {
  public:
   size_t size() const { return size_; }
+  size_t allocated() const { return cap_; }
   void push(const uint8_t* data, size_t n);
+  // Drops acknowledged bytes; a small buffer left empty is given back.
   void pop(size_t n);
   // Copies `n` bytes starting `offset` bytes after the oldest one.
   void peek(size_t offset, uint8_t* out, size_t n) const;
@@ -41,23 +44,31 @@ class SendBuffer {
 
 // In-order bytes waiting for recv(), followed (in the same ring) by
 // out-of-order bytes written at their offset; the SeqRanges list says which
-// of those are valid. Allocated on first data, left untouched (no memset) so
-// idle connections cost no resident memory.
+// of those are valid. `capacity` is what the window may promise; memory is
+// only allocated as data needs it (from 16 KiB, doubling), and a small buffer
+// left empty is given back (release_if_idle), so an idle connection holds no
+// buffer at all.
 class ReceiveBuffer {
  public:
   explicit ReceiveBuffer(size_t capacity) : cap_(capacity) {}
   size_t capacity() const { return cap_; }
   size_t size() const { return size_; }
   size_t free_space() const { return cap_ - size_; }
+  size_t allocated() const { return phys_; }
   // Writes bytes `offset` after the in-order tail; offset + n <= free_space().
   void write_at(size_t offset, const uint8_t* data, size_t n);
   // Makes `n` bytes after the tail (already written) readable.
   void commit(size_t n) { size_ += n; }
   size_t read(uint8_t* out, size_t cap);
+  // Frees the memory when nothing is held in it (the caller knows no
+  // out-of-order bytes are either) and it is small enough to reallocate
+  // cheaply; large buffers of a busy stream are kept.
+  void release_if_idle();
 
  private:
+  void reserve(size_t bytes);  // physical room for `bytes` from head_
   std::unique_ptr<uint8_t[]> buf_;
-  size_t cap_, head_ = 0, size_ = 0;
+  size_t cap_, phys_ = 0, head_ = 0, size_ = 0;
 };
 
 // Sorted, disjoint sequence ranges: what arrived beyond rcv_nxt (receiver)

@@ -133,6 +133,25 @@ TEST(two_stacks_exchange_and_close_cleanly) {
   CHECK_EQ(w.b.poll_at(), kNever);
 }
 
+TEST(idle_connection_gives_its_buffers_back) {
+  Wire w;
+  Pair p = connect_pair(w);
+  REQUIRE(p.server > 0);
+  std::vector<uint8_t> msg(3000, 'm');
+  CHECK_EQ(w.a.send(p.client, msg.data(), msg.size(), w.now), 3000);
+  w.run(w.now + 1000000);
+  SocketInfo info;
+  REQUIRE(w.b.info(p.server, &info));
+  CHECK(info.buffer_bytes > 0);  // holding the unread message
+  uint8_t buf[4096];
+  CHECK_EQ(w.b.recv(p.server, buf, sizeof buf, w.now), 3000u);
+  w.run(w.now + 1000000);
+  REQUIRE(w.b.info(p.server, &info));
+  CHECK_EQ(info.buffer_bytes, 0u);  // read: the receive buffer is gone
+  REQUIRE(w.a.info(p.client, &info));
+  CHECK_EQ(info.buffer_bytes, 0u);  // acknowledged: the send buffer is gone
+}
+
 TEST(idle_connection_needs_no_wakeups) {
   Wire w;
   Pair p = connect_pair(w);
