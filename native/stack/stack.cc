@@ -519,6 +519,7 @@ int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, 
   t.accepted = true;
   t.state = TcpState::SynSent;
   t.iss = m.make_isn(local, remote, now);
+  t.snd_sml = t.iss;
   t.snd_una = t.iss;
   t.snd_nxt = t.snd_max = t.iss + 1;
   t.sndbuf_seq = t.iss + 1;

@@ -308,8 +308,12 @@ void Stack::Impl::output(Tcb& t, Micros now) {
         // Window-limited runt: sender SWS avoidance (RFC 9293 3.8.6.2.1);
         // the persist timer sends it if nothing else will.
         if (flight > 0 || len < t.max_snd_wnd / 2) break;
-      } else if (len < room && !fin && !t.nodelay && flight > 0) {
-        break;  // Nagle: one runt in flight at a time
+      } else if (len < room && !fin && !t.nodelay && seq_gt(t.snd_sml, t.snd_una)) {
+        // Nagle with Minshall's refinement (as Linux): hold a runt only while
+        // an earlier runt is unacknowledged, so the tail of a message that
+        // ends just past a full segment goes out at once instead of waiting
+        // for the receiver's delayed ACK.
+        break;
       }
       uint8_t flags = kAck | (fin ? kFin : 0) | (len && len == unsent ? kPsh : 0);
       if (!transmit(t, t.snd_nxt, flags, len, now)) {
@@ -325,6 +329,7 @@ void Stack::Impl::output(Tcb& t, Micros now) {
         t.rtt_seq = t.snd_nxt;
         t.rtt_start = now;
       }
+      if (len < t.mss) t.snd_sml = t.snd_nxt + len;  // the end of the latest runt
       t.snd_nxt += len + fin;
       if (seq_gt(t.snd_nxt, t.snd_max)) t.snd_max = t.snd_nxt;
       if (t.rtx_at == kNever) t.rtx_at = now + t.rto;
@@ -457,7 +462,7 @@ void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now)
   t.irs = seg.tcp.seq;
   t.rcv_nxt = seg.tcp.seq + 1;
   t.iss = make_isn(t.local, t.remote, now);
-  t.snd_una = t.iss;
+  t.snd_una = t.snd_sml = t.iss;
   t.snd_nxt = t.snd_max = t.iss + 1;
   t.sndbuf_seq = t.iss + 1;
   t.recover = t.iss;
