@@ -58,3 +58,13 @@ test('SIDESTEP_REPORT: every hooked process appends one line of counters at exit
     assert.deepStrictEqual(l.fallbackReasons, {});
   }
 });
+
+test('SIDESTEP_STRICT=1: a listen that would be kernel-only fails, naming the reason', async (t) => {
+  const h = new Harness(t);
+  const relaxed = h.start('listen-fd.js');
+  assert.deepStrictEqual(await h.next(relaxed), { listening: true });
+  const strict = h.start('listen-fd.js', [], { env: { SIDESTEP_STRICT: '1' } });
+  const r = await h.next(strict);
+  assert.strictEqual(r.error, 'ERR_SIDESTEP_STRICT');
+  assert.match(r.message, /would use the kernel \(listen-fd: a server listening on an inherited fd or handle\)/);
+});

@@ -168,19 +168,30 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     return err;
   };
 
+  /**
+   * A listen that gets no bypass listener: counted; under strict mode the
+   * kernel listener is closed again and listen() throws the reason.
+   */
+  function kernelOnlyListen(kernel: any, reason: string): void {
+    fallbacks.record(reason);
+    if (!strict) return;
+    orig.close.call(kernel);
+    throw strict(reason);
+  }
+
   proto.listen = function (this: any, backlog: number, ...rest: unknown[]) {
     const err = orig.listen.call(this, backlog, ...rest);
     if (err !== 0) return err;
     const bound: Bound | undefined = this[kBound];
     if (!bound) {
-      fallbacks.record('listen-fd: a server listening on an inherited fd or handle');
+      kernelOnlyListen(this, 'listen-fd: a server listening on an inherited fd or handle');
       return err;
     }
     const name: Record<string, any> = {};
     if (this.getsockname(name) !== 0) return err;
     const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, bound.v6only);
     if (id < 0) {
-      fallbacks.record(`listen-register: cannot register ${name.address}:${name.port} in the fabric (errno ${-id})`);
+      kernelOnlyListen(this, `listen-register: cannot register ${name.address}:${name.port} in the fabric (errno ${-id})`);
       return err;
     }
     const listener = new BypassListener(id, this, runtime, internals);
