@@ -387,6 +387,22 @@ TEST(seeded_lossy_reordering_link_transfers_exactly) {
   for (uint64_t seed = 1; seed <= 6; ++seed) lossy_transfer(seed, 8u << 20, f, 65536);
 }
 
+// Issue-sized transfers: 64 MB each way, at the fabric's MTU and at
+// Ethernet's, through loss, duplication and reordering, for several seeds.
+// SIDESTEP_SIM_MB changes the size (a failing seed replays exactly).
+TEST(seeded_lossy_64mb_transfers_are_byte_exact) {
+  const char* mb = std::getenv("SIDESTEP_SIM_MB");
+  const size_t bytes = size_t(mb ? std::atoi(mb) : 64) << 20;
+  Wire::Faults f;
+  f.loss = 0.01;
+  f.duplicate = 0.005;
+  f.reorder = 0.01;
+  f.delay = 200;
+  f.jitter = 100;
+  for (uint64_t seed = 31; seed <= 33; ++seed) lossy_transfer(seed, bytes, f, 65536);
+  lossy_transfer(34, bytes / 4, f, 1500);
+}
+
 TEST(seeded_lossy_small_mtu_transfers_exactly) {
   Wire::Faults f;
   f.loss = 0.01;
