@@ -43,6 +43,8 @@ export class BypassHandle implements EventTarget {
   private pendingWrites: WriteReq[] = [];
   private pendingShutdown: WriteReq | null = null;
   private connectReq: ConnectReq | null = null;
+  /** The handle Node's connect completion must see (a TLS wrap over us). */
+  private connectCompletesAs: unknown = null;
   private connectResource: AsyncResource | null = null;
   private userBuffer: Uint8Array | null = null;
   private refed = true;
@@ -110,13 +112,20 @@ export class BypassHandle implements EventTarget {
     }
   }
 
+  /** Report the connect's outcome as if `handle` (TLS's wrap around us) had connected. */
+  completeConnectAs(handle: unknown): void {
+    this.connectCompletesAs = handle;
+  }
+
   private completeConnect(status: number): void {
     const req = this.connectReq;
     const resource = this.connectResource;
     this.connectReq = null;
     this.connectResource = null;
     if (!req || !resource) return;
-    resource.runInAsyncScope(() => req.oncomplete(status, this, req, true, true));
+    const as = this.connectCompletesAs ?? this;
+    this.connectCompletesAs = null;
+    resource.runInAsyncScope(() => req.oncomplete(status, as, req, true, true));
     resource.emitDestroy();
   }
 

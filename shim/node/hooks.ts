@@ -95,7 +95,7 @@ class BypassListener implements EventTarget {
 export type StrictError = ((reason: string) => Error) | null;
 
 export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks, strict: StrictError): void {
-  const tlsProblem = installTlsBridge();
+  const tlsProblem = installTlsBridge((h) => ownerOf(internals, h));
   if (tlsProblem) fallbacks.record(tlsProblem);
   const ipcProblem = installIpcGuard();
   if (ipcProblem) debug('%s', ipcProblem);
@@ -131,22 +131,36 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const socket = ownerOf(internals, kernel);
     if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function')
       return kernelConnect(kernel, req, address, port, original, 'unowned-handle: a TCP handle without a net.Socket owner');
-    if (socket._handle !== kernel) {
-      // TLS (tls.connect without a socket) wraps the raw handle in C++; its
-      // bypass needs a raw socket underneath, which is not built yet.
-      const what = isTlsSocket(socket) ? 'tls.connect without a socket' : 'a wrapped TCP handle';
-      return kernelConnect(kernel, req, address, port, original, `tls: ${what}`);
-    }
+    const tlsClient = socket._handle !== kernel;
+    if (tlsClient && !isTlsSocket(socket))
+      return kernelConnect(kernel, req, address, port, original, 'wrapped-handle: a TCP handle wrapped by something other than TLS');
     const bound: Bound | undefined = kernel[kBound];
     const local: LocalBinding = {
       address: bound && bound.address !== '0.0.0.0' && bound.address !== '::' ? bound.address : defaultLocalAddress(address),
       port: bound?.port ?? 0,
     };
     const handle = new BypassHandle(runtime, internals);
-    socket[internals.kReinitializeHandle](handle);
-    const err = handle.connectVia(req, local, address, port, decision.via);
+    let err: number;
+    if (!tlsClient) {
+      socket[internals.kReinitializeHandle](handle);
+      err = handle.connectVia(req, local, address, port, decision.via);
+    } else {
+      // tls.connect() without a socket: its raw handle sits inside TLS's C++
+      // wrap. Connect a plain net.Socket over the fabric and let the TLS
+      // socket re-wrap itself around it (TLSSocket's own kReinitializeHandle,
+      // which tls.ts bridges through JSStreamSocket). The connect completes
+      // on the TLS socket, as Node's own would.
+      err = handle.connectVia(req, local, address, port, decision.via);
+      if (err === 0) {
+        const raw = new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
+        raw.on('error', () => {}); // errors reach the TLS socket through the bridge
+        socket[internals.kReinitializeHandle](handle);
+        handle.completeConnectAs(socket._handle);
+        bypassedSockets.add(raw);
+      }
+    }
     if (err === 0) bypassedSockets.add(socket);
-    debug('connect %s:%d via fabric: %s', address, port, err === 0 ? 'ok' : err);
+    debug('connect %s:%d via fabric%s: %s', address, port, tlsClient ? ' (TLS)' : '', err === 0 ? 'ok' : err);
     return err;
   }
 

@@ -42,11 +42,19 @@ export function isTlsSocket(socket: unknown): boolean {
   return socket instanceof tls.TLSSocket;
 }
 
-export function installTlsBridge(): string | null {
+let ownerSocket: (handle: object) => any = () => null;
+
+export function installTlsBridge(owner: (handle: object) => any): string | null {
+  ownerSocket = owner;
   const proto = tls.TLSSocket.prototype as any;
   const original = proto._wrapHandle;
   if (typeof original !== 'function') return 'tls: TLSSocket has no _wrapHandle';
   proto._wrapHandle = function (this: unknown, wrap: any, handle: unknown, ...rest: unknown[]) {
+    if (handle instanceof BypassHandle && !wrap) {
+      // A TLS client re-wrapping itself around a bypassed connection: the
+      // net.Socket that owns the handle is the stream TLS reads and writes.
+      wrap = ownerSocket(handle);
+    }
     if (handle instanceof BypassHandle && wrap) {
       const JSStreamSocket = getJSStreamSocket();
       if (!JSStreamSocket) throw new Error('sidestep: cannot wrap TLS over a bypassed socket (JSStreamSocket unavailable)');
