@@ -14,6 +14,7 @@
 //    through the server's own `_handle.onconnection(0, handle)`, so
 //    maxConnections, counting and 'connection' stay Node's.
 //  - TCP.prototype.close/ref/unref: carry the same to the bypass listener.
+import clusterModule = require('node:cluster');
 import * as net from 'node:net';
 import { EventKind } from '../addon';
 import { decideConnect, defaultLocalAddress, type ListenerLookup } from '../policy';
@@ -60,6 +61,20 @@ function installResetAndDestroy(): void {
     else this._reset();
     return this;
   };
+}
+
+/**
+ * The listener a cluster primary opens for round-robin scheduling: Node
+ * creates it as net.createServer(assert.fail) in lib/internal/cluster/
+ * round_robin_handle.js and never lets it emit 'connection'.
+ */
+// The CommonJS export is the Cluster object (@types/node types it as `default`).
+const cluster = clusterModule as unknown as { isPrimary: boolean };
+
+function isClusterRoundRobin(server: any): boolean {
+  if (!server || typeof server.listeners !== 'function' || !cluster.isPrimary) return false;
+  const listeners = server.listeners('connection');
+  return listeners.length === 1 && listeners[0].name === 'fail';
 }
 
 /** The bypass side of a listening kernel handle. */
@@ -199,6 +214,12 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const bound: Bound | undefined = this[kBound];
     if (!bound) {
       kernelOnlyListen(this, 'listen-fd: a server listening on an inherited fd or handle');
+      return err;
+    }
+    if (isClusterRoundRobin(ownerOf(internals, this))) {
+      // The cluster primary's round-robin listener hands every connection to
+      // a worker over IPC; a bypassed connection can't travel (see ipc.ts).
+      kernelOnlyListen(this, 'cluster: the primary distributes connections to workers');
       return err;
     }
     const name: Record<string, any> = {};
