@@ -57,3 +57,22 @@ test('sidestep config shows each value and where it came from; a bad profile is 
   assert.strictEqual(bad.status, 2);
   assert.match(bad.stderr, /unknown profile "fastest": expected one of default, latency, throughput/);
 });
+
+test('--permission and --pending-deprecation: the kernel, with the reason', () => {
+  const major = Number(process.versions.node.split('.')[0]);
+  const permission = major >= 22 ? '--permission' : '--experimental-permission';
+  const probe = "const s = require(process.argv[1]).stats(); console.log(JSON.stringify([s.enabled, s.disabledReason]))";
+  const index = path.join(ROOT, 'dist', 'index.js');
+  for (const [flags, reason] of [
+    [[permission, '--allow-fs-read=*'], /^permission-model: /],
+    [['--pending-deprecation'], /^pending-deprecation: /],
+  ]) {
+    const r = spawnSync(process.execPath, [...flags, '--require', path.join(ROOT, 'dist', 'register.js'), '-e', probe, index], {
+      env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: uniqueFabric() }, encoding: 'utf8', timeout: 10000,
+    });
+    assert.strictEqual(r.status, 0, r.stderr);
+    const [enabled, why] = JSON.parse(r.stdout.trim());
+    assert.strictEqual(enabled, false);
+    assert.match(why, reason);
+  }
+});
