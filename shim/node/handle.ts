@@ -28,10 +28,13 @@ export interface LocalBinding {
 
 const FAMILY = ['', '', '', '', 'IPv4', '', 'IPv6'];
 
+type OnRead = (this: BypassHandle, ab?: ArrayBuffer) => unknown;
+
 export class BypassHandle implements EventTarget {
   id = 0;
   // Set by Node (initSocketHandle / tryReadStart / pause).
-  onread: ((this: BypassHandle, ab?: ArrayBuffer) => unknown) | null = null;
+  private onreadFn: OnRead | null = null;
+  private streamOnread: OnRead | null = null;
   reading = false;
   bytesRead = 0;
   bytesWritten = 0;
@@ -56,6 +59,22 @@ export class BypassHandle implements EventTarget {
     id = 0,
   ) {
     if (id) this.adopt(id);
+  }
+
+  get onread(): OnRead | null {
+    return this.onreadFn;
+  }
+
+  set onread(fn: OnRead | null) {
+    // Remember the stream's own reader (Node's onStreamRead, set by
+    // initSocketHandle), so a caller that detached it can be undone.
+    if (fn && !this.streamOnread) this.streamOnread = fn;
+    this.onreadFn = fn;
+  }
+
+  /** Put back the reader Node installed first (see ipc.ts). */
+  restoreStreamOnread(): void {
+    if (this.streamOnread) this.onreadFn = this.streamOnread;
   }
 
   private adopt(id: number): void {

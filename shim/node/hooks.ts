@@ -112,7 +112,7 @@ export type StrictError = ((reason: string) => Error) | null;
 export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks, strict: StrictError): void {
   const tlsProblem = installTlsBridge((h) => ownerOf(internals, h));
   if (tlsProblem) fallbacks.record(tlsProblem);
-  const ipcProblem = installIpcGuard();
+  const ipcProblem = installIpcGuard((h) => ownerOf(internals, h));
   if (ipcProblem) debug('%s', ipcProblem);
   installResetAndDestroy();
   const proto = internals.TCP.prototype;

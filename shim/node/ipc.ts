@@ -16,7 +16,21 @@ export class HandleTransferError extends Error {
   }
 }
 
-export function installIpcGuard(): string | null {
+/**
+ * Node detaches a socket before writing its handle (child_process's
+ * handleConversion: `socket._handle = null`, `onread = nop`, and for a
+ * server's socket `server._connections--`). Refusing at the write must undo
+ * that, or the socket is left without its connection, never to close.
+ */
+function reattach(handle: BypassHandle, owner: (h: object) => any): void {
+  const socket = owner(handle);
+  if (!socket || socket._handle) return;
+  socket._handle = handle;
+  handle.restoreStreamOnread();
+  if (socket.server && typeof socket.server._connections === 'number') socket.server._connections++;
+}
+
+export function installIpcGuard(owner: (h: object) => any): string | null {
   let Pipe: any;
   try {
     Pipe = (process as any).binding('pipe_wrap').Pipe;
@@ -30,7 +44,10 @@ export function installIpcGuard(): string | null {
     const original = proto[name];
     if (typeof original !== 'function') continue;
     proto[name] = function (this: unknown, req: unknown, data: unknown, handle?: unknown, ...rest: unknown[]) {
-      if (handle instanceof BypassHandle) throw new HandleTransferError();
+      if (handle instanceof BypassHandle) {
+        reattach(handle, owner);
+        throw new HandleTransferError();
+      }
       return handle === undefined ? original.call(this, req, data) : original.call(this, req, data, handle, ...rest);
     };
   }
