@@ -19,4 +19,5 @@ test('the net.Socket API behaves the same in kernel and bypass mode', async (t) 
   assert.strictEqual(k.nothingReadWhilePaused, true);
   assert.deepStrictEqual(k.onread, { total: 8 * 1024 * 1024, manyCalls: true });
   assert.strictEqual(k.refused.code, 'ECONNREFUSED');
+  assert.deepStrictEqual(k.bound, { address: '127.0.0.1', samePort: true, bypassed: true });
 });

@@ -110,12 +110,26 @@ void Runtime::Detach() {
     }
   }
   sockets_.clear();
+  draining_.clear();
   stack_.reset();
   faulty_.reset();
   fabric_.reset();  // releases slot, registrations and ports; may unlink the file
   slabs_.reset();
   on_event_.Reset();
   async_context_.reset();
+}
+
+void Runtime::Touch(SocketState& st) {
+  const bool unacked = !st.listener && stack_ && stack_->send_queued(st.id) > 0;
+  const bool active = unacked || (!st.closed && st.refed &&
+                                  (st.listener || st.connecting || st.write_blocked ||
+                                   st.shutdown_pending || (st.reading && !st.eof_delivered)));
+  if (unacked && std::find(draining_.begin(), draining_.end(), st.id) == draining_.end())
+    draining_.push_back(st.id);
+  if (active == st.counted) return;
+  st.counted = active;
+  refs_ += active ? 1 : -1;
+  UpdateRef();
 }
 
 void Runtime::UpdateRef() {
@@ -197,6 +211,13 @@ void Runtime::Pump() {
       asleep = true;
       break;
     }
+  }
+  if (stack_ && !draining_.empty()) {
+    // Sockets held only by unacknowledged data: let go of those that drained.
+    std::vector<stack::SocketId> draining;
+    draining.swap(draining_);
+    for (stack::SocketId id : draining)
+      if (SocketState* st = Find(id)) Touch(*st);
   }
   if (stack_) {
     // Still busy: stay disarmed (producers need not ring) and come back after
@@ -348,6 +369,7 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
     // reported through reads after it.
     st.eof_delivered = true;
     st.reading = false;
+    Touch(st);
     Emit(kEof, id, 0, Napi::Value());
     return;
   }
@@ -367,7 +389,11 @@ void Runtime::Dispatch() {
   std::vector<stack::SocketId> shutdowns;
   shutdowns.swap(shutdowns_);
   for (stack::SocketId id : shutdowns) {
-    if (Find(id) && stack_) Emit(kShutdown, id, 0, Napi::Value());
+    SocketState* st = Find(id);
+    if (!st || !stack_) continue;
+    st->shutdown_pending = false;
+    Touch(*st);
+    Emit(kShutdown, id, 0, Napi::Value());
   }
   stack::Event ev;
   while (stack_ && stack_->next_event(&ev)) {
@@ -376,6 +402,7 @@ void Runtime::Dispatch() {
       case stack::EventType::Connected:
         if (st && st->connecting) {
           st->connecting = false;
+          Touch(*st);
           ++connections_bypassed_;
           Emit(kConnect, ev.socket, 0, Napi::Value());
         }
@@ -384,6 +411,7 @@ void Runtime::Dispatch() {
         if (!st || st->closed) break;
         if (st->connecting) {
           st->connecting = false;
+          Touch(*st);
           st->error = ev.error;
           st->error_delivered = true;
           Emit(kConnect, ev.socket, ev.error, Napi::Value());
@@ -392,6 +420,7 @@ void Runtime::Dispatch() {
           if (st->write_blocked) {
             // A writer waiting for room learns of the failure through its write.
             st->write_blocked = false;
+            Touch(*st);
             Emit(kWritable, ev.socket, ev.error, Napi::Value());
             st = Find(ev.socket);
           }
@@ -410,6 +439,7 @@ void Runtime::Dispatch() {
       case stack::EventType::Writable:
         if (st && st->write_blocked && !st->closed) {
           st->write_blocked = false;
+          Touch(*st);
           Emit(kWritable, ev.socket, 0, Napi::Value());
         }
         break;
@@ -419,6 +449,7 @@ void Runtime::Dispatch() {
           int c = stack_->accept(ev.socket);
           if (c <= 0) break;
           SocketState cs;
+          cs.id = static_cast<stack::SocketId>(c);
           stack::Endpoint listener_ep, conn_ep;
           if (stack_->local_endpoint(ev.socket, &listener_ep) &&
               stack_->local_endpoint(static_cast<stack::SocketId>(c), &conn_ep))
@@ -427,15 +458,18 @@ void Runtime::Dispatch() {
           if (WatchPeer(link)) cs.peer = link;
           sockets_[static_cast<stack::SocketId>(c)] = cs;
           ++connections_accepted_;
-          ++refs_;
+          // Counted once Node starts reading it (readStart), as libuv would.
           Emit(kAccept, ev.socket, c, Napi::Value());
           if (!stack_ || !Find(ev.socket)) break;
         }
-        UpdateRef();
         break;
       }
       case stack::EventType::Closed:
         if (st) {
+          if (st->counted) {
+            --refs_;
+            UpdateRef();
+          }
           if (st->owned_port) fabric_->port_release(st->owned_port);
           if (st->peer) UnwatchPeer(st->peer);
           sockets_.erase(ev.socket);
@@ -481,12 +515,11 @@ int Runtime::Connect(const stack::Endpoint& local, const stack::Endpoint& remote
     return id;
   }
   SocketState st;
+  st.id = static_cast<stack::SocketId>(id);
   st.connecting = true;
   st.owned_port = static_cast<uint16_t>(port);
   if (WatchPeer(via)) st.peer = via;
-  sockets_[static_cast<stack::SocketId>(id)] = st;
-  ++refs_;
-  UpdateRef();
+  Touch(sockets_[static_cast<stack::SocketId>(id)] = st);
   AfterUserCall();
   return id;
 }
@@ -501,11 +534,10 @@ int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only) {
     return entry;
   }
   SocketState st;
+  st.id = static_cast<stack::SocketId>(id);
   st.listener = true;
   st.registry_entry = entry;
-  sockets_[static_cast<stack::SocketId>(id)] = st;
-  ++refs_;
-  UpdateRef();
+  Touch(sockets_[static_cast<stack::SocketId>(id)] = st);
   return id;
 }
 
@@ -531,6 +563,7 @@ int Runtime::Writev(stack::SocketId id, const std::vector<std::pair<const uint8_
   if (!st || !stack_) return 0;
   if (stack_->send_queued(id) >= send_limit_) {
     st->write_blocked = true;
+    Touch(*st);
     return 1;
   }
   return 0;
@@ -540,6 +573,7 @@ int Runtime::ReadStart(stack::SocketId id) {
   SocketState* st = Find(id);
   if (!st || st->closed) return -EBADF;
   st->reading = true;
+  Touch(*st);
   if (stack_ && (stack_->recv_available(id) > 0 || (st->eof && !st->eof_delivered) ||
                  (st->error && !st->error_delivered && !st->eof_delivered))) {
     // Deliver from the loop, never from inside readStart (Node expects reads
@@ -554,6 +588,7 @@ int Runtime::ReadStop(stack::SocketId id) {
   SocketState* st = Find(id);
   if (!st) return -EBADF;
   st->reading = false;
+  Touch(*st);
   return 0;
 }
 
@@ -561,7 +596,11 @@ int Runtime::Shutdown(stack::SocketId id) {
   SocketState* st = Find(id);
   if (!st || st->closed || !stack_) return -ENOTCONN;
   int r = stack_->shutdown_write(id, Now());
-  if (r == 0) shutdowns_.push_back(id);
+  if (r == 0) {
+    shutdowns_.push_back(id);
+    st->shutdown_pending = true;
+    Touch(*st);
+  }
   AfterUserCall();
   return r;
 }
@@ -571,11 +610,7 @@ void Runtime::Close(stack::SocketId id) {
   if (!st || st->closed || !stack_) return;
   st->closed = true;
   st->reading = false;
-  if (st->refed) {
-    st->refed = false;
-    --refs_;
-    UpdateRef();
-  }
+  Touch(*st);
   if (st->listener && st->registry_entry >= 0) {
     fabric_->listener_remove(st->registry_entry);
     st->registry_entry = -1;
@@ -607,8 +642,7 @@ void Runtime::Ref(stack::SocketId id, bool on) {
   SocketState* st = Find(id);
   if (!st || st->closed || st->refed == on) return;
   st->refed = on;
-  refs_ += on ? 1 : -1;
-  UpdateRef();
+  Touch(*st);
 }
 
 bool Runtime::Endpoints(stack::SocketId id, bool local, stack::Endpoint* out) {

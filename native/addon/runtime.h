@@ -46,6 +46,7 @@ struct RuntimeConfig {
 
 // Per-socket facts the stack doesn't keep: what the JS side asked for.
 struct SocketState {
+  stack::SocketId id = 0;
   bool listener = false;
   bool connecting = false;
   bool reading = false;
@@ -55,6 +56,8 @@ struct SocketState {
   bool error_delivered = false;
   bool write_blocked = false;   // JS waits for kWritable
   bool refed = true;
+  bool shutdown_pending = false;  // a shutdown waits for kShutdown
+  bool counted = false;           // counted in refs_ (see Runtime::Touch)
   bool closed = false;          // the app closed it; the stack finishes it
   uint16_t owned_port = 0;      // fabric port to release when the stack frees it
   int registry_entry = -1;      // listener registration in the fabric
@@ -143,6 +146,14 @@ class Runtime {
   void DeliverReads(stack::SocketId id, SocketState& st);
   void ArmTimer();
   void UpdateRef();
+  // Count the socket towards keeping the loop alive exactly when libuv would
+  // count a TCP handle: ref'd and active (listening, connecting, reading
+  // before EOF, or with a write or shutdown pending). A paused socket, or one
+  // that read EOF, doesn't hold the process, as with kernel sockets. One more
+  // case: bytes the app wrote that the peer has not acknowledged yet (even
+  // after close()). The kernel delivers those after the process is gone; our
+  // stack lives in the process, so the process lingers until they're acked.
+  void Touch(SocketState& st);
   void AfterUserCall();
   void Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset = 0);
   SocketState* Find(stack::SocketId id);
@@ -174,6 +185,7 @@ class Runtime {
 
   std::unordered_map<stack::SocketId, SocketState> sockets_;
   std::unordered_map<uint32_t, PeerWatch*> peers_;
+  std::vector<stack::SocketId> draining_;  // counted only for unacked data: re-check after pumps
   std::vector<stack::SocketId> ready_;  // sockets with deliveries to make
   std::vector<stack::SocketId> shutdowns_;  // shutdowns to complete on the next pump
   // Control and capture frames received, delivered to JS at the next dispatch.
