@@ -120,7 +120,11 @@ void Runtime::Detach() {
 }
 
 void Runtime::Touch(SocketState& st) {
-  const bool unacked = !st.listener && stack_ && stack_->send_queued(st.id) > 0;
+  // A closed socket's unacked data holds the process at most this long (a
+  // peer that never reads again must not keep us alive forever).
+  constexpr stack::Micros kLingerMax = 30 * 1000 * 1000;
+  const bool unacked = !st.listener && stack_ && stack_->send_queued(st.id) > 0 &&
+                       (!st.closed || Now() - st.closed_at < kLingerMax);
   const bool active = unacked || (!st.closed && st.refed &&
                                   (st.listener || st.connecting || st.write_blocked ||
                                    st.shutdown_pending || (st.reading && !st.eof_delivered)));
@@ -609,6 +613,7 @@ void Runtime::Close(stack::SocketId id) {
   SocketState* st = Find(id);
   if (!st || st->closed || !stack_) return;
   st->closed = true;
+  st->closed_at = Now();
   st->reading = false;
   Touch(*st);
   if (st->listener && st->registry_entry >= 0) {

@@ -59,6 +59,7 @@ struct SocketState {
   bool shutdown_pending = false;  // a shutdown waits for kShutdown
   bool counted = false;           // counted in refs_ (see Runtime::Touch)
   bool closed = false;          // the app closed it; the stack finishes it
+  uint64_t closed_at = 0;       // when (µs), to bound how long unacked data holds the process
   uint16_t owned_port = 0;      // fabric port to release when the stack frees it
   int registry_entry = -1;      // listener registration in the fabric
   uint32_t peer = 0;            // LinkAddr of the peer stack (0: none watched)
