@@ -520,6 +520,7 @@ int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, 
   t.state = TcpState::SynSent;
   t.iss = m.make_isn(local, remote, now);
   t.snd_sml = t.iss;
+  t.ts_offset = m.ts_offset_for(t);
   t.snd_una = t.iss;
   t.snd_nxt = t.snd_max = t.iss + 1;
   t.sndbuf_seq = t.iss + 1;

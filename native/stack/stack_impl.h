@@ -124,6 +124,11 @@ struct Stack::Impl {
   void release_child(Tcb& t);
   bool is_local(const IpAddr& a) const;
   uint32_t make_isn(const Endpoint& local, const Endpoint& remote, Micros now) const;
+  // RFC 7323 timestamps tick in milliseconds (§5.4 wants 1 ms to 1 s, so a
+  // peer's PAWS check survives long idle periods), from a per-connection
+  // offset (§7.1: the raw clock would tell the host's uptime).
+  static uint32_t ts_clock(const Tcb& t, Micros now) { return uint32_t(now / 1000) + t.ts_offset; }
+  uint32_t ts_offset_for(const Tcb& t) const { return t.iss * 0x9E3779B1u + 0x7F4A7C15u; }
   uint16_t mss_cap(uint8_t family) const;
 
   // --- TCP (tcp.cc)

@@ -177,13 +177,13 @@ bool Stack::Impl::transmit(Tcb& t, uint32_t seq, uint8_t flags, uint32_t len, Mi
     o.sack_permitted = offer || t.sack_ok;
     if (offer || t.ts_ok) {
       o.has_timestamp = true;
-      o.ts_val = uint32_t(now);
+      o.ts_val = ts_clock(t, now);
       o.ts_ecr = offer ? 0 : t.ts_recent;
     }
   } else if (!(flags & kRst)) {
     if (t.ts_ok) {
       o.has_timestamp = true;
-      o.ts_val = uint32_t(now);
+      o.ts_val = ts_clock(t, now);
       o.ts_ecr = t.ts_recent;
     }
     if (t.sack_ok && !t.ooo.empty() && (flags & kAck)) {
@@ -324,7 +324,7 @@ void Stack::Impl::output(Tcb& t, Micros now) {
         ++counters.segments_retransmitted;
         ++t.retransmits;
       }
-      if (!t.rtt_timing && !t.ts_ok && len && t.snd_nxt == t.snd_max) {
+      if (!t.rtt_timing && len && t.snd_nxt == t.snd_max) {
         t.rtt_timing = true;
         t.rtt_seq = t.snd_nxt;
         t.rtt_start = now;
@@ -414,9 +414,10 @@ void Stack::Impl::on_syn_sent(Tcb& t, const Segment& seg, Micros now) {
     send_syn(t, now);
     return;
   }
-  if (t.ts_ok && h.options.ts_ecr && int32_t(uint32_t(now) - h.options.ts_ecr) >= 0) {
-    rtt_sample(t, uint32_t(now) - h.options.ts_ecr);
-  } else if (t.rtt_timing) {
+  // RTT is timed in microseconds on the caller's clock (one segment at a
+  // time, Karn's rule); the millisecond timestamp clock is too coarse for
+  // the fabric's tens of microseconds, and serves PAWS.
+  if (t.rtt_timing) {
     rtt_sample(t, now - t.rtt_start);
   } else if (!t.rtt_valid) {
     t.rto = config.rto_initial;
@@ -463,6 +464,7 @@ void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now)
   t.rcv_nxt = seg.tcp.seq + 1;
   t.iss = make_isn(t.local, t.remote, now);
   t.snd_una = t.snd_sml = t.iss;
+  t.ts_offset = ts_offset_for(t);
   t.snd_nxt = t.snd_max = t.iss + 1;
   t.sndbuf_seq = t.iss + 1;
   t.recover = t.iss;
@@ -618,17 +620,7 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
   }
   if (seq_gt(ack, t.snd_una)) {
     uint32_t acked = ack - t.snd_una;
-    if (t.ts_ok && h.options.has_timestamp && h.options.ts_ecr) {
-      // An echo older than our last timeout retransmission measures the
-      // loss, not the path: it would inflate the RTO for minutes (a TS
-      // variant of Karn's rule).
-      uint32_t r = uint32_t(now) - h.options.ts_ecr;
-      bool before_rto = t.backed_off_at != kNever &&
-                        int32_t(h.options.ts_ecr - uint32_t(t.backed_off_at)) < 0;
-      if (int32_t(r) >= 0 && !before_rto) rtt_sample(t, r);
-    } else if (t.rtt_timing && seq_gt(ack, t.rtt_seq)) {
-      rtt_sample(t, now - t.rtt_start);
-    }
+    if (t.rtt_timing && seq_gt(ack, t.rtt_seq)) rtt_sample(t, now - t.rtt_start);
     if (t.rtt_timing && seq_gt(ack, t.rtt_seq)) t.rtt_timing = false;
     if (seq_gt(ack, t.sndbuf_seq)) {
       uint32_t n = std::min<uint32_t>(ack - t.sndbuf_seq, uint32_t(t.sndbuf.size()));
@@ -880,7 +872,6 @@ void Stack::Impl::on_rto(Tcb& t, Micros now) {
   t.dupacks = 0;
   t.rtt_timing = false;
   t.snd_nxt = t.snd_una;  // go back N
-  t.backed_off_at = now;
   t.sacked.clear();  // the receiver may renege on SACKed data (RFC 2018 8)
   t.rtx_hint = t.snd_una;
   retransmit_first(t, now);

@@ -162,6 +162,7 @@ struct Tcb {
   uint8_t snd_wscale = 0, rcv_wscale = 0;
   bool ws_ok = false, ts_ok = false, sack_ok = false;
   uint32_t ts_recent = 0;
+  uint32_t ts_offset = 0;  // added to our millisecond timestamp clock
   Micros ts_recent_age = 0;
 
   // Acknowledgement policy.
@@ -177,7 +178,6 @@ struct Tcb {
   uint32_t rtt_seq = 0;
   Micros rtt_start = 0;
   uint32_t backoff = 0;      // consecutive timeouts
-  Micros backed_off_at = kNever;  // time of the last timeout retransmission
   Micros syn_sent_at = 0;
 
   // Congestion control and NewReno recovery.
