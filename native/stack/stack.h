@@ -75,6 +75,10 @@ struct Config {
   Micros rto_min = 200000;        // Linux-like lower bound
   Micros rto_max = 60000000;
   Micros delayed_ack = 40000;
+  // Quick-ACK at start: the first this-many data segments of a connection are
+  // acknowledged at once (as Linux's quickack mode), so the peer's slow start
+  // isn't held back by delayed ACKs while its window is small.
+  uint32_t quick_acks = 8;
   Micros time_wait = 60000000;    // 2*MSL; the fabric configures it shorter
   Micros syn_timeout = 75000000;  // give up a connect after this long
   // Secret for RFC 6528 ISNs; the caller fills it from a CSPRNG.

@@ -357,6 +357,7 @@ void Stack::Impl::output(Tcb& t, Micros now) {
 // --- input ---
 
 void Stack::Impl::start_connection(Tcb& t, const TcpOptions& peer, Micros now) {
+  t.quick_acks_left = config.quick_acks;
   uint32_t cap = mss_cap(t.local.addr.family);
   uint32_t peer_mss = peer.mss ? peer.mss : (t.local.addr.family == 4 ? 536 : 1220);
   t.mss = uint16_t(std::max(std::min(cap, peer_mss), kMinMss));
@@ -740,7 +741,9 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
       t.rcvbuf.commit(end - t.rcv_nxt);
       t.rcv_nxt = end;
       t.unacked_bytes += n;
-      if (had_holes || seg.has(kPsh) || t.unacked_bytes >= 2 * t.rcv_mss ||
+      const bool quick = t.quick_acks_left > 0;
+      if (quick) --t.quick_acks_left;
+      if (quick || had_holes || seg.has(kPsh) || t.unacked_bytes >= 2 * t.rcv_mss ||
           config.delayed_ack == 0) {
         t.ack_now = true;
       } else if (t.delack_at == kNever) {

@@ -639,3 +639,22 @@ TEST(deferred_ack_rides_on_the_reply) {
   rig.stack.flush(rig.now);
   CHECK(rig.sent().empty());
 }
+
+TEST(quick_acks_are_sent_at_start_then_acks_are_delayed) {
+  Config cfg = test_config();
+  cfg.quick_acks = 2;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  uint32_t seq = c.peer_seq;
+  for (int i = 0; i < 2; ++i) {
+    rig.feed(build(c.peer, c.local, seq, c.iss + 1, kAck, 65535, {}, filled(500, 1)));
+    seq += 500;
+    auto out = rig.sent();
+    REQUIRE(out.size() == 1);  // quick: at once
+    CHECK_EQ(out[0].tcp.ack, seq);
+  }
+  rig.feed(build(c.peer, c.local, seq, c.iss + 1, kAck, 65535, {}, filled(500, 1)));
+  CHECK(rig.sent().empty());  // now delayed
+  CHECK_EQ(rig.stack.poll_at(), rig.now + rig.config.delayed_ack);
+}
