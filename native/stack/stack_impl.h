@@ -156,7 +156,7 @@ struct Stack::Impl {
   void on_keepalive(Tcb& t, Micros now);
   void rtt_sample(Tcb& t, Micros rtt);
   void enter_time_wait(Tcb& t, Micros now);
-  void arm_keepalive(Tcb& t, Micros now);
+  void arm_keepalive(Tcb& t, Micros since);
   uint16_t window_field(Tcb& t, bool syn);
   void recved(Tcb& t, Micros now);
   void start_connection(Tcb& t, const wire::TcpOptions& peer, Micros now);

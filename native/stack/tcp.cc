@@ -482,9 +482,13 @@ void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now)
   reschedule(t);
 }
 
-void Stack::Impl::arm_keepalive(Tcb& t, Micros now) {
+void Stack::Impl::arm_keepalive(Tcb& t, Micros since) {
   if (t.keepalive && (t.state == TcpState::Established || t.state == TcpState::CloseWait)) {
-    t.keepalive_at = now + t.ka_idle;
+    // Idle since `since` (the last segment received); a connection already
+    // idle longer than that probes at once — but never at a time before the
+    // latest `now` we were given (poll_at() must not lie in the past; found
+    // by the fuzzer).
+    t.keepalive_at = std::max(since + t.ka_idle, clock);
   } else {
     t.keepalive_at = kNever;
   }
