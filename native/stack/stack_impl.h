@@ -148,8 +148,11 @@ struct Stack::Impl {
   void send_dupack(Tcb& t, const Segment& seg, Micros now);
   void send_rst(Tcb& t, Micros now);
   void retransmit_first(Tcb& t, Micros now);
-  // During recovery: resends the next hole the SACK scoreboard shows.
-  bool retransmit_hole(Tcb& t, Micros now);
+  // SACK recovery (recovery.cc): resends what the scoreboard holds lost
+  // (or with `holes`, NextSeg rule 3: unSACKed holes below SACKed data)
+  // while the pipe leaves room; one segment regardless when `force`.
+  void retransmit_lost(Tcb& t, Micros now, bool force, bool holes);
+  void enter_sack_recovery(Tcb& t, Micros now);
   void timers(Tcb& t, Micros now);
   void on_rto(Tcb& t, Micros now);
   void on_persist(Tcb& t, Micros now);

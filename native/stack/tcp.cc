@@ -86,6 +86,11 @@ void CongestionControl::on_fast_retransmit(uint32_t flight, uint32_t mss) {
   cwnd_ = ssthresh_ + 3 * mss;
 }
 
+void CongestionControl::on_sack_recovery(uint32_t flight, uint32_t mss) {
+  ssthresh_ = std::max(flight / 2, 2 * mss);
+  cwnd_ = ssthresh_;
+}
+
 void CongestionControl::on_partial_ack(uint32_t acked, uint32_t mss) {
   cwnd_ = (cwnd_ > acked ? cwnd_ - acked : 0) + mss;
 }
@@ -194,6 +199,9 @@ bool Stack::Impl::transmit(Tcb& t, uint32_t seq, uint8_t flags, uint32_t len, Mi
   if (!put(t.via, t.local.addr, t.remote.addr, h, &t.sndbuf, seq - t.sndbuf_seq, len)) {
     return false;
   }
+  if (t.sack_ok && !(flags & (kSyn | kRst)) && (len || (flags & kFin))) {
+    t.score.on_transmit(seq, seq + len + ((flags & kFin) ? 1 : 0));  // every data segment
+  }
   if (flags & kAck) {
     t.ack_now = false;
     t.delack_at = kNever;
@@ -266,22 +274,6 @@ void Stack::Impl::retransmit_first(Tcb& t, Micros now) {
   uint32_t end = t.snd_una + len + fin;
   if (seq_lt(t.snd_nxt, end)) t.snd_nxt = end;
   if (seq_lt(t.snd_max, end)) t.snd_max = end;
-  if (seq_lt(t.rtx_hint, end)) t.rtx_hint = end;
-}
-
-bool Stack::Impl::retransmit_hole(Tcb& t, Micros now) {
-  if (!t.sack_ok || t.sacked.empty()) return false;
-  uint32_t from = seq_gt(t.rtx_hint, t.snd_una) ? t.rtx_hint : t.snd_una;
-  uint32_t begin, end;
-  if (!t.sacked.next_hole(from, &begin, &end)) return false;
-  if (seq_gt(end, t.data_end())) end = t.data_end();
-  if (!seq_lt(begin, end) || seq_lt(begin, t.sndbuf_seq)) return false;
-  uint32_t len = std::min(end - begin, data_room(t));
-  if (!transmit(t, begin, kAck, len, now)) return false;
-  ++counters.segments_retransmitted;
-  ++t.retransmits;
-  t.rtx_hint = begin + len;
-  return true;
 }
 
 void Stack::Impl::output(Tcb& t, Micros now) {
@@ -290,6 +282,9 @@ void Stack::Impl::output(Tcb& t, Micros now) {
                   t.state == TcpState::FinWait1 || t.state == TcpState::LastAck ||
                   t.state == TcpState::Closing;
   if (can_send) {
+    // With SACK, what the scoreboard holds lost goes first (RFC 6675
+    // NextSeg rule 1), then new data while the pipe leaves room.
+    if (t.sack_ok) retransmit_lost(t, now, false, false);
     uint32_t room = data_room(t);
     for (;;) {
       uint32_t unsent = t.unsent();
@@ -297,10 +292,14 @@ void Stack::Impl::output(Tcb& t, Micros now) {
       uint32_t cwnd = t.cc.window();
       // Limited transmit (RFC 3042): the first two duplicate ACKs each let
       // one new segment out, so a small window still reaches three dupacks.
-      if (!t.in_recovery && t.dupacks > 0 && t.dupacks < 3) cwnd += t.dupacks * t.mss;
-      uint32_t wnd = std::min(t.snd_wnd, cwnd);
+      // (With SACK the pipe does that: a SACKed segment left the network.)
+      if (!t.sack_ok && !t.in_recovery && t.dupacks > 0 && t.dupacks < 3) {
+        cwnd += t.dupacks * t.mss;
+      }
       uint32_t flight = t.flight();
-      uint32_t usable = wnd > flight ? wnd - flight : 0;
+      uint32_t in_network = t.sack_ok ? t.pipe() : flight;
+      uint32_t usable = std::min(t.snd_wnd > flight ? t.snd_wnd - flight : 0,
+                                 cwnd > in_network ? cwnd - in_network : 0);
       uint32_t len = std::min({unsent, room, usable});
       bool fin = fin_wanted && len == unsent;
       if (len == 0 && !fin) break;
@@ -335,6 +334,13 @@ void Stack::Impl::output(Tcb& t, Micros now) {
       if (t.rtx_at == kNever) t.rtx_at = now + t.rto;
       t.persist_at = kNever;
       if (fin) break;
+    }
+    // RFC 6675 NextSeg rule 3: in recovery with no new data to send (or no
+    // window for it), holes below SACKed data go again before they are
+    // known lost.
+    if (t.sack_ok && t.in_recovery &&
+        (t.unsent() == 0 || seq_ge(t.snd_nxt, t.snd_una + t.snd_wnd))) {
+      retransmit_lost(t, now, false, true);
     }
     if (t.unsent() > 0 && t.flight() == 0 && t.rtx_at == kNever && t.persist_at == kNever) {
       Micros d = std::min<Micros>(t.rto << std::min<uint32_t>(t.persist_backoff, 20),
@@ -614,12 +620,14 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     return false;
   }
   uint32_t scaled_wnd = uint32_t(h.window) << t.snd_wscale;
+  bool sacked_new = false;  // this ACK SACKed bytes not SACKed before
   if (t.sack_ok) {
     for (uint8_t i = 0; i < h.options.sack_count; ++i) {
       const SackBlock& b = h.options.sack[i];
-      // Only blocks above the cumulative ACK and within what we sent count.
+      // Only blocks above the cumulative ACK and within what we sent count
+      // (a D-SACK block, below it, is ignored).
       if (seq_lt(ack, b.left) && seq_lt(b.left, b.right) && seq_le(b.right, t.snd_max)) {
-        t.sacked.add(b.left, b.right);
+        sacked_new |= t.score.on_sack(b.left, b.right);
       }
     }
   }
@@ -634,18 +642,20 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     }
     t.snd_una = ack;
     if (seq_lt(t.snd_nxt, ack)) t.snd_nxt = ack;
-    t.sacked.discard_below(ack);
+    if (t.sack_ok) t.score.on_ack(ack);
     t.backoff = 0;
     if (t.in_recovery) {
       if (seq_ge(ack, t.recover)) {
         t.in_recovery = false;
         t.cc.on_recovery_exit(t.snd_max - t.snd_una, t.mss);
+      } else if (t.sack_ok) {
+        // RFC 6675 needs SACK blocks to call the next hole lost; NewReno's
+        // partial-ACK rule (RFC 6582 3.2 step 5) still holds when they
+        // went missing: the hole now at snd_una is lost, unless resent.
+        t.score.mark_first_lost();
       } else {
         t.cc.on_partial_ack(acked, t.mss);  // RFC 6582 3.2 step 5
-        // The hole at snd_una, unless SACK recovery already resent it.
-        if (!seq_gt(t.rtx_hint, t.snd_una) || !retransmit_hole(t, now)) {
-          retransmit_first(t, now);
-        }
+        retransmit_first(t, now);
       }
     } else {
       t.cc.on_ack(acked, t.mss);
@@ -672,22 +682,27 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
           break;
       }
     }
+  } else if (t.sack_ok) {
+    // Duplicate ACK as RFC 6675 2 counts them: one that SACKs new data,
+    // whatever its window or payload (Linux changes its window in the
+    // ACKs it sends for out-of-order data).
+    if (ack == t.snd_una && sacked_new && t.snd_una != t.snd_max) {
+      ++t.dupacks;
+      if (t.dupacks >= Scoreboard::kDupThresh && !t.in_recovery) t.score.mark_first_lost();
+    }
   } else if (ack == t.snd_una && seg.payload_len == 0 && !seg.has(kFin) &&
              scaled_wnd == t.snd_wnd && t.snd_wnd > 0 && t.snd_una != t.snd_max) {
-    // Duplicate ACK (RFC 5681 2).
+    // Duplicate ACK (RFC 5681 2), NewReno recovery (RFC 6582).
     ++t.dupacks;
     if (t.dupacks == 3 && !t.in_recovery && seq_gt(ack, t.recover)) {
       t.in_recovery = true;
       t.recover = t.snd_max;
-      t.rtx_hint = t.snd_una;
       t.cc.on_fast_retransmit(t.snd_max - t.snd_una, t.mss);
       t.rtt_timing = false;
       retransmit_first(t, now);
       t.rtx_at = now + t.rto;
     } else if (t.dupacks > 3 && t.in_recovery) {
-      // Each further duplicate ACK lets one segment out: a hole the SACK
-      // scoreboard shows if there is one, else new data (window inflation).
-      if (!retransmit_hole(t, now)) t.cc.on_recovery_dupack(t.mss);
+      t.cc.on_recovery_dupack(t.mss);  // window inflation: one new segment out
     }
   }
   // Window update (RFC 9293 3.10.7.4, SND.WL1/SND.WL2).
@@ -701,6 +716,15 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
       t.persist_backoff = 0;
       // A refused window probe is sent again as ordinary data.
       if (t.rtx_at == kNever) t.snd_nxt = t.snd_una;
+    }
+  }
+  // RFC 6675 4: a loss the scoreboard now shows starts recovery, once per
+  // window (not again before everything outstanding at the last start, or
+  // at the last timeout, is acknowledged).
+  if (t.sack_ok && !t.score.empty()) {
+    t.score.detect_losses();
+    if (t.score.has_lost() && !t.in_recovery && seq_ge(t.snd_una, t.recover)) {
+      enter_sack_recovery(t, now);
     }
   }
   return true;
@@ -878,10 +902,17 @@ void Stack::Impl::on_rto(Tcb& t, Micros now) {
   t.recover = t.snd_max;
   t.dupacks = 0;
   t.rtt_timing = false;
-  t.snd_nxt = t.snd_una;  // go back N
-  t.sacked.clear();  // the receiver may renege on SACKed data (RFC 2018 8)
-  t.rtx_hint = t.snd_una;
-  retransmit_first(t, now);
+  if (t.sack_ok && !t.score.empty() && t.score.end() == t.snd_max) {
+    // RFC 6675 5.1: everything not SACKed is lost and goes again in slow
+    // start, lost segments first. SACK marks survive a first timeout; a
+    // repeated one forgets them (the receiver may renege, RFC 2018 8).
+    t.score.mark_all_lost(t.backoff > 1);
+    retransmit_lost(t, now, true, false);
+  } else {
+    t.score.clear();  // (a scoreboard missing segments rebuilds as they go again)
+    t.snd_nxt = t.snd_una;  // go back N
+    retransmit_first(t, now);
+  }
   t.rtx_at = now + t.rto;
 }
 

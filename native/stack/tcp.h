@@ -99,6 +99,94 @@ class SeqRanges {
   uint32_t last_begin_ = 0;  // start of the most recently merged range
 };
 
+// The sender's scoreboard (RFC 6675 section 3), kept while the peer speaks
+// SACK: one record per segment sent and not yet cumulatively acknowledged, in
+// sequence order, saying whether the peer SACKed it, whether we hold it lost,
+// and whether a retransmission of it is in flight. Each record also carries
+// the transmission number of its latest (re)transmission, so that loss is
+// judged in transmission order: a segment is lost once kDupThresh segments
+// sent after it have been delivered. For segments sent once that is RFC 6675's
+// IsLost() (DupThresh SACKed segments above it); for a retransmission it is
+// what RFC 6675 lacks, the detection of a lost retransmission (the idea of
+// RACK, RFC 8985, counted in segments instead of time).
+//
+// Records live in a circular array that grows by doubling and is reused, so
+// steady state allocates nothing. A hostile peer can't make it grow without
+// bound by SACKing odd byte ranges: splits are refused beyond kMaxRecords.
+class Scoreboard {
+ public:
+  static constexpr uint32_t kDupThresh = 3;
+  static constexpr size_t kMaxRecords = 16384;
+
+  bool empty() const { return count_ == 0; }
+  size_t count() const { return count_; }
+  // End of the highest recorded segment (valid when !empty()).
+  uint32_t end() const { return count_ ? at(count_ - 1).end : 0; }
+  // RFC 6675 SetPipe(): bytes in flight by the scoreboard (SACKed and lost
+  // bytes are not; a retransmitted byte counts once more), over the records.
+  uint32_t pipe() const { return pipe_; }
+  uint32_t sacked_bytes() const { return sacked_; }
+  // Some segment is held lost and not retransmitted since (NextSeg rule 1).
+  bool has_lost() const { return lost_pending_ > 0; }
+
+  // A transmission of [begin, end) (a FIN counts as its last byte). What lies
+  // beyond the recorded end is a new segment; what lies within is a
+  // retransmission of the records it covers.
+  void on_transmit(uint32_t begin, uint32_t end);
+  // Cumulative acknowledgement: records below `ack` are delivered and dropped.
+  void on_ack(uint32_t ack);
+  // One SACK block (already checked to lie above the cumulative ACK);
+  // true when it SACKed something not SACKed before.
+  bool on_sack(uint32_t left, uint32_t right);
+  // Marks lost every unSACKed record whose latest transmission was followed
+  // by kDupThresh delivered ones. Returns how many records it marked.
+  uint32_t detect_losses();
+  // Marks the first record lost unless it is SACKed or was ever
+  // retransmitted (dupack threshold, NewReno's partial ACK). True if marked.
+  bool mark_first_lost();
+  // Retransmission timeout: every unSACKed record is lost. With
+  // `forget_sacks` SACK marks are dropped too (the receiver may renege, RFC
+  // 2018 section 8).
+  void mark_all_lost(bool forget_sacks);
+  // NextSeg rule (1): the first record held lost and not retransmitted;
+  // with `holes`, rule (3) instead: the first one below a SACKed record that
+  // was never retransmitted, lost or not. Cut to at most `max_len` bytes of
+  // data (a FIN rides along; `data_end` is where the data ends).
+  bool next_seg(bool holes, uint32_t max_len, uint32_t data_end, uint32_t* begin,
+                uint32_t* end);
+  void clear();
+
+ private:
+  enum : uint8_t { kSacked = 1, kLost = 2, kRetrans = 4, kEverRetrans = 8 };
+  struct Record {
+    uint32_t begin, end;
+    uint64_t order;  // transmission number of the latest (re)transmission
+    uint8_t flags;
+  };
+  static uint32_t contribution(const Record& r);
+  // Lost and neither SACKed nor retransmitted since: NextSeg's candidates.
+  static bool pending(uint8_t flags) { return (flags & (kSacked | kLost | kRetrans)) == kLost; }
+  void account(const Record& r);
+  void unaccount(const Record& r);
+  Record& at(size_t i) { return ring_[(head_ + i) & (cap_ - 1)]; }
+  const Record& at(size_t i) const { return ring_[(head_ + i) & (cap_ - 1)]; }
+  // Index of the first record ending after `seq` (count_ if none).
+  size_t find(uint32_t seq) const;
+  // Splits record i at `seq` (inside it); false at the size limit.
+  bool split(size_t i, uint32_t seq, size_t limit = kMaxRecords);
+  void reserve_one();
+  void push_back(const Record& r);
+  void set_flags(Record& r, uint8_t flags);
+  void delivered(uint64_t order);
+
+  std::unique_ptr<Record[]> ring_;
+  size_t cap_ = 0, head_ = 0, count_ = 0;
+  uint64_t next_order_ = 0;
+  uint64_t latest_[kDupThresh] = {};  // newest delivered orders, descending
+  uint32_t pipe_ = 0, sacked_ = 0;
+  size_t lost_pending_ = 0;
+};
+
 // NewReno congestion window (RFC 5681 slow start / congestion avoidance; the
 // fast recovery bookkeeping of RFC 6582 is in the Tcb). A small interface so
 // another algorithm can replace it.
@@ -111,6 +199,9 @@ class CongestionControl {
   void on_ack(uint32_t acked, uint32_t mss);
   // Three duplicate ACKs: returns the window to use during recovery.
   void on_fast_retransmit(uint32_t flight, uint32_t mss);
+  // A loss found by the SACK scoreboard (RFC 6675): ssthresh = cwnd = half
+  // the flight, no inflation (the pipe accounts for what left the network).
+  void on_sack_recovery(uint32_t flight, uint32_t mss);
   void on_recovery_dupack(uint32_t mss) { cwnd_ += mss; }
   void on_partial_ack(uint32_t acked, uint32_t mss);
   void on_recovery_exit(uint32_t flight, uint32_t mss);
@@ -181,13 +272,14 @@ struct Tcb {
   uint32_t backoff = 0;      // consecutive timeouts
   Micros syn_sent_at = 0;
 
-  // Congestion control and NewReno recovery.
+  // Congestion control and loss recovery: NewReno (RFC 6582) without SACK,
+  // RFC 6675 with it. `recover` is RFC 6582's recover / RFC 6675's
+  // RecoveryPoint.
   CongestionControl cc;
   uint32_t dupacks = 0;
   bool in_recovery = false;
   uint32_t recover = 0;
-  SeqRanges sacked;       // SACK scoreboard (RFC 2018) above snd_una
-  uint32_t rtx_hint = 0;  // retransmitted up to here in this recovery
+  Scoreboard score;  // only while sack_ok
 
   // Timers (kNever = off).
   Micros rtx_at = kNever, persist_at = kNever, delack_at = kNever;
@@ -221,6 +313,12 @@ struct Tcb {
     return t;
   }
   uint32_t flight() const { return snd_nxt - snd_una; }
+  // RFC 6675 pipe: the scoreboard's, plus whatever was sent beyond its
+  // records (all of the flight when it has none).
+  uint32_t pipe() const {
+    uint32_t tracked = score.empty() ? snd_una : score.end();
+    return score.pipe() + (seq_gt(snd_max, tracked) ? snd_max - tracked : 0);
+  }
   uint32_t data_end() const { return sndbuf_seq + uint32_t(sndbuf.size()); }
   // Bytes queued but not yet sent.
   uint32_t unsent() const {

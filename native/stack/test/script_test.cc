@@ -173,7 +173,7 @@ TEST(script_sack_scoreboard_resends_the_second_hole_at_once) {
 +0 < . 1:1(0) ack 1 win 65535 <sack 1001:4001>
 +0 > . 1:1001(1000) ack 1                         # fast retransmit
 +0 < . 1:1(0) ack 1 win 65535 <sack 1001:4001,sack 5001:6001>
-+0 > . 4001:5001(1000) ack 1                      # the hole SACK shows
++0 > . 4001:5001(1000) ack 1                      # no new data: the hole (RFC 6675 rule 3)
 +1 < . 1:1(0) ack 6001 win 65535
 )");
 }
