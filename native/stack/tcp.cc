@@ -651,8 +651,9 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
       } else if (t.sack_ok) {
         // RFC 6675 needs SACK blocks to call the next hole lost; NewReno's
         // partial-ACK rule (RFC 6582 3.2 step 5) still holds when they
-        // went missing: the hole now at snd_una is lost, unless resent.
-        t.score.mark_first_lost();
+        // went missing: the hole now at snd_una is lost (unless it was
+        // resent already) and goes at once.
+        if (t.score.mark_first_lost()) retransmit_lost(t, now, true, false);
       } else {
         t.cc.on_partial_ack(acked, t.mss);  // RFC 6582 3.2 step 5
         retransmit_first(t, now);
