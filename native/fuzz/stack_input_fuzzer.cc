@@ -273,6 +273,7 @@ struct Harness {
     MONO(bytes_in);
     MONO(bytes_out);
     MONO(segments_retransmitted);
+    MONO(retransmission_timeouts);
     MONO(packets_malformed);
     MONO(packets_no_socket);
     MONO(packets_link_full);

@@ -138,6 +138,7 @@ struct Counters {
   uint64_t packets_in = 0, packets_out = 0;
   uint64_t bytes_in = 0, bytes_out = 0;          // TCP payload bytes
   uint64_t segments_retransmitted = 0;
+  uint64_t retransmission_timeouts = 0;  // data RTOs (not SYN retries, not probes)
   uint64_t packets_malformed = 0;   // dropped: bad header/option/length/checksum
   uint64_t packets_no_socket = 0;   // no listener/connection matched (RST sent)
   uint64_t packets_link_full = 0;   // tx_reserve returned nullptr

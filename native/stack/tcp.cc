@@ -896,6 +896,7 @@ void Stack::Impl::on_rto(Tcb& t, Micros now) {
     fail(t, -ETIMEDOUT);
     return;
   }
+  ++counters.retransmission_timeouts;
   t.cc.on_timeout(t.snd_max - t.snd_una, t.mss, t.backoff == 0);
   ++t.backoff;
   t.rto = std::min(t.rto * 2, config.rto_max);
