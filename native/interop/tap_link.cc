@@ -1,7 +1,10 @@
 #include "interop/tap_link.h"
 
 #include <fcntl.h>
+#include <linux/if_addr.h>
 #include <linux/if_tun.h>
+#include <linux/netlink.h>
+#include <linux/rtnetlink.h>
 #include <net/if.h>
 #include <netinet/in.h>
 #include <poll.h>
@@ -13,6 +16,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
+#include <string>
 
 namespace sidestep::interop {
 
@@ -206,6 +210,60 @@ int interface_set_ipv4(const char* ifname, uint32_t addr_be, int prefix_len) {
     if (ioctl(s, SIOCSIFNETMASK, &ifr) < 0) return -errno;
     return 0;
   });
+}
+
+int interface_add_ipv6(const char* ifname, const uint8_t addr[16], int prefix_len) {
+  // By netlink, for IFA_F_NODAD: an address added by ioctl starts tentative
+  // until the kernel's DAD work has run (even when DAD is off or skipped),
+  // and binding to it fails with EADDRNOTAVAIL meanwhile.
+  int index = int(if_nametoindex(ifname));
+  if (index <= 0) return -ENODEV;
+  int s = socket(AF_NETLINK, SOCK_RAW | SOCK_CLOEXEC, NETLINK_ROUTE);
+  if (s < 0) return -errno;
+  struct {
+    nlmsghdr nh;
+    ifaddrmsg ifa;
+    char attrs[2 * RTA_SPACE(16)];
+  } req;
+  std::memset(&req, 0, sizeof req);
+  req.nh.nlmsg_len = NLMSG_LENGTH(sizeof req.ifa);
+  req.nh.nlmsg_type = RTM_NEWADDR;
+  req.nh.nlmsg_flags = NLM_F_REQUEST | NLM_F_CREATE | NLM_F_EXCL | NLM_F_ACK;
+  req.nh.nlmsg_seq = 1;
+  req.ifa.ifa_family = AF_INET6;
+  req.ifa.ifa_prefixlen = uint8_t(prefix_len);
+  req.ifa.ifa_flags = IFA_F_NODAD;
+  req.ifa.ifa_scope = RT_SCOPE_UNIVERSE;
+  req.ifa.ifa_index = uint32_t(index);
+  for (unsigned short type : {IFA_LOCAL, IFA_ADDRESS}) {
+    auto* rta = reinterpret_cast<rtattr*>(reinterpret_cast<char*>(&req) +
+                                          NLMSG_ALIGN(req.nh.nlmsg_len));
+    rta->rta_type = type;
+    rta->rta_len = RTA_LENGTH(16);
+    std::memcpy(RTA_DATA(rta), addr, 16);
+    req.nh.nlmsg_len = NLMSG_ALIGN(req.nh.nlmsg_len) + RTA_ALIGN(rta->rta_len);
+  }
+  sockaddr_nl kernel;
+  std::memset(&kernel, 0, sizeof kernel);
+  kernel.nl_family = AF_NETLINK;
+  int r = 0;
+  if (sendto(s, &req, req.nh.nlmsg_len, 0, reinterpret_cast<sockaddr*>(&kernel),
+             sizeof kernel) < 0) {
+    r = -errno;
+  } else {
+    char buf[512];
+    ssize_t n = recv(s, buf, sizeof buf, 0);
+    auto* nh = reinterpret_cast<nlmsghdr*>(buf);
+    if (n < 0) {
+      r = -errno;
+    } else if (size_t(n) < NLMSG_LENGTH(sizeof(nlmsgerr)) || nh->nlmsg_type != NLMSG_ERROR) {
+      r = -EPROTO;
+    } else {
+      r = reinterpret_cast<nlmsgerr*>(NLMSG_DATA(nh))->error;  // 0 or -errno
+    }
+  }
+  ::close(s);
+  return r;
 }
 
 int interface_set_mtu(const char* ifname, int mtu) {

@@ -123,6 +123,9 @@ class TunLink : public stack::Link {
 // Each returns 0 or a negative errno.
 int interface_up(const char* ifname);
 int interface_set_ipv4(const char* ifname, uint32_t addr_be, int prefix_len);
+// Adds an IPv6 address, usable at once (IFA_F_NODAD: no duplicate address
+// detection, never tentative).
+int interface_add_ipv6(const char* ifname, const uint8_t addr[16], int prefix_len);
 int interface_set_mtu(const char* ifname, int mtu);
 int interface_set_txqueuelen(const char* ifname, int qlen);
 
