@@ -329,7 +329,14 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
   auto multi = [](const IpAddr& a) {
     return a.family == 4 ? a.bytes[0] >= 224 : a.bytes[0] == 0xff;
   };
-  if (ip.src.is_unspecified() || ip.dst.is_unspecified() || multi(ip.src) || multi(ip.dst)) {
+  // An IPv4-mapped address (::ffff:0:0/96) never appears in an IPv6 header
+  // (RFC 4291 2.5.5.2; Linux drops such SYNs too): it would alias an IPv4 peer.
+  auto v4_mapped = [](const IpAddr& a) {
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return a.family == 6 && std::memcmp(a.bytes, prefix, 12) == 0;
+  };
+  if (ip.src.is_unspecified() || ip.dst.is_unspecified() || multi(ip.src) || multi(ip.dst) ||
+      v4_mapped(ip.src) || v4_mapped(ip.dst)) {
     ++m.counters.packets_malformed;
     return;
   }

@@ -260,3 +260,19 @@ TEST(multicast_and_broadcast_segments_get_no_answer) {
   CHECK(rig.sent().empty());
   CHECK_EQ(rig.stack.counters().packets_malformed, 2u);
 }
+
+TEST(ipv6_segments_with_ipv4_mapped_addresses_are_dropped) {
+  Rig rig;
+  int l = rig.stack.listen(Endpoint{IpAddr::v6_any(), 80}, 8, false);
+  REQUIRE(l > 0);
+  Endpoint mapped = ep6(2, 5000);
+  std::memset(mapped.addr.bytes, 0, 16);
+  mapped.addr.bytes[10] = mapped.addr.bytes[11] = 0xff;
+  mapped.addr.bytes[12] = 10;
+  mapped.addr.bytes[15] = 2;  // ::ffff:10.0.0.2
+  rig.feed(build(mapped, ep6(1, 80), 1, 0, kSyn, 1000));
+  CHECK(rig.sent().empty());
+  CHECK_EQ(rig.stack.counters().packets_malformed, 1u);
+  rig.feed(build(ep6(2, 5000), ep6(1, 80), 1, 0, kSyn, 1000));  // a real one is answered
+  CHECK_EQ(rig.sent().size(), 1u);
+}
