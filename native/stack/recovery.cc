@@ -208,7 +208,7 @@ bool Scoreboard::next_seg(bool holes, uint32_t max_len, uint32_t data_end, uint3
     while (last_sacked > 0 && !(at(last_sacked - 1).flags & kSacked)) --last_sacked;
   }
   for (size_t i = 0; i < (holes ? last_sacked : count_); ++i) {
-    const Record& r = at(i);
+    Record r = at(i);  // a copy: split() may move the ring
     if (holes ? (r.flags & (kSacked | kEverRetrans)) != 0 : !pending(r.flags)) continue;
     uint32_t data_stop = seq_gt(r.end, data_end) ? data_end : r.end;
     uint32_t stop = r.end;
@@ -228,6 +228,25 @@ void Scoreboard::clear() {
   pipe_ = sacked_ = 0;
   lost_pending_ = 0;
   std::fill(std::begin(latest_), std::end(latest_), 0);
+}
+
+bool Scoreboard::consistent(uint32_t snd_una, uint32_t snd_max) const {
+  uint64_t pipe = 0, sacked = 0;
+  size_t pending_count = 0;
+  for (size_t i = 0; i < count_; ++i) {
+    const Record& r = at(i);
+    if (!seq_lt(r.begin, r.end) || seq_lt(r.begin, snd_una) || seq_gt(r.end, snd_max)) {
+      return false;
+    }
+    if (i > 0 && seq_lt(r.begin, at(i - 1).end)) return false;
+    if ((r.flags & kSacked) && (r.flags & (kLost | kRetrans))) return false;
+    if (r.order == 0 || r.order > next_order_) return false;
+    pipe += contribution(r);
+    if (r.flags & kSacked) sacked += r.end - r.begin;
+    if (pending(r.flags)) ++pending_count;
+  }
+  return pipe == pipe_ && sacked == sacked_ && pending_count == lost_pending_ &&
+         count_ <= 2 * kMaxRecords && (cap_ == 0 || (cap_ & (cap_ - 1)) == 0);
 }
 
 // --- recovery ---

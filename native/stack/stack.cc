@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 #include "stack_impl.h"
@@ -128,6 +129,9 @@ SocketId Stack::Impl::allocate_id() {
 }
 
 void Stack::Impl::reschedule(Tcb& t) {
+#ifdef SIDESTEP_CHECK_INVARIANTS  // fuzz builds: after anything that touched t
+  if (!t.score.consistent(t.snd_una, t.snd_max)) std::abort();
+#endif
   // Only a deadline that moved earlier needs a new entry; one that moved
   // later (an RTO restarted by every ACK) is corrected when its entry reaches
   // the top, so the heap stays small under load.

@@ -1,7 +1,8 @@
 // The pieces of a TCP connection: sequence arithmetic, the send and receive
 // buffers (circular, memcpy in and out), the out-of-order range list, the
-// congestion controller and the transmission control block itself. The state
-// machine that drives a Tcb lives in tcp.cc.
+// sender's SACK scoreboard, the congestion controller and the transmission
+// control block itself. The state machine that drives a Tcb lives in tcp.cc;
+// SACK loss recovery in recovery.cc.
 #pragma once
 
 #include <cstddef>
@@ -71,8 +72,8 @@ class ReceiveBuffer {
   size_t cap_, phys_ = 0, head_ = 0, size_ = 0;
 };
 
-// Sorted, disjoint sequence ranges: what arrived beyond rcv_nxt (receiver)
-// and what the peer SACKed beyond snd_una (sender's scoreboard).
+// Sorted, disjoint sequence ranges: what arrived beyond rcv_nxt (the
+// receiver's reassembly, and the SACK blocks it sends).
 class SeqRanges {
  public:
   static constexpr size_t kMaxRanges = 32;
@@ -155,6 +156,9 @@ class Scoreboard {
   bool next_seg(bool holes, uint32_t max_len, uint32_t data_end, uint32_t* begin,
                 uint32_t* end);
   void clear();
+  // Recounts everything from the records: sorted, disjoint, within
+  // [snd_una, snd_max], counters exact (checked by the fuzzer's builds).
+  bool consistent(uint32_t snd_una, uint32_t snd_max) const;
 
  private:
   enum : uint8_t { kSacked = 1, kLost = 2, kRetrans = 4, kEverRetrans = 8 };
