@@ -1,9 +1,9 @@
 // The TCP state machine (RFC 9293) with RFC 6298 timers, RFC 7323 window
-// scaling and timestamps, RFC 5681/6582 congestion control with RFC 3042
-// limited transmit, RFC 5961 blind-attack defences, and RFC 2018 SACK (blocks
-// sent by the receiver; a scoreboard that steers retransmissions during
-// recovery). Every entry point is a Stack::Impl method: segments in, segments
-// (through put()) and events out.
+// scaling and timestamps, RFC 5681 congestion control, RFC 5961 blind-attack
+// defences, RFC 2018 SACK blocks as a receiver, and the ACK processing of
+// loss recovery: NewReno (RFC 6582, with RFC 3042 limited transmit) when the
+// peer has no SACK, RFC 6675 (recovery.cc) when it has. Every entry point is
+// a Stack::Impl method: segments in, segments (through put()) and events out.
 #include <algorithm>
 #include <cerrno>
 
