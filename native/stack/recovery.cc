@@ -21,7 +21,9 @@ uint32_t Scoreboard::contribution(const Record& r) {
 void Scoreboard::account(const Record& r) {
   pipe_ += contribution(r);
   if (r.flags & kSacked) sacked_ += r.end - r.begin;
-  if (pending(r.flags)) ++lost_pending_;
+  if (pending(r.flags)) {
+    if (lost_pending_++ == 0 || seq_lt(r.begin, pending_from_)) pending_from_ = r.begin;
+  }
 }
 
 void Scoreboard::unaccount(const Record& r) {
@@ -207,7 +209,9 @@ bool Scoreboard::next_seg(bool holes, uint32_t max_len, uint32_t data_end, uint3
   if (holes) {
     while (last_sacked > 0 && !(at(last_sacked - 1).flags & kSacked)) --last_sacked;
   }
-  for (size_t i = 0; i < (holes ? last_sacked : count_); ++i) {
+  // Rule 1 starts where the first pending record may be (a rescan from the
+  // front for each of many losses after a timeout would be quadratic).
+  for (size_t i = holes ? 0 : find(pending_from_); i < (holes ? last_sacked : count_); ++i) {
     Record r = at(i);  // a copy: split() may move the ring
     if (holes ? (r.flags & (kSacked | kEverRetrans)) != 0 : !pending(r.flags)) continue;
     uint32_t data_stop = seq_gt(r.end, data_end) ? data_end : r.end;
@@ -216,6 +220,7 @@ bool Scoreboard::next_seg(bool holes, uint32_t max_len, uint32_t data_end, uint3
       stop = r.begin + max_len;
       split(i, stop, 2 * kMaxRecords);
     }
+    if (!holes) pending_from_ = r.begin;
     *begin = r.begin;
     *end = stop;
     return true;
@@ -243,7 +248,10 @@ bool Scoreboard::consistent(uint32_t snd_una, uint32_t snd_max) const {
     if (r.order == 0 || r.order > next_order_) return false;
     pipe += contribution(r);
     if (r.flags & kSacked) sacked += r.end - r.begin;
-    if (pending(r.flags)) ++pending_count;
+    if (pending(r.flags)) {
+      ++pending_count;
+      if (seq_lt(r.begin, pending_from_)) return false;
+    }
   }
   return pipe == pipe_ && sacked == sacked_ && pending_count == lost_pending_ &&
          count_ <= 2 * kMaxRecords && (cap_ == 0 || (cap_ & (cap_ - 1)) == 0);

@@ -189,6 +189,7 @@ class Scoreboard {
   uint64_t latest_[kDupThresh] = {};  // newest delivered orders, descending
   uint32_t pipe_ = 0, sacked_ = 0;
   size_t lost_pending_ = 0;
+  uint32_t pending_from_ = 0;  // no pending record begins before (while any)
 };
 
 // NewReno congestion window (RFC 5681 slow start / congestion avoidance; the

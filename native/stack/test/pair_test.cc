@@ -361,10 +361,14 @@ void lossy_transfer(uint64_t seed, size_t bytes, Wire::Faults f, uint32_t mtu,
     }
   }
   if (std::getenv("SIDESTEP_VERBOSE")) {
-    std::fprintf(stderr, "  seed %llu: %.3f s simulated, %llu+%llu retransmits, %llu dropped\n",
+    std::fprintf(stderr,
+                 "  seed %llu: %.3f s simulated, %llu+%llu retransmits, %llu+%llu timeouts, "
+                 "%llu dropped\n",
                  (unsigned long long)seed, double(w.now - start) / 1e6,
                  (unsigned long long)w.a.counters().segments_retransmitted,
                  (unsigned long long)w.b.counters().segments_retransmitted,
+                 (unsigned long long)w.a.counters().retransmission_timeouts,
+                 (unsigned long long)w.b.counters().retransmission_timeouts,
                  (unsigned long long)w.dropped);
   }
   CHECK(!stalled);
