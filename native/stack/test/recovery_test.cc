@@ -247,6 +247,21 @@ TEST(rto_with_sack_resends_only_what_was_not_sacked) {
   CHECK_EQ(s.rig.stack.counters().segments_retransmitted, 8u);
 }
 
+// A receiver may drop data it SACKed (RFC 2018 8). The first timeout keeps
+// the SACK marks; a second one in a row forgets them, so SACKed segments are
+// resent too and a reneging peer can't stall the connection.
+TEST(repeated_timeout_forgets_sack_marks_in_case_the_peer_reneged) {
+  Sender s(10);
+  REQUIRE(s.c.id);
+  s.sent();
+  CHECK_SENT(s.ack(0, {{5, 7}}));
+  s.rig.advance_to(s.rig.stack.poll_at());
+  CHECK_SENT(s.sent(), 0);
+  s.rig.advance_to(s.rig.stack.poll_at());
+  CHECK_SENT(s.sent(), 0);
+  CHECK_SENT(s.ack(5), 5, 6, 7);  // 5 and 6 again: their SACK is forgotten
+}
+
 // The FIN has a sequence number and a place on the scoreboard: lost after
 // the data, it goes again after the data, still a FIN.
 TEST(fin_lost_with_the_tail_is_resent_after_it) {
