@@ -528,11 +528,12 @@ int Runtime::Connect(const stack::Endpoint& local, const stack::Endpoint& remote
   return id;
 }
 
-int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only) {
+int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, uint32_t share_key) {
   if (!stack_) return -ENETDOWN;
   int id = stack_->listen(local, backlog, v6only);
   if (id < 0) return id;
-  int entry = fabric_->listener_add(local.addr.family, local.addr.bytes, local.port, v6only);
+  int entry =
+      fabric_->listener_add(local.addr.family, local.addr.bytes, local.port, v6only, share_key);
   if (entry < 0) {
     stack_->close(static_cast<stack::SocketId>(id), Now());
     return entry;
