@@ -639,9 +639,13 @@ int Runtime::SetNoDelay(stack::SocketId id, bool on) {
 
 int Runtime::SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms) {
   if (!stack_ || !Find(id)) return -EBADF;
-  // Linux defaults for interval and count (tcp_keepalive_intvl / _probes).
-  stack::Micros idle = (delay_ms ? delay_ms : 7200000ull) * 1000ull;
-  return stack_->set_keepalive(id, on, idle, 75000000ull, 9);
+  // What libuv (uv_tcp_keepalive) sets on Node's kernel sockets: idle = the
+  // delay, TCP_KEEPINTVL 1 s, TCP_KEEPCNT 10, so a silent peer ends the
+  // connection with ETIMEDOUT after delay + 10 s in both modes. A zero delay
+  // fails libuv's TCP_KEEPIDLE and leaves the kernel's defaults
+  // (tcp_keepalive_time 2 h, _intvl 75 s, _probes 9).
+  if (delay_ms == 0) return stack_->set_keepalive(id, on, 7200000000ull, 75000000ull, 9);
+  return stack_->set_keepalive(id, on, delay_ms * 1000ull, 1000000ull, 10);
 }
 
 void Runtime::Ref(stack::SocketId id, bool on) {
