@@ -6,12 +6,13 @@ const assert = require('node:assert');
 const path = require('node:path');
 const { Harness } = require('../../test/support/harness');
 
-async function runMode(t, fixture, mode, { args = [], env = {}, wrapper = [], execArgv = [], ms = 20000 } = {}) {
+async function runMode(t, fixture, mode, { args = [], env = {}, wrapper = [], execArgv = [], hooked = true, ms = 20000 } = {}) {
   const h = new Harness(t);
   const p = h.start(path.join('..', '..', 'compat-tests', 'fixtures', fixture), args, {
     env: { ...env, SIDESTEP: mode === 'kernel' ? '0' : '1' },
     wrapper,
     execArgv,
+    hooked,
   });
   const report = await h.next(p, ms);
   assert.deepStrictEqual(await h.exit(p), { code: 0, signal: null });
@@ -20,7 +21,8 @@ async function runMode(t, fixture, mode, { args = [], env = {}, wrapper = [], ex
 
 /**
  * [kernel report, bypass report] of one fixture. Options: `args` for the
- * fixture, extra `env`, a `wrapper` command, node `execArgv`, the report
+ * fixture, extra `env`, a `wrapper` command, node `execArgv`, `hooked`
+ * (false: no --require; the hook comes from execArgv or env), the report
  * deadline `ms`, and `parallel` (run both modes at once, for slow fixtures).
  */
 async function runBothModes(t, fixture, opts = {}) {
