@@ -32,9 +32,18 @@ import { installTlsBridge, isTlsSocket } from './tls';
 const kBound = Symbol('sidestep.bound');
 const kListener = Symbol('sidestep.listener');
 const UV_TCP_IPV6ONLY = 1;
+const UV_TCP_REUSEPORT = 2; // Node 22.12+: listen({ reusePort: true })
+/**
+ * The registry's share key of listeners bound with SO_REUSEPORT: the kernel
+ * lets sockets of one user share a port that way, and the fabric belongs to
+ * one user, so they all share with each other. (Cluster keys are pids, below
+ * 2^22.)
+ */
+const REUSEPORT_SHARE_KEY = 0x80000000;
 
 interface Bound extends LocalBinding {
   v6only: boolean;
+  reusePort: boolean;
 }
 
 /** Sockets whose connection went through the fabric (they keep the mark after close). */
@@ -191,12 +200,17 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
 
   proto.bind = function (this: any, address: string, port: number, ...rest: unknown[]) {
     const err = orig.bind.call(this, address, port, ...rest);
-    if (err === 0) this[kBound] = { address, port, v6only: false } satisfies Bound;
+    const flags = Number(rest[0]) | 0; // Node 22.12+ passes flags to bind() too
+    if (err === 0) this[kBound] = { address, port, v6only: false, reusePort: (flags & UV_TCP_REUSEPORT) !== 0 } satisfies Bound;
     return err;
   };
   proto.bind6 = function (this: any, address: string, port: number, flags: number, ...rest: unknown[]) {
     const err = orig.bind6.call(this, address, port, flags, ...rest);
-    if (err === 0) this[kBound] = { address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0 } satisfies Bound;
+    if (err === 0) {
+      this[kBound] = {
+        address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0, reusePort: ((flags | 0) & UV_TCP_REUSEPORT) !== 0,
+      } satisfies Bound;
+    }
     return err;
   };
 
@@ -270,7 +284,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
       kernelOnlyListen(closeKernel, 'cluster: the primary distributes connections to workers');
       return err;
     }
-    listenBeside(this, backlog, bound.v6only, 0, closeKernel);
+    listenBeside(this, backlog, bound.v6only, bound.reusePort ? REUSEPORT_SHARE_KEY : 0, closeKernel);
     return err;
   };
 
