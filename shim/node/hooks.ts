@@ -238,7 +238,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, v6only, shareKey);
     if (id < 0) {
       const why = id === -98 /* EADDRINUSE */
-        ? 'another live sidestep process holds it and is not a worker of the same cluster'
+        ? 'another live sidestep process holds it without sharing it: not a worker of the same cluster, not reusePort'
         : `errno ${-id}`;
       kernelOnlyListen(closeKernel, `listen-register: cannot register ${name.address}:${name.port} in the fabric (${why})`);
       return;
