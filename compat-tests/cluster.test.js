@@ -9,9 +9,10 @@ const test = require('node:test');
 const assert = require('node:assert');
 const { runBothModes } = require('./support/dual-mode');
 
-for (const policy of ['rr', 'none']) {
-  test(`a ${policy === 'rr' ? 'round-robin' : 'SCHED_NONE'} cluster serves, spreads and survives a dead worker in both modes`, async (t) => {
-    const [kernel, bypass] = await runBothModes(t, 'cluster.js', { args: [policy] });
+for (const [policy, host] of [['rr', 'local'], ['none', 'local'], ['rr', 'any'], ['none', 'any']]) {
+  const name = `${policy === 'rr' ? 'round-robin' : 'SCHED_NONE'} cluster on ${host === 'any' ? "'::'" : '127.0.0.1'}`;
+  test(`a ${name} serves, spreads and survives a dead worker in both modes`, async (t) => {
+    const [kernel, bypass] = await runBothModes(t, 'cluster.js', { args: [policy, host] });
     for (const r of [kernel, bypass]) {
       assert.strictEqual(r.policy, policy);
       assert.strictEqual(r.answered, 24);
