@@ -7,7 +7,7 @@
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
-const { runBothModes } = require('./support/dual-mode');
+const { runBothModes, runMode } = require('./support/dual-mode');
 
 for (const [policy, host] of [['rr', 'local'], ['none', 'local'], ['rr', 'any'], ['none', 'any']]) {
   const name = `${policy === 'rr' ? 'round-robin' : 'SCHED_NONE'} cluster on ${host === 'any' ? "'::'" : '127.0.0.1'}`;
@@ -41,3 +41,14 @@ for (const [policy, host] of [['rr', 'local'], ['none', 'local'], ['rr', 'any'],
     assert.deepStrictEqual(bypass.fallbackReasons, policy === 'rr' ? { cluster: 1 } : {});
   });
 }
+
+test('SIDESTEP_STRICT=1: a round-robin cluster runs bypassed, without strict-mode errors', async (t) => {
+  // The primary's own listener only serves clients without sidestep (the
+  // workers are bypassed): strict mode must not refuse it.
+  const bypass = await runMode(t, 'cluster.js', 'bypass', { args: ['rr', 'local'], env: { SIDESTEP_STRICT: '1' } });
+  assert.strictEqual(bypass.answered, 24);
+  assert.strictEqual(bypass.bypassed, 24);
+  assert.strictEqual(bypass.kernelTuples, 0);
+  assert.strictEqual(bypass.distinct, 3);
+  assert.strictEqual(bypass.plainAnswered, 6);
+});

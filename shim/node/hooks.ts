@@ -280,8 +280,11 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     if (isClusterRoundRobin(ownerOf(internals, this))) {
       // The cluster primary's round-robin listener hands every connection to
       // a worker over IPC; a bypassed connection can't travel (see ipc.ts).
-      // The workers register their own bypass listeners (cluster.ts).
-      kernelOnlyListen(closeKernel, 'cluster: the primary distributes connections to workers');
+      // The workers register their own bypass listeners (cluster.ts), so
+      // this one only serves clients without sidestep, like the kernel
+      // listener beside every bypass listener: counted, but strict mode has
+      // nothing to refuse here.
+      fallbacks.record('cluster: the primary distributes connections to workers; the workers are bypassed');
       return err;
     }
     listenBeside(this, backlog, bound.v6only, bound.reusePort ? REUSEPORT_SHARE_KEY : 0, closeKernel);
