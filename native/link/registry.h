@@ -10,9 +10,10 @@
 // (family, address, port) that carry the same key, and lookups rotate across
 // them (a fabric-wide counter per port), so connections are spread. Any other
 // overlap is -EADDRINUSE. The shim gives a cluster's workers their primary's
-// pid as the key (shim/node/cluster.ts); the kernel has already refused any
-// second listener that was not a worker of the same cluster, so the registry's
-// check only keeps a stray or stale registration from stealing connections.
+// pid as the key (shim/node/cluster.ts) and listeners bound with SO_REUSEPORT
+// one key of their own (0x80000000); the kernel has already refused any other
+// second listener, so the registry's check only keeps a stray or stale
+// registration from stealing connections.
 //
 // Port table: one word per port, 0 = free, else the owner's LinkAddr (whose
 // generation is never 0). Claims are a CAS; the full LinkAddr, not just the
