@@ -26,7 +26,8 @@ export interface Binding {
   detach(): void;
   lookup(address: string, port: number): number;
   connect(localAddress: string, localPort: number, address: string, port: number, via: number): number;
-  listen(address: string, port: number, backlog: number, v6only: boolean): number;
+  /** shareKey: 0 exclusive; else shared with live registrations of the same key (a cluster's workers). */
+  listen(address: string, port: number, backlog: number, v6only: boolean, shareKey: number): number;
   write(id: number, data: Uint8Array): number;
   writev(id: number, parts: Uint8Array[]): number;
   readStart(id: number): number;

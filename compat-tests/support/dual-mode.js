@@ -6,19 +6,28 @@ const assert = require('node:assert');
 const path = require('node:path');
 const { Harness } = require('../../test/support/harness');
 
-async function runMode(t, fixture, mode) {
+async function runMode(t, fixture, mode, { args = [], env = {}, wrapper = [], execArgv = [], hooked = true, ms = 20000 } = {}) {
   const h = new Harness(t);
-  const p = h.start(path.join('..', '..', 'compat-tests', 'fixtures', fixture), [], {
-    env: { SIDESTEP: mode === 'kernel' ? '0' : '1' },
+  const p = h.start(path.join('..', '..', 'compat-tests', 'fixtures', fixture), args, {
+    env: { ...env, SIDESTEP: mode === 'kernel' ? '0' : '1' },
+    wrapper,
+    execArgv,
+    hooked,
   });
-  const report = await h.next(p, 20000);
+  const report = await h.next(p, ms);
   assert.deepStrictEqual(await h.exit(p), { code: 0, signal: null });
   return report;
 }
 
-/** [kernel report, bypass report] of one fixture. */
-async function runBothModes(t, fixture) {
-  return [await runMode(t, fixture, 'kernel'), await runMode(t, fixture, 'bypass')];
+/**
+ * [kernel report, bypass report] of one fixture. Options: `args` for the
+ * fixture, extra `env`, a `wrapper` command, node `execArgv`, `hooked`
+ * (false: no --require; the hook comes from execArgv or env), the report
+ * deadline `ms`, and `parallel` (run both modes at once, for slow fixtures).
+ */
+async function runBothModes(t, fixture, opts = {}) {
+  if (opts.parallel) return Promise.all([runMode(t, fixture, 'kernel', opts), runMode(t, fixture, 'bypass', opts)]);
+  return [await runMode(t, fixture, 'kernel', opts), await runMode(t, fixture, 'bypass', opts)];
 }
 
-module.exports = { runBothModes };
+module.exports = { runBothModes, runMode };

@@ -112,13 +112,14 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), Rt(info)->Connect(local, remote, U32(info, 4)));
 }
 
-// listen(addr, port, backlog, v6only) -> id or -errno
+// listen(addr, port, backlog, v6only, shareKey) -> id or -errno
 Napi::Value Listen(const Napi::CallbackInfo& info) {
   stack::Endpoint local;
   if (!ParseAddr(info[0], &local.addr)) return Napi::Number::New(info.Env(), -EINVAL);
   local.port = static_cast<uint16_t>(U32(info, 1));
   int backlog = info[2].As<Napi::Number>().Int32Value();
-  return Napi::Number::New(info.Env(), Rt(info)->Listen(local, backlog, info[3].ToBoolean()));
+  return Napi::Number::New(info.Env(),
+                           Rt(info)->Listen(local, backlog, info[3].ToBoolean(), U32(info, 4)));
 }
 
 // write(id, uint8array) -> 0 sync, 1 async (wait for kWritable), -errno

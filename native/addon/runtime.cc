@@ -528,11 +528,12 @@ int Runtime::Connect(const stack::Endpoint& local, const stack::Endpoint& remote
   return id;
 }
 
-int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only) {
+int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, uint32_t share_key) {
   if (!stack_) return -ENETDOWN;
   int id = stack_->listen(local, backlog, v6only);
   if (id < 0) return id;
-  int entry = fabric_->listener_add(local.addr.family, local.addr.bytes, local.port, v6only);
+  int entry =
+      fabric_->listener_add(local.addr.family, local.addr.bytes, local.port, v6only, share_key);
   if (entry < 0) {
     stack_->close(static_cast<stack::SocketId>(id), Now());
     return entry;
@@ -638,9 +639,13 @@ int Runtime::SetNoDelay(stack::SocketId id, bool on) {
 
 int Runtime::SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms) {
   if (!stack_ || !Find(id)) return -EBADF;
-  // Linux defaults for interval and count (tcp_keepalive_intvl / _probes).
-  stack::Micros idle = (delay_ms ? delay_ms : 7200000ull) * 1000ull;
-  return stack_->set_keepalive(id, on, idle, 75000000ull, 9);
+  // What libuv (uv_tcp_keepalive) sets on Node's kernel sockets: idle = the
+  // delay, TCP_KEEPINTVL 1 s, TCP_KEEPCNT 10, so a silent peer ends the
+  // connection with ETIMEDOUT after delay + 10 s in both modes. A zero delay
+  // fails libuv's TCP_KEEPIDLE and leaves the kernel's defaults
+  // (tcp_keepalive_time 2 h, _intvl 75 s, _probes 9).
+  if (delay_ms == 0) return stack_->set_keepalive(id, on, 7200000000ull, 75000000ull, 9);
+  return stack_->set_keepalive(id, on, delay_ms * 1000ull, 1000000ull, 10);
 }
 
 void Runtime::Ref(stack::SocketId id, bool on) {

@@ -103,7 +103,9 @@ class Runtime {
   // A live bypass listener for (family, addr, port), as a LinkAddr; -1 if none.
   int64_t Lookup(const stack::IpAddr& addr, uint16_t port);
   int Connect(const stack::Endpoint& local, const stack::Endpoint& remote, uint32_t via);
-  int Listen(const stack::Endpoint& local, int backlog, bool v6only);
+  // share_key: 0 exclusive, else shared with registrations of the same key
+  // (link::Registry; a cluster's workers).
+  int Listen(const stack::Endpoint& local, int backlog, bool v6only, uint32_t share_key);
   // Returns 0 (written, synchronous), 1 (accepted but the send buffer is over
   // its limit: wait for kWritable), or a negative errno.
   int Write(stack::SocketId id, const uint8_t* data, size_t len);

@@ -766,8 +766,9 @@ bool Fabric::prepare_sleep() {
 
 void Fabric::disarm() { store_relaxed(&impl_->own().armed, 0u); }
 
-int Fabric::listener_add(uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only) {
-  return impl_->registry->add(impl_->self, family, addr, port, v6only);
+int Fabric::listener_add(uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only,
+                          uint32_t share_key) {
+  return impl_->registry->add(impl_->self, family, addr, port, v6only, share_key);
 }
 
 void Fabric::listener_remove(int entry) { impl_->registry->remove(impl_->self, entry); }

@@ -121,11 +121,15 @@ class Fabric {
 
   // ---- listener registry ----
   // Register this stack as a listener of (addr, port). Several stacks may
-  // register the same (addr, port); lookups spread across them. Returns an
-  // entry id >= 0 or a negative errno (-ENOSPC when the registry is full).
+  // register the same (addr, port) when they all pass the same nonzero
+  // share_key (a cluster's workers); lookups spread across them. Returns an
+  // entry id >= 0 or a negative errno (-EADDRINUSE when a live registration
+  // of the same (addr, port) is exclusive or has another key, -ENOSPC when
+  // the registry is full).
   // addr: family 4 or 6 with 4 or 16 bytes; an unspecified address is a
   // wildcard for its family, and IPv6 "::" also takes IPv4 unless v6only.
-  int listener_add(uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only);
+  int listener_add(uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only,
+                   uint32_t share_key = 0);
   void listener_remove(int entry);
   // Find a live listener for a connection to (addr, port). Returns 0 and the
   // listener's LinkAddr, or -ENOENT. Exact address matches win over

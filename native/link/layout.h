@@ -35,7 +35,7 @@ inline void full_fence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 inline constexpr uint64_t kMagic = 0x5045545345444953ull;  // "SIDESTEP", little endian
 // Bump whenever anything below changes meaning or place.
-inline constexpr uint32_t kLayoutVersion = 3;
+inline constexpr uint32_t kLayoutVersion = 4;  // 4: RegistryEntry.share_key
 inline constexpr size_t kPage = 4096;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kRegistryEntries = 1024;
@@ -118,7 +118,10 @@ struct RegistryEntry {
   uint8_t family;  // 4 or 6
   uint8_t v6only;
   uint16_t port;
-  uint32_t reserved;
+  // 0: this registration owns (family, addr, port) alone. Nonzero: it shares
+  // them with live registrations of the same key only (a cluster's workers,
+  // see registry.h); lookups spread connections across them.
+  uint32_t share_key;
   uint8_t addr[16];  // IPv4 in the first 4 bytes, rest zero
   uint8_t pad[kCacheLine - 40];
 };

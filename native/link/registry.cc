@@ -87,6 +87,7 @@ bool Registry::read(uint32_t i, Snapshot* s) const {
     s->family = layout::load_relaxed(&e.family);
     s->v6only = layout::load_relaxed(&e.v6only);
     s->port = layout::load_relaxed(&e.port);
+    s->share_key = layout::load_relaxed(&e.share_key);
     for (int k = 0; k < 16; ++k) s->addr[k] = layout::load_relaxed(&e.addr[k]);
     __atomic_thread_fence(__ATOMIC_ACQUIRE);
     if (layout::load_relaxed(&e.seq) == seq1) return true;
@@ -107,6 +108,7 @@ void Registry::write_entry(uint32_t i, const Snapshot& s) {
   layout::store_relaxed(&e.family, s.family);
   layout::store_relaxed(&e.v6only, s.v6only);
   layout::store_relaxed(&e.port, s.port);
+  layout::store_relaxed(&e.share_key, s.share_key);
   for (int k = 0; k < 16; ++k) layout::store_relaxed(&e.addr[k], s.addr[k]);
   layout::store_release(&e.seq, seq + 2);
 }
@@ -117,10 +119,37 @@ void Registry::free_entry(uint32_t i) {
   write_entry(i, s);
 }
 
+bool Registry::conflicts(uint8_t family, const uint8_t addr[16], uint16_t port,
+                         uint32_t share_key) {
+  const uint32_t hw = high_water();
+  for (uint32_t i = 0; i < hw; ++i) {
+    Snapshot cur;
+    if (!read(i, &cur) || cur.state != kEntryUsed || cur.port != port || cur.family != family ||
+        std::memcmp(cur.addr, addr, 16) != 0 || cur.slot >= kMaxStacks)
+      continue;
+    if (share_key != 0 && cur.share_key == share_key) continue;
+    // An overlap: it counts only while its owner lives (a syscall, but only
+    // for an overlapping entry, on the listen path).
+    const LinkAddr a = make_addr(cur.slot, cur.generation);
+    if (!live_->may_be_alive(a) || !live_->alive(a)) {
+      free_entry(i);
+      continue;
+    }
+    return true;
+  }
+  return false;
+}
+
 int Registry::add(LinkAddr owner, uint8_t family, const uint8_t addr[16], uint16_t port,
-                  bool v6only) {
+                  bool v6only, uint32_t share_key) {
   if (family != 4 && family != 6) return -EAFNOSUPPORT;
   if (!lock(true)) return -errno;
+  uint8_t key_addr[16];
+  normalise(family, addr, key_addr);
+  if (conflicts(family, key_addr, port, share_key)) {
+    unlock();
+    return -EADDRINUSE;
+  }
   int found = -ENOSPC;
   // First pass: free entries. Second: entries of dead owners (a syscall each).
   for (uint32_t n = 0; n < 2 * kRegistryEntries && found < 0; ++n) {
@@ -139,7 +168,8 @@ int Registry::add(LinkAddr owner, uint8_t family, const uint8_t addr[16], uint16
     s.family = family;
     s.v6only = (family == 6 && v6only) ? 1 : 0;
     s.port = port;
-    normalise(family, addr, s.addr);
+    s.share_key = share_key;
+    std::memcpy(s.addr, key_addr, 16);
     write_entry(i, s);
     // Readers scan [0, high water). A scribbled value is clamped to the
     // whole table (slower lookups, never missed entries).

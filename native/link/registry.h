@@ -5,6 +5,16 @@
 // only, never the data path); lookups are lock-free, reading each entry under
 // its sequence counter. Entries of dead owners are skipped and freed lazily.
 //
+// Sharing (SO_REUSEPORT style): a registration with share key 0 is exclusive;
+// one with a nonzero key may sit beside live registrations of the same
+// (family, address, port) that carry the same key, and lookups rotate across
+// them (a fabric-wide counter per port), so connections are spread. Any other
+// overlap is -EADDRINUSE. The shim gives a cluster's workers their primary's
+// pid as the key (shim/node/cluster.ts) and listeners bound with SO_REUSEPORT
+// one key of their own (0x80000000); the kernel has already refused any other
+// second listener, so the registry's check only keeps a stray or stale
+// registration from stealing connections.
+//
 // Port table: one word per port, 0 = free, else the owner's LinkAddr (whose
 // generation is never 0). Claims are a CAS; the full LinkAddr, not just the
 // slot, is stored so that reclaiming a dead owner's port cannot steal it from
@@ -42,7 +52,10 @@ class Registry {
            const Liveness* live)
       : header_(header), entries_(entries), rotors_(rotors), fd_(fd), live_(live) {}
 
-  int add(LinkAddr owner, uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only);
+  // Returns the entry, -EADDRINUSE when a live registration of the same
+  // (family, addr, port) is exclusive or has another share key, -ENOSPC.
+  int add(LinkAddr owner, uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only,
+          uint32_t share_key = 0);
   void remove(LinkAddr owner, int entry);
   int lookup(uint8_t family, const uint8_t addr[16], uint16_t port, LinkAddr* out);
   // Frees every entry of `slot` whose owner is not `keep` (a slot's previous
@@ -54,6 +67,7 @@ class Registry {
     uint32_t state, slot, generation;
     uint8_t family, v6only;
     uint16_t port;
+    uint32_t share_key;
     uint8_t addr[16];
   };
   bool read(uint32_t i, Snapshot* s) const;
@@ -63,6 +77,8 @@ class Registry {
   void unlock();
   uint32_t high_water() const;
   void try_free_dead(uint32_t i, const Snapshot& seen);
+  // Under the lock: whether a live entry forbids adding this registration.
+  bool conflicts(uint8_t family, const uint8_t addr[16], uint16_t port, uint32_t share_key);
 
   layout::FileHeader* header_;
   layout::RegistryEntry* entries_;

@@ -14,6 +14,8 @@
 //    through the server's own `_handle.onconnection(0, handle)`, so
 //    maxConnections, counting and 'connection' stay Node's.
 //  - TCP.prototype.close/ref/unref: carry the same to the bypass listener.
+//  - cluster workers: each registers its own bypass listener for the shared
+//    port (cluster.ts), beside the handle Node's cluster machinery gives it.
 import clusterModule = require('node:cluster');
 import * as net from 'node:net';
 import { EventKind } from '../addon';
@@ -21,6 +23,7 @@ import { decideConnect, defaultLocalAddress, type ListenerLookup } from '../poli
 import type { Runtime, EventTarget } from '../runtime';
 import type { Fallbacks } from '../stats';
 import { debug } from '../stats';
+import { installClusterWorker, kClusterShare, type ClusterShare } from './cluster';
 import { BypassHandle, type LocalBinding } from './handle';
 import { ownerOf, type Internals } from './internals';
 import { installIpcGuard } from './ipc';
@@ -29,9 +32,18 @@ import { installTlsBridge, isTlsSocket } from './tls';
 const kBound = Symbol('sidestep.bound');
 const kListener = Symbol('sidestep.listener');
 const UV_TCP_IPV6ONLY = 1;
+const UV_TCP_REUSEPORT = 2; // Node 22.12+: listen({ reusePort: true })
+/**
+ * The registry's share key of listeners bound with SO_REUSEPORT: the kernel
+ * lets sockets of one user share a port that way, and the fabric belongs to
+ * one user, so they all share with each other. (Cluster keys are pids, below
+ * 2^22.)
+ */
+const REUSEPORT_SHARE_KEY = 0x80000000;
 
 interface Bound extends LocalBinding {
   v6only: boolean;
+  reusePort: boolean;
 }
 
 /** Sockets whose connection went through the fabric (they keep the mark after close). */
@@ -188,12 +200,17 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
 
   proto.bind = function (this: any, address: string, port: number, ...rest: unknown[]) {
     const err = orig.bind.call(this, address, port, ...rest);
-    if (err === 0) this[kBound] = { address, port, v6only: false } satisfies Bound;
+    const flags = Number(rest[0]) | 0; // Node 22.12+ passes flags to bind() too
+    if (err === 0) this[kBound] = { address, port, v6only: false, reusePort: (flags & UV_TCP_REUSEPORT) !== 0 } satisfies Bound;
     return err;
   };
   proto.bind6 = function (this: any, address: string, port: number, flags: number, ...rest: unknown[]) {
     const err = orig.bind6.call(this, address, port, flags, ...rest);
-    if (err === 0) this[kBound] = { address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0 } satisfies Bound;
+    if (err === 0) {
+      this[kBound] = {
+        address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0, reusePort: ((flags | 0) & UV_TCP_REUSEPORT) !== 0,
+      } satisfies Bound;
+    }
     return err;
   };
 
@@ -201,57 +218,96 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
    * A listen that gets no bypass listener: counted; under strict mode the
    * kernel listener is closed again and listen() throws the reason.
    */
-  function kernelOnlyListen(kernel: any, reason: string): void {
+  function kernelOnlyListen(closeKernel: () => void, reason: string): void {
     fallbacks.record(reason);
     if (!strict) return;
-    orig.close.call(kernel);
+    closeKernel();
     throw strict(reason);
+  }
+
+  /**
+   * Register a bypass listener beside a listening kernel handle (or a cluster
+   * worker's handle), for the address and port the handle reports.
+   */
+  function listenBeside(kernel: any, backlog: number, v6only: boolean, shareKey: number, closeKernel: () => void): void {
+    const name: Record<string, any> = {};
+    if (typeof kernel.getsockname !== 'function' || kernel.getsockname(name) !== 0 || !name.port) {
+      kernelOnlyListen(closeKernel, 'listen-fd: a server listening on a handle without a TCP address');
+      return;
+    }
+    const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, v6only, shareKey);
+    if (id < 0) {
+      const why = id === -98 /* EADDRINUSE */
+        ? 'another live sidestep process holds it without sharing it: not a worker of the same cluster, not reusePort'
+        : `errno ${-id}`;
+      kernelOnlyListen(closeKernel, `listen-register: cannot register ${name.address}:${name.port} in the fabric (${why})`);
+      return;
+    }
+    const listener = new BypassListener(id, kernel, runtime, internals);
+    kernel[kListener] = listener;
+    if (typeof kernel.hasRef === 'function' && !kernel.hasRef()) runtime.binding.ref(id, false);
+    debug('listen %s:%d: bypass listener registered%s', name.address, name.port, shareKey ? ` (shared, key ${shareKey})` : '');
+  }
+
+  function closeBeside(kernel: any): void {
+    const listener: BypassListener | undefined = kernel[kListener];
+    if (listener) {
+      kernel[kListener] = undefined;
+      listener.close();
+    }
+  }
+
+  function refBeside(kernel: any, on: boolean): void {
+    const listener: BypassListener | undefined = kernel[kListener];
+    if (listener) runtime.binding.ref(listener.id, on);
   }
 
   proto.listen = function (this: any, backlog: number, ...rest: unknown[]) {
     const err = orig.listen.call(this, backlog, ...rest);
     if (err !== 0) return err;
+    const closeKernel = () => orig.close.call(this);
     const bound: Bound | undefined = this[kBound];
+    const share: ClusterShare | undefined = this[kClusterShare];
+    if (share) {
+      // A cluster worker on the primary's shared handle (SCHED_NONE).
+      listenBeside(this, backlog, share.v6only, share.key, closeKernel);
+      return err;
+    }
     if (!bound) {
-      kernelOnlyListen(this, 'listen-fd: a server listening on an inherited fd or handle');
+      kernelOnlyListen(closeKernel, 'listen-fd: a server listening on an inherited fd or handle');
       return err;
     }
     if (isClusterRoundRobin(ownerOf(internals, this))) {
       // The cluster primary's round-robin listener hands every connection to
       // a worker over IPC; a bypassed connection can't travel (see ipc.ts).
-      kernelOnlyListen(this, 'cluster: the primary distributes connections to workers');
+      // The workers register their own bypass listeners (cluster.ts), so
+      // this one only serves clients without sidestep, like the kernel
+      // listener beside every bypass listener: counted, but strict mode has
+      // nothing to refuse here.
+      fallbacks.record('cluster: the primary distributes connections to workers; the workers are bypassed');
       return err;
     }
-    const name: Record<string, any> = {};
-    if (this.getsockname(name) !== 0) return err;
-    const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, bound.v6only);
-    if (id < 0) {
-      kernelOnlyListen(this, `listen-register: cannot register ${name.address}:${name.port} in the fabric (errno ${-id})`);
-      return err;
-    }
-    const listener = new BypassListener(id, this, runtime, internals);
-    this[kListener] = listener;
-    if (typeof this.hasRef === 'function' && !this.hasRef()) runtime.binding.ref(id, false);
-    debug('listen %s:%d: bypass listener registered', name.address, name.port);
+    listenBeside(this, backlog, bound.v6only, bound.reusePort ? REUSEPORT_SHARE_KEY : 0, closeKernel);
     return err;
   };
 
+  const clusterProblem = installClusterWorker(internals.TCP, {
+    listen: (handle, backlog, share, closeKernel) => listenBeside(handle, backlog, share.v6only, share.key, closeKernel),
+    close: closeBeside,
+    ref: refBeside,
+  });
+  if (clusterProblem) fallbacks.record(clusterProblem);
+
   proto.close = function (this: any, ...args: unknown[]) {
-    const listener: BypassListener | undefined = this[kListener];
-    if (listener) {
-      this[kListener] = undefined;
-      listener.close();
-    }
+    closeBeside(this);
     return orig.close.apply(this, args);
   };
   proto.ref = function (this: any) {
-    const listener: BypassListener | undefined = this[kListener];
-    if (listener) runtime.binding.ref(listener.id, true);
+    refBeside(this, true);
     return orig.ref.call(this);
   };
   proto.unref = function (this: any) {
-    const listener: BypassListener | undefined = this[kListener];
-    if (listener) runtime.binding.ref(listener.id, false);
+    refBeside(this, false);
     return orig.unref.call(this);
   };
 }

@@ -1,6 +1,7 @@
 // Listener registry and port table: matching rules, spreading, removal,
 // fabric-wide port uniqueness, and robustness against a scribbled registry.
 #include <fcntl.h>
+#include <signal.h>
 #include <sys/mman.h>
 
 #include <random>
@@ -105,8 +106,8 @@ TEST(registry_spreads_lookups_across_registrants) {
     auto b = open_fabric(small_config(name));
     auto c = open_fabric(small_config(name));
     REQUIRE(a && b && c);
-    REQUIRE(a->listener_add(4, kAny, 8000, false) >= 0);
-    REQUIRE(b->listener_add(4, kAny, 8000, false) >= 0);
+    REQUIRE(a->listener_add(4, kAny, 8000, false, 42) >= 0);
+    REQUIRE(b->listener_add(4, kAny, 8000, false, 42) >= 0);
     int to_a = 0, to_b = 0;
     for (int i = 0; i < 100; ++i) {
       LinkAddr found = 0;
@@ -122,6 +123,122 @@ TEST(registry_spreads_lookups_across_registrants) {
       CHECK_EQ(c->listener_lookup(4, kLoop4, 8000, &found), 0);
       CHECK_EQ(found, a->self());
     }
+  }
+  CHECK(!shm_exists(name));
+}
+
+TEST(registry_exclusive_registration_refuses_any_overlap) {
+  const std::string name = unique_name();
+  {
+    auto a = open_fabric(small_config(name));
+    auto b = open_fabric(small_config(name));
+    REQUIRE(a && b);
+    const int e = a->listener_add(4, kAny, 8100, false);
+    REQUIRE(e >= 0);
+    CHECK_EQ(b->listener_add(4, kAny, 8100, false), -EADDRINUSE);
+    CHECK_EQ(b->listener_add(4, kAny, 8100, false, 7), -EADDRINUSE);
+    CHECK_EQ(a->listener_add(4, kAny, 8100, false, 7), -EADDRINUSE);  // its owner too
+    // Not the same (family, address, port): no overlap (the kernel judges
+    // wildcard against specific addresses; lookups prefer the exact one).
+    CHECK(b->listener_add(4, kLoop4, 8100, false) >= 0);
+    CHECK(b->listener_add(6, kAny, 8100, false) >= 0);
+    CHECK(b->listener_add(4, kAny, 8101, false) >= 0);
+    a->listener_remove(e);
+    CHECK(b->listener_add(4, kAny, 8100, false) >= 0);
+    // An exclusive registration can't join a shared group either.
+    REQUIRE(a->listener_add(4, kAny, 8102, false, 9) >= 0);
+    CHECK_EQ(b->listener_add(4, kAny, 8102, false), -EADDRINUSE);
+  }
+  CHECK(!shm_exists(name));
+}
+
+TEST(registry_same_share_key_registers_several_and_lookups_rotate) {
+  const std::string name = unique_name();
+  {
+    auto a = open_fabric(small_config(name));
+    auto b = open_fabric(small_config(name));
+    auto c = open_fabric(small_config(name));
+    auto client = open_fabric(small_config(name));
+    REQUIRE(a && b && c && client);
+    REQUIRE(a->listener_add(6, kAny, 8200, false, 4242) >= 0);
+    const int eb = b->listener_add(6, kAny, 8200, false, 4242);
+    REQUIRE(eb >= 0);
+    REQUIRE(c->listener_add(6, kAny, 8200, false, 4242) >= 0);
+    CHECK_EQ(client->listener_add(6, kAny, 8200, false, 4243), -EADDRINUSE);  // another group
+    CHECK_EQ(client->listener_add(6, kAny, 8200, false), -EADDRINUSE);        // exclusive
+    // Round robin: each of the three gets every third connection, for IPv6
+    // and for IPv4 through the dual-stack "::".
+    for (uint8_t family : {6, 4}) {
+      int to[3] = {0, 0, 0};
+      for (int i = 0; i < 90; ++i) {
+        LinkAddr found = 0;
+        REQUIRE(client->listener_lookup(family, family == 6 ? kLoop6 : kLoop4, 8200, &found) == 0);
+        to[0] += found == a->self();
+        to[1] += found == b->self();
+        to[2] += found == c->self();
+      }
+      CHECK_EQ(to[0], 30);
+      CHECK_EQ(to[1], 30);
+      CHECK_EQ(to[2], 30);
+    }
+    // A worker that closes its server stops receiving at once.
+    b->listener_remove(eb);
+    for (int i = 0; i < 20; ++i) {
+      LinkAddr found = 0;
+      REQUIRE(client->listener_lookup(6, kLoop6, 8200, &found) == 0);
+      CHECK(found == a->self() || found == c->self());
+    }
+  }
+  CHECK(!shm_exists(name));
+}
+
+TEST(registry_dead_registrant_gets_no_connections_and_blocks_nobody) {
+  const std::string name = unique_name();
+  {
+    auto parent = open_fabric(small_config(name));
+    auto client = open_fabric(small_config(name));
+    REQUIRE(parent && client);
+    const int mine = parent->listener_add(4, kAny, 8300, false, 77);
+    REQUIRE(mine >= 0);
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      ::close(ready[0]);
+      auto f = open_fabric(small_config(name));
+      bool ok = f && f->listener_add(4, kAny, 8300, false, 77) >= 0 &&
+                f->listener_add(4, kAny, 8301, false) >= 0;
+      char ch = ok ? 'y' : 'n';
+      if (::write(ready[1], &ch, 1) != 1) ::_exit(1);
+      for (;;) ::pause();
+    }
+    REQUIRE(pid > 0);
+    ::close(ready[1]);
+    char ch = 0;
+    REQUIRE(::read(ready[0], &ch, 1) == 1);
+    ::close(ready[0]);
+    CHECK_EQ(ch, 'y');
+    std::set<LinkAddr> seen;
+    for (int i = 0; i < 4; ++i) {
+      LinkAddr found = 0;
+      REQUIRE(client->listener_lookup(4, kLoop4, 8300, &found) == 0);
+      seen.insert(found);
+    }
+    CHECK_EQ(seen.size(), 2u);  // parent and child share the port
+    CHECK_EQ(client->listener_add(4, kAny, 8301, false), -EADDRINUSE);
+    ::kill(pid, SIGKILL);
+    CHECK_EQ(reap(pid), -SIGKILL);
+    // The dead worker's registration gets no more connections...
+    for (int i = 0; i < 10; ++i) {
+      LinkAddr found = 0;
+      REQUIRE(client->listener_lookup(4, kLoop4, 8300, &found) == 0);
+      CHECK_EQ(found, parent->self());
+    }
+    // ...and holds nothing: its exclusive port and, once the survivors are
+    // gone, its group's port are free for anyone.
+    CHECK(client->listener_add(4, kAny, 8301, false) >= 0);
+    parent->listener_remove(mine);
+    CHECK(client->listener_add(4, kAny, 8300, false, 78) >= 0);
   }
   CHECK(!shm_exists(name));
 }
