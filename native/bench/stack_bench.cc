@@ -78,11 +78,25 @@ struct Result {
   uint64_t segments;
 };
 
+// The receiving application, reading as bytes arrive (Stack::set_reader):
+// one copy into its own memory, as a Node read into a slab.
+struct SinkReader final : Reader {
+  std::vector<uint8_t>* sink;
+  size_t at = 0, received = 0;
+  size_t take(SocketId, const uint8_t* data, size_t len) override {
+    size_t n = std::min(len, sink->size() - at);
+    std::memcpy(sink->data() + at, data, n);
+    at = at + n == sink->size() ? 0 : at + n;
+    received += n;
+    return n;
+  }
+};
+
 Micros micros_since(Clock::time_point t0) {
   return Micros(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
 }
 
-Result run(size_t total, uint32_t mtu, uint32_t window) {
+Result run(size_t total, uint32_t mtu, uint32_t window, bool direct) {
   const Clock::time_point epoch = Clock::now();
   Config c;
   c.mtu = mtu;
@@ -109,6 +123,9 @@ Result run(size_t total, uint32_t mtu, uint32_t window) {
   // The application writes 64 KiB at a time and reads what is there.
   std::vector<uint8_t> chunk(64 << 10, 0x5a), sink(window);
   size_t sent = 0, received = 0;
+  SinkReader reader;
+  reader.sink = &sink;
+  if (direct) b.set_reader(SocketId(ss), &reader);
   uint64_t segments = 0;
   const uint64_t packets_before = a.counters().packets_out;
   auto t0 = Clock::now();
@@ -120,6 +137,8 @@ Result run(size_t total, uint32_t mtu, uint32_t window) {
     }
     ab.drain(b, now);
     while (size_t n = b.recv(SocketId(ss), sink.data(), sink.size(), now)) received += n;
+    received += reader.received;
+    reader.received = 0;
     ba.drain(a, now);
     while (a.next_event(&e) || b.next_event(&e)) {
     }
@@ -154,13 +173,13 @@ int main(int argc, char** argv) {
   double mc = memcpy_gbps(total, 64 << 20);
   std::printf("memcpy of 64 KiB blocks: %.2f GB/s in cache, %.2f GB/s through 64 MiB of memory\n", hot, mc);
   for (uint32_t mtu : {65536u, 1500u}) {
-    for (uint32_t window : {256u << 10, 4u << 20}) {
+    for (uint32_t window : {256u << 10, 4u << 20}) for (bool direct : {false, true}) {
       size_t bytes = mtu == 1500 ? total / 8 : total;
-      Result r = run(bytes, mtu, window);
+      Result r = run(bytes, mtu, window, direct);
       double gbps = double(bytes) / r.seconds / 1e9;
-      std::printf("stack, MTU %5u, buffers %4u KiB: %.2f GB/s for %zu MiB, %llu data segments, %.0f ns per segment; "
+      std::printf("stack, MTU %5u, buffers %4u KiB, %s: %.2f GB/s for %zu MiB, %llu data segments, %.0f ns per segment; "
                   "time per byte %.2fx one memcpy in cache, %.2fx one memcpy through memory\n",
-                  mtu, window >> 10, gbps, bytes >> 20, (unsigned long long)r.segments,
+                  mtu, window >> 10, direct ? "direct receive" : "recv()        ", gbps, bytes >> 20, (unsigned long long)r.segments,
                   r.seconds * 1e9 / double(r.segments), hot / gbps, mc / gbps);
     }
   }

@@ -665,6 +665,13 @@ void Stack::abort(SocketId s, Micros now) {
   m.reap_dead();
 }
 
+int Stack::set_reader(SocketId s, Reader* reader) {
+  Tcb* t = impl_->tcb(s);
+  if (!t) return -EBADF;
+  t->reader = reader;
+  return 0;
+}
+
 int Stack::set_nodelay(SocketId s, bool on) {
   Impl& m = *impl_;
   Tcb* t = m.tcb(s);

@@ -59,6 +59,21 @@ class Link {
   virtual void tx_commit(LinkAddr to, size_t len) = 0;
 };
 
+// Receive without the receive buffer: while a socket has a Reader, in-order
+// bytes that arrive when nothing is waiting in its receive buffer are offered
+// to the Reader as they are taken off the link, and what it takes is, for
+// TCP, read by the application (the window stays open). That saves the copy
+// into and out of the receive buffer when the application is reading anyway.
+// What it doesn't take, and everything that arrives out of order or while
+// older bytes wait, goes through the receive buffer as usual (Readable).
+class Reader {
+ public:
+  virtual ~Reader() = default;
+  // The next `len` bytes of socket `s`'s stream; returns how many it took.
+  // Called from inside input(): it must not call back into the Stack.
+  virtual size_t take(SocketId s, const uint8_t* data, size_t len) = 0;
+};
+
 struct Config {
   // Largest IP packet the link carries (the fabric's MTU; loopback's 64 KiB).
   uint32_t mtu = 65536;
@@ -203,6 +218,8 @@ class Stack {
   void abort(SocketId s, Micros now);
 
   int set_nodelay(SocketId s, bool on);
+  // Attach (or with nullptr detach) a Reader; see Reader above.
+  int set_reader(SocketId s, Reader* reader);
   int set_keepalive(SocketId s, bool on, Micros idle, Micros interval, uint32_t count);
 
   bool local_endpoint(SocketId s, Endpoint* out) const;

@@ -762,12 +762,18 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
   }
   bool readable = false;
   if (n > 0) {
-    t.rcvbuf.write_at(off, data, n);
+    // Direct receive: the next bytes of the stream, nothing older waiting
+    // and nothing beyond them buffered out of order.
+    uint32_t taken = 0;
+    if (off == 0 && t.reader && t.accepted && !t.app_closed && t.rcvbuf.size() == 0 && t.ooo.empty()) {
+      taken = uint32_t(std::min<size_t>(t.reader->take(t.id, data, n), n));
+    }
+    if (taken < n) t.rcvbuf.write_at(off, data + taken, n - taken);
     if (n > t.rcv_mss) t.rcv_mss = std::min<uint32_t>(n, mss_cap(t.local.addr.family));
     if (off == 0) {
       bool had_holes = !t.ooo.empty();
       uint32_t end = t.ooo.advance(seq + n);
-      t.rcvbuf.commit(end - t.rcv_nxt);
+      t.rcvbuf.commit(end - t.rcv_nxt - taken);
       t.rcv_nxt = end;
       t.unacked_bytes += n;
       const bool quick = t.quick_acks_left > 0;
@@ -778,7 +784,7 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
       } else if (t.delack_at == kNever) {
         t.delack_at = now + config.delayed_ack;
       }
-      readable = true;
+      readable = t.rcvbuf.size() > 0;
     } else {
       t.ooo.add(seq, seq + n);
       t.ack_now = true;  // out of order: duplicate ACK with SACK at once

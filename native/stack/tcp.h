@@ -293,6 +293,7 @@ struct Tcb {
 
   // Socket options.
   bool nodelay = false;
+  Reader* reader = nullptr;  // direct receive (stack.h), while the app reads
   bool keepalive = false;
   Micros ka_idle = 0, ka_interval = 0;
   uint32_t ka_count = 0, ka_probes = 0;

@@ -658,3 +658,89 @@ TEST(quick_acks_are_sent_at_start_then_acks_are_delayed) {
   CHECK(rig.sent().empty());  // now delayed
   CHECK_EQ(rig.stack.poll_at(), rig.now + rig.config.delayed_ack);
 }
+
+namespace {
+// A Reader that takes up to `limit` bytes per offer and keeps them.
+struct CollectingReader final : Reader {
+  size_t limit = SIZE_MAX;
+  std::vector<uint8_t> got;
+  size_t offers = 0;
+  size_t take(SocketId, const uint8_t* data, size_t len) override {
+    ++offers;
+    size_t n = std::min(len, limit);
+    got.insert(got.end(), data, data + n);
+    return n;
+  }
+};
+}  // namespace
+
+TEST(direct_reader_takes_in_order_bytes_and_the_window_stays_open) {
+  Config cfg = test_config();
+  cfg.recv_buffer = 4096;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  CollectingReader reader;
+  REQUIRE(rig.stack.set_reader(c.id, &reader) == 0);
+  uint32_t s = c.peer_seq;
+  // Five segments: more than the receive buffer could hold.
+  for (int i = 0; i < 5; ++i) {
+    rig.feed(build(c.peer, c.local, s + 1024 * i, c.iss + 1, kAck | kPsh, 65535, {},
+                   filled(1024, uint8_t(i))));
+    auto out = rig.sent();
+    REQUIRE(out.size() == 1);
+    CHECK_EQ(out[0].tcp.ack, s + 1024 * (i + 1));
+    CHECK_EQ(out[0].tcp.window, 4096);
+  }
+  CHECK(!has_event(rig.events(), EventType::Readable, c.id));
+  CHECK_EQ(rig.stack.recv_available(c.id), 0u);
+  REQUIRE(reader.got.size() == 5 * 1024u);
+  for (int i = 0; i < 5; ++i) CHECK_EQ(reader.got[1024 * i], uint8_t(i));
+  // The FIN after it all is EOF at once: nothing waits in the buffer.
+  rig.feed(build(c.peer, c.local, s + 5 * 1024, c.iss + 1, kAck | kFin, 65535, {}, {}));
+  CHECK(has_event(rig.events(), EventType::PeerClosed, c.id));
+}
+
+TEST(direct_reader_leaves_what_it_refuses_and_out_of_order_bytes_to_the_buffer) {
+  Config cfg = test_config();
+  cfg.recv_buffer = 4096;
+  Rig rig(cfg);
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  CollectingReader reader;
+  reader.limit = 300;
+  REQUIRE(rig.stack.set_reader(c.id, &reader) == 0);
+  uint32_t s = c.peer_seq;
+  rig.feed(build(c.peer, c.local, s, c.iss + 1, kAck | kPsh, 65535, {}, filled(1000, 'a')));
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.ack, s + 1000);
+  CHECK_EQ(out[0].tcp.window, 4096 - 700);
+  CHECK_EQ(reader.got.size(), 300u);
+  CHECK(has_event(rig.events(), EventType::Readable, c.id));
+  CHECK_EQ(rig.stack.recv_available(c.id), 700u);
+  // Older bytes wait: the next in-order segment is not offered.
+  rig.feed(build(c.peer, c.local, s + 1000, c.iss + 1, kAck | kPsh, 65535, {}, filled(100, 'b')));
+  rig.sent();
+  CHECK_EQ(reader.offers, 1u);
+  std::vector<uint8_t> buf(4096);
+  REQUIRE(rig.stack.recv(c.id, buf.data(), buf.size(), rig.now) == 800u);
+  CHECK_EQ(buf[0], 'a');
+  CHECK_EQ(buf[699], 'a');
+  CHECK_EQ(buf[700], 'b');
+  // Out of order: buffered, not offered; the hole's filler is offered only
+  // while nothing is buffered beyond it, so it goes to the buffer too.
+  rig.feed(build(c.peer, c.local, s + 1200, c.iss + 1, kAck, 65535, {}, filled(100, 'd')));
+  rig.feed(build(c.peer, c.local, s + 1100, c.iss + 1, kAck, 65535, {}, filled(100, 'c')));
+  rig.sent();
+  CHECK_EQ(reader.offers, 1u);
+  REQUIRE(rig.stack.recv(c.id, buf.data(), buf.size(), rig.now) == 200u);
+  CHECK_EQ(buf[0], 'c');
+  CHECK_EQ(buf[100], 'd');
+  // Detached: bytes are buffered again.
+  REQUIRE(rig.stack.set_reader(c.id, nullptr) == 0);
+  rig.feed(build(c.peer, c.local, s + 1300, c.iss + 1, kAck | kPsh, 65535, {}, filled(10, 'e')));
+  rig.sent();
+  CHECK_EQ(reader.offers, 1u);
+  CHECK_EQ(rig.stack.recv_available(c.id), 10u);
+}
