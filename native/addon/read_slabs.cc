@@ -53,16 +53,28 @@ ReadSlabs::ReadSlabs(napi_env env) : env_(env), pool_(std::make_shared<Pool>()) 
 
 ReadSlabs::~ReadSlabs() {
   retire_current();
+  unpin();
   pool_->alive = false;
   for (uint8_t* m : pool_->free) std::free(m);
   pool_->free.clear();
 }
 
 void ReadSlabs::retire_current() {
-  if (current_ref_) napi_delete_reference(env_, current_ref_);
+  if (current_ref_) pinned_.push_back(current_ref_);
   current_ref_ = nullptr;
   current_ = nullptr;  // its ArrayBuffer's finalizer returns the memory
   fill_ = 0;
+}
+
+void ReadSlabs::unpin() {
+  for (napi_ref r : pinned_) napi_delete_reference(env_, r);
+  pinned_.clear();
+}
+
+napi_value ReadSlabs::value(napi_env env, napi_ref slab) {
+  napi_value v = nullptr;
+  napi_get_reference_value(env, slab, &v);
+  return v;
 }
 
 ReadSlabs::Span ReadSlabs::reserve(size_t want) {
@@ -72,6 +84,11 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
   if (!current_) {
     uint8_t* mem = pool_->take();
     if (!mem) return s;
+    napi_handle_scope scope;
+    if (napi_open_handle_scope(env_, &scope) != napi_ok) {
+      pool_->give(mem);
+      return s;
+    }
     auto* slab = new Slab{mem, pool_};
     napi_value ab;
     napi_status st = napi_create_external_arraybuffer(
@@ -83,24 +100,25 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
         },
         slab, &ab);
     if (st != napi_ok) {
+      napi_close_handle_scope(env_, scope);
       pool_->give(mem);
       delete slab;
       return s;
     }
     napi_create_reference(env_, ab, 1, &current_ref_);
+    napi_close_handle_scope(env_, scope);
     current_ = slab;
     fill_ = 0;
   }
-  napi_get_reference_value(env_, current_ref_, &s.buffer);
+  s.slab = current_ref_;
   s.data = current_->mem + fill_;
   s.capacity = kSlabBytes - fill_;
   s.offset = fill_;
   return s;
 }
 
-void ReadSlabs::commit(size_t used) {
-  // Keep the next read 8-byte aligned.
-  fill_ += (used + 7) & ~size_t{7};
+void ReadSlabs::commit(size_t used, bool packed) {
+  fill_ += packed ? used : (used + 7) & ~size_t{7};
   if (fill_ >= kSlabBytes) retire_current();
 }
 

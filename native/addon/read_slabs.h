@@ -28,14 +28,23 @@ class ReadSlabs {
   struct Span {
     uint8_t* data = nullptr;
     size_t capacity = 0;
-    napi_value buffer = nullptr;  // the slab's ArrayBuffer
-    size_t offset = 0;            // where `data` starts in it
+    napi_ref slab = nullptr;  // the slab's ArrayBuffer (see value())
+    size_t offset = 0;        // where `data` starts in it
   };
-  // Room for up to `want` bytes (all of it when want <= kSlabBytes).
-  // Requires an open handle scope.
+  // Room for up to `want` bytes (all of it when want <= kSlabBytes). Needs
+  // no handle scope: it opens its own when it makes a new slab.
   Span reserve(size_t want);
-  // The first `used` bytes of the last reservation now belong to JS.
-  void commit(size_t used);
+  // The first `used` bytes of the last reservation now belong to JS. Reads
+  // are kept 8-byte aligned unless `packed` (direct receive: consecutive
+  // pieces of one stream stay contiguous, so they coalesce into one read).
+  void commit(size_t used, bool packed = false);
+  // A Span's slab as a JS value (needs an open handle scope). Valid until
+  // unpin(): a slab that fills up stays referenced until then, so a read
+  // reserved in it can still be handed to JS.
+  static napi_value value(napi_env env, napi_ref slab);
+  // Let go of the slabs that filled up since the last call (their memory
+  // returns to the pool once JS drops every read in them).
+  void unpin();
 
  private:
   struct Pool;
@@ -46,6 +55,7 @@ class ReadSlabs {
   std::shared_ptr<Pool> pool_;
   Slab* current_ = nullptr;
   napi_ref current_ref_ = nullptr;
+  std::vector<napi_ref> pinned_;
   size_t fill_ = 0;
 };
 

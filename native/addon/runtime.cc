@@ -363,7 +363,8 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
     size_t got = stack_->recv(id, span.data, std::min(n, span.capacity), now);
     if (got == 0) break;
     slabs_->commit(got);
-    Emit(kData, id, static_cast<int32_t>(got), Napi::Value(env_, span.buffer), span.offset);
+    Emit(kData, id, static_cast<int32_t>(got), Napi::Value(env_, ReadSlabs::value(env_, span.slab)),
+         span.offset);
     // JS may have closed or paused the socket inside the callback.
     if (!Find(id)) return;
   }
@@ -383,6 +384,44 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
   }
 }
 
+size_t Runtime::take(stack::SocketId id, const uint8_t* data, size_t len) {
+  SocketState* st = Find(id);
+  if (!st || !st->reading || st->closed) return 0;
+  size_t taken = 0;
+  while (taken < len) {
+    ReadSlabs::Span span = slabs_->reserve(len - taken);
+    if (!span.data) break;  // no memory: the rest waits in the receive buffer
+    size_t n = std::min(len - taken, span.capacity);
+    std::memcpy(span.data, data + taken, n);
+    slabs_->commit(n, /*packed=*/true);
+    if (!direct_reads_.empty()) {
+      DirectRead& last = direct_reads_.back();
+      if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset) {
+        last.len += n;
+        taken += n;
+        continue;
+      }
+    }
+    direct_reads_.push_back({id, span.slab, span.offset, n});
+    taken += n;
+  }
+  return taken;
+}
+
+void Runtime::EmitDirectReads() {
+  // These bytes are the application's already (the stack counted them
+  // read): they are delivered even if JS paused the socket meanwhile, as
+  // bytes libuv read before a readStop are; only a closed socket drops them.
+  std::vector<DirectRead> reads;
+  reads.swap(direct_reads_);
+  for (const DirectRead& r : reads) {
+    SocketState* st = Find(r.id);
+    if (!st || st->closed || !stack_) continue;
+    Emit(kData, r.id, static_cast<int32_t>(r.len), Napi::Value(env_, ReadSlabs::value(env_, r.slab)),
+         r.offset);
+  }
+}
+
 void Runtime::Dispatch() {
   if (in_dispatch_) return;
   in_dispatch_ = true;
@@ -399,6 +438,9 @@ void Runtime::Dispatch() {
     Touch(*st);
     Emit(kShutdown, id, 0, Napi::Value());
   }
+  // Bytes taken straight off the ring come before any event that followed
+  // them (EOF, a reset).
+  EmitDirectReads();
   stack::Event ev;
   while (stack_ && stack_->next_event(&ev)) {
     SocketState* st = Find(ev.socket);
@@ -497,6 +539,7 @@ void Runtime::Dispatch() {
     SocketState* st = Find(id);
     if (st && st->reading && stack_) DeliverReads(id, *st);
   }
+  if (slabs_) slabs_->unpin();
   in_dispatch_ = false;
 }
 
@@ -579,6 +622,7 @@ int Runtime::ReadStart(stack::SocketId id) {
   if (!st || st->closed) return -EBADF;
   st->reading = true;
   Touch(*st);
+  if (stack_) stack_->set_reader(id, this);
   if (stack_ && (stack_->recv_available(id) > 0 || (st->eof && !st->eof_delivered) ||
                  (st->error && !st->error_delivered && !st->eof_delivered))) {
     // Deliver from the loop, never from inside readStart (Node expects reads
@@ -594,6 +638,7 @@ int Runtime::ReadStop(stack::SocketId id) {
   if (!st) return -EBADF;
   st->reading = false;
   Touch(*st);
+  if (stack_) stack_->set_reader(id, nullptr);
   return 0;
 }
 
@@ -616,6 +661,7 @@ void Runtime::Close(stack::SocketId id) {
   st->closed = true;
   st->closed_at = Now();
   st->reading = false;
+  stack_->set_reader(id, nullptr);
   Touch(*st);
   if (st->listener && st->registry_entry >= 0) {
     fabric_->listener_remove(st->registry_entry);

@@ -89,7 +89,10 @@ class FabricLink final : public stack::Link {
   void tx_commit(stack::LinkAddr to, size_t len) override { fabric->tx_commit(to, len); }
 };
 
-class Runtime {
+// The Runtime is its stack's Reader (stack::Stack::set_reader): while JS
+// reads a socket, in-order bytes go from the fabric's ring straight into a
+// read slab, and reach JS at the next dispatch.
+class Runtime final : private stack::Reader {
  public:
   explicit Runtime(Napi::Env env);
   ~Runtime();
@@ -199,6 +202,17 @@ class Runtime {
     std::vector<uint8_t> bytes;
   };
   std::vector<Message> messages_;
+  // Bytes the stack handed over directly (take()), to emit as reads at the
+  // next dispatch; consecutive pieces of one socket in one slab coalesce.
+  struct DirectRead {
+    stack::SocketId id;
+    napi_ref slab;  // pinned by ReadSlabs until the dispatch's unpin()
+    size_t offset;
+    size_t len;
+  };
+  std::vector<DirectRead> direct_reads_;
+  size_t take(stack::SocketId id, const uint8_t* data, size_t len) override;
+  void EmitDirectReads();
   int refs_ = 0;
   bool in_pump_ = false;
   bool in_dispatch_ = false;
