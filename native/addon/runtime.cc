@@ -257,18 +257,20 @@ bool Runtime::WatchPeer(uint32_t link) {
   uv_poll_start(&w->poll, UV_READABLE, OnPeerExit);
   uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
   peers_[link] = w;
+  fabric_->vouch(link, true);
   return true;
 }
 
 void Runtime::UnwatchPeer(uint32_t link) {
+  // The watch stays while the peer lives (closed by OnPeerExit or Detach):
+  // connection churn towards one process would otherwise open and close a
+  // pidfd and a uv_poll every time its connection count touched zero.
   auto it = peers_.find(link);
-  if (it == peers_.end()) return;
-  if (--it->second->connections > 0) return;
-  ClosePeerWatch(it->second);
-  peers_.erase(it);
+  if (it != peers_.end() && it->second->connections > 0) --it->second->connections;
 }
 
 void Runtime::ClosePeerWatch(PeerWatch* w) {
+  if (fabric_) fabric_->vouch(w->link, false);
   w->runtime = nullptr;
   uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) {
     auto* pw = static_cast<PeerWatch*>(h->data);

@@ -195,6 +195,8 @@ struct Fabric::Impl final : Liveness {
   // Generation of each peer for which ring[self][peer] has been allocated.
   uint32_t tx_ready[kMaxStacks] = {};
   uint64_t tx_head[kMaxStacks] = {};  // ring_reserve()'s copy of each peer's head
+  // Per slot, a peer whose life the caller watches (a pidfd; see vouch()).
+  LinkAddr vouched[kMaxStacks] = {};
   struct {
     bool valid = false;
     LinkAddr to = 0;
@@ -223,6 +225,7 @@ struct Fabric::Impl final : Liveness {
     if (!may_be_alive(a)) return false;
     const uint32_t s = slot_of(a);
     if (s == slot) return false;  // our slot, another generation
+    if (vouched[s] == a) return true;  // watched: its death is reported, no syscall
     if (!locked_by_other(fd, kSlotLockBase + s)) return false;
     // The lock may belong to a new owner that claimed the slot meanwhile.
     return load_acquire(&slots[s].generation) == generation_of(a);
@@ -782,6 +785,15 @@ int Fabric::port_claim(uint16_t want) { return impl_->ports->claim(impl_->self, 
 void Fabric::port_release(uint16_t port) { impl_->ports->release(impl_->self, port); }
 
 bool Fabric::peer_alive(LinkAddr peer) const { return impl_->alive(peer); }
+
+void Fabric::vouch(LinkAddr peer, bool watched) {
+  const uint32_t s = slot_of(peer);
+  if (s >= kMaxStacks) return;
+  if (watched)
+    impl_->vouched[s] = peer;
+  else if (impl_->vouched[s] == peer)
+    impl_->vouched[s] = 0;
+}
 
 int Fabric::peer_pid(LinkAddr peer) const {
   const Impl& m = *impl_;

@@ -148,6 +148,10 @@ class Fabric {
   bool peer_alive(LinkAddr peer) const;
   // Its process id (for pidfd-based death notification), or -1.
   int peer_pid(LinkAddr peer) const;
+  // The caller watches `peer`'s process (a pidfd) and will say when it dies
+  // (watched = false): until then liveness checks of `peer` trust the watch
+  // instead of asking the kernel for the slot's lock (a syscall per connect).
+  void vouch(LinkAddr peer, bool watched);
 
   const FabricCounters& counters() const;
 

@@ -45,6 +45,14 @@ uint64_t random_u64() {
   return v;
 }
 
+// splitmix64: where an ephemeral port search starts (see PortTable).
+uint64_t splitmix64(uint64_t* state) {
+  uint64_t z = (*state += 0x9e3779b97f4a7c15ull);
+  z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+  z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+  return z ^ (z >> 31);
+}
+
 }  // namespace
 
 // ---- registry ----
@@ -271,6 +279,9 @@ int Registry::lookup(uint8_t family, const uint8_t addr_in[16], uint16_t port, L
 
 // ---- ports ----
 
+PortTable::PortTable(uint32_t* owners, const Liveness* live)
+    : owners_(owners), live_(live), search_state_(random_u64()) {}
+
 bool PortTable::take(uint16_t port, LinkAddr self, bool check_alive) {
   uint32_t* w = &owners_[port];
   uint32_t v = layout::load_acquire(w);
@@ -288,7 +299,7 @@ bool PortTable::take(uint16_t port, LinkAddr self, bool check_alive) {
 int PortTable::claim(LinkAddr self, uint16_t want) {
   if (want != 0) return take(want, self, true) ? want : -EADDRINUSE;
   const uint32_t range = kEphemeralLast - kEphemeralFirst + 1;
-  const uint32_t start = static_cast<uint32_t>(random_u64() % range);
+  const uint32_t start = static_cast<uint32_t>(splitmix64(&search_state_) % range);
   // First pass without syscalls: free ports and ports of re-claimed slots.
   // Only when the range is exhausted, ask the kernel who is really alive.
   for (int pass = 0; pass < 2; ++pass) {

@@ -89,7 +89,7 @@ class Registry {
 
 class PortTable {
  public:
-  PortTable(uint32_t* owners, const Liveness* live) : owners_(owners), live_(live) {}
+  PortTable(uint32_t* owners, const Liveness* live);
 
   int claim(LinkAddr self, uint16_t want);
   void release(LinkAddr self, uint16_t port);
@@ -104,6 +104,10 @@ class PortTable {
 
   uint32_t* owners_;
   const Liveness* live_;
+  // Seeded from getrandom once: a syscall per connect cost more than the
+  // rest of the claim. Spreading the search is all it is for (a port is
+  // taken by CAS, whoever else guesses the same start).
+  uint64_t search_state_;
 };
 
 }  // namespace sidestep::link
