@@ -14,7 +14,7 @@ test('net.Server behaves the same in kernel and bypass mode', async (t) => {
   const { bypassed: _k, ...k } = kernel;
   const { bypassed: _b, ...b } = bypass;
   assert.deepStrictEqual(b, k);
-  assert.deepStrictEqual(k.inUse, ['EADDRINUSE', 'listen', true]);
+  assert.deepStrictEqual(k.inUse, ['EADDRINUSE', 'listen', true, -98, '127.0.0.1', 'listen EADDRINUSE: address already in use 127.0.0.1:PORT']);
   assert.strictEqual(k.drop.drops.length, 1);
   assert.strictEqual(k.connections, 1);
   assert.deepStrictEqual([k.closedWhileOpen, k.closedAfter], [false, true]);

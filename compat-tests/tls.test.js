@@ -13,7 +13,11 @@ test('TLS clients and an https server behave the same in kernel and bypass mode'
     assert.deepStrictEqual([r.get.body, r.get.authorized], ['secure /https-get', true]);
     assert.deepStrictEqual([r.over.body, r.over.authorized], ['secure /over-socket', true]);
     assert.deepStrictEqual(r.serverSaw.map((s) => [s.url, s.encrypted]), [['/https-get', true], ['/over-socket', true]]);
+    assert.deepStrictEqual([r.direct.data, r.direct.authorized, r.direct.protocol, r.direct.server.map((s) => s.encrypted)], ['echo ping', true, kernel.direct.protocol, [true]]);
   }
+  // tls.connect() without a socket to a tls.Server: both ends on the proven path.
+  assert.deepStrictEqual([kernel.direct.bypassed, kernel.direct.kernel, kernel.direct.server[0].bypassed, kernel.direct.server[0].kernel], [false, true, false, true]);
+  assert.deepStrictEqual([bypass.direct.bypassed, bypass.direct.kernel, bypass.direct.server[0].bypassed, bypass.direct.server[0].kernel], [true, false, true, false]);
   // Paths: kernel mode never bypasses.
   assert.deepStrictEqual([kernel.get.bypassed, kernel.over.bypassed, kernel.over.kernel], [false, false, true]);
   // Bypass mode: both clients ride the fabric, and the server sees it.

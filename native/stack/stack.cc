@@ -729,7 +729,10 @@ void Stack::link_down(LinkAddr link, Micros) {
     Slot& s = m.slots[i];
     if (s.kind != SlotKind::Tcb || s.tcb->dead) continue;
     Tcb& t = *s.tcb;
-    if (t.via == link && t.state != TcpState::Closed) m.fail(t, -ECONNRESET);
+    // After the peer's FIN its socket would answer our next segment with an
+    // RST, which ends a CLOSE_WAIT connection with EPIPE (see tcp.cc).
+    if (t.via == link && t.state != TcpState::Closed)
+      m.fail(t, t.state == TcpState::CloseWait ? -EPIPE : -ECONNRESET);
     m.reschedule(t);
   }
   m.reap_dead();

@@ -553,7 +553,11 @@ void Stack::Impl::on_segment(Tcb& t, const Segment& seg, Micros now) {
     } else if (t.state == TcpState::TimeWait) {
       finish(t);
     } else {
-      fail(t, t.state == TcpState::SynReceived ? -ECONNREFUSED : -ECONNRESET);
+      // As Linux's tcp_reset(): a reset after the peer's FIN (CLOSE_WAIT) is
+      // EPIPE, e.g. our write into a connection the peer already closed.
+      fail(t, t.state == TcpState::SynReceived ? -ECONNREFUSED
+              : t.state == TcpState::CloseWait  ? -EPIPE
+                                                : -ECONNRESET);
     }
     return;
   }

@@ -293,6 +293,23 @@ TEST(rst_exact_resets_rst_in_window_gets_challenge_ack) {
   CHECK_EQ(rig.stack.send(c.id, out[0].payload.data(), 0, rig.now), -EPIPE);
 }
 
+TEST(rst_after_peer_fin_is_epipe_as_in_linux) {
+  // The peer closed, we write, its closed socket answers with RST: Linux's
+  // tcp_reset() reports EPIPE in CLOSE_WAIT (ECONNRESET elsewhere).
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1, kAck | kFin, 1000));
+  REQUIRE(rig.sent().size() == 1);
+  CHECK(has_event(rig.events(), EventType::PeerClosed, c.id));
+  const uint8_t data[3] = {1, 2, 3};
+  CHECK_EQ(rig.stack.send(c.id, data, 3, rig.now), 3);
+  REQUIRE(rig.sent().size() == 1);
+  rig.feed(build(c.peer, c.local, c.peer_seq + 1, 0, kRst, 0));
+  CHECK(has_event(rig.events(), EventType::Error, c.id, -EPIPE));
+  CHECK_EQ(rig.stack.send(c.id, data, 3, rig.now), -EPIPE);
+}
+
 TEST(syn_on_established_connection_gets_challenge_ack) {
   Rig rig;
   Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
