@@ -65,7 +65,7 @@ function tmpFile(t, name) {
   return path.join(dir, name);
 }
 
-test('bulk transfer, 64 MiB: the sender makes almost no doorbell syscalls', async (t) => {
+test('bulk transfer, 64 MiB: the sender rings for at most half its frames', async (t) => {
   const unusable = straceUnusable();
   if (unusable) return t.skip(unusable);
   const h = new Harness(t);
@@ -96,11 +96,13 @@ test('bulk transfer, 64 MiB: the sender makes almost no doorbell syscalls', asyn
   // The bound: a 64 KiB-frame transfer sends 16 frames per MiB, and a kernel
   // socket would need at least as many write()s. The sender rings only when
   // it finds the receiver asleep, i.e. when the receiver has caught up with
-  // it, which a busy receiver does now and then: measured here 0.3-1 per MiB
-  // (2-6% of frames) with the sender slowed by strace. Allow 4 per MiB, a
-  // quarter of the frames, for a loaded machine.
-  assert.ok(sendto <= 4 * (BYTES / MB), `${sendto} doorbell syscalls for ${BYTES / MB} MiB`);
-  assert.ok(sendto * 4 <= framesOut, `${sendto} doorbell syscalls for ${framesOut} frames`);
+  // it. Since direct receive the receiver copies each byte once and the
+  // sender twice, so the receiver does catch up, and sleeps, often: measured
+  // here 4.5-5.2 per MiB (~30% of frames) with the sender slowed by strace
+  // (0.3-1 per MiB before, when the receiver was the slower side). Without
+  // need-wakeup every frame would ring: allow half of them, 8 per MiB.
+  assert.ok(sendto <= 8 * (BYTES / MB), `${sendto} doorbell syscalls for ${BYTES / MB} MiB`);
+  assert.ok(sendto * 2 <= framesOut, `${sendto} doorbell syscalls for ${framesOut} frames`);
   assert.ok(ss.bytesIn >= BYTES);
   h.send(server, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
