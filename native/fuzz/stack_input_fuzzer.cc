@@ -72,9 +72,9 @@ bool g_allow_past_deadline = std::getenv("SIDESTEP_FUZZ_ALLOW_PAST_DEADLINE") !=
   } while (0)
 
 // Reads the program; past the end every read yields 0 and done() is true.
-class Reader {
+class FuzzInput {
  public:
-  Reader(const uint8_t* d, size_t n) : d_(d), n_(n) {}
+  FuzzInput(const uint8_t* d, size_t n) : d_(d), n_(n) {}
   bool done() const { return i_ >= n_; }
   uint8_t u8() { return i_ < n_ ? d_[i_++] : 0; }
   uint16_t u16() { return uint16_t(u8() << 8 | u8()); }
@@ -192,7 +192,7 @@ struct Harness {
 
   // --- setup ---
 
-  void setup(Reader& r) {
+  void setup(FuzzInput& r) {
     uint8_t a = r.u8(), b = r.u8();
     config.checksums = a & 1;
     family = (a & 2) ? 6 : 4;
@@ -423,7 +423,7 @@ struct Harness {
 
   // --- records ---
 
-  void advance(Reader& r) {
+  void advance(FuzzInput& r) {
     uint8_t m = r.u8();
     Micros before = now;
     switch (m & 7) {
@@ -456,7 +456,7 @@ struct Harness {
     delete[] p;
   }
 
-  void raw_packet(Reader& r) {
+  void raw_packet(FuzzInput& r) {
     uint8_t m = r.u8();
     size_t len = r.u8();
     if (m & 1) len = len << 8 | r.u8();
@@ -482,7 +482,7 @@ struct Harness {
     feed(pkt, (m & 32) ? kPeerLink + 1 : kPeerLink);
   }
 
-  void template_packet(Reader& r) {
+  void template_packet(FuzzInput& r) {
     uint8_t m = r.u8();
     PeerConn& c = conns[m & 3];
     static const uint8_t flag_choices[8] = {kSyn,       kSyn | kAck, kAck, kAck | kPsh,
@@ -623,7 +623,7 @@ struct Harness {
     return ids[n % ids.size()];
   }
 
-  void app(Reader& r) {
+  void app(FuzzInput& r) {
     uint8_t op = r.u8();
     SocketId s = pick(r.u8(), (op & 0x0f) == 2 || (op & 0x0f) == 4);
     switch (op & 0x0f) {
@@ -731,7 +731,7 @@ struct Harness {
     }
   }
 
-  void run(Reader& r) {
+  void run(FuzzInput& r) {
     setup(r);
     int steps = 0;
     while (!r.done() && ++steps < 400) {
@@ -764,7 +764,7 @@ struct Harness {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  Reader r(data, size);
+  FuzzInput r(data, size);
   Harness h;
   h.run(r);
   return 0;
