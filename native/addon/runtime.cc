@@ -376,6 +376,7 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
     // reported through reads after it.
     st.eof_delivered = true;
     st.reading = false;
+    stack_->set_reader(id, nullptr);
     Touch(st);
     Emit(kEof, id, 0, Napi::Value());
     return;
@@ -387,8 +388,8 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
 }
 
 size_t Runtime::take(stack::SocketId id, const uint8_t* data, size_t len) {
-  SocketState* st = Find(id);
-  if (!st || !st->reading || st->closed) return 0;
+  // Attached only while JS reads (ReadStart; detached by ReadStop, Close and
+  // EOF), so every packet is spared a socket lookup here.
   size_t taken = 0;
   while (taken < len) {
     ReadSlabs::Span span = slabs_->reserve(len - taken);
@@ -414,14 +415,15 @@ void Runtime::EmitDirectReads() {
   // These bytes are the application's already (the stack counted them
   // read): they are delivered even if JS paused the socket meanwhile, as
   // bytes libuv read before a readStop are; only a closed socket drops them.
-  std::vector<DirectRead> reads;
-  reads.swap(direct_reads_);
-  for (const DirectRead& r : reads) {
+  // take() runs only inside the pump's rx_poll, never during a dispatch, so
+  // the list can't grow under us; it keeps its capacity from pump to pump.
+  for (const DirectRead& r : direct_reads_) {
     SocketState* st = Find(r.id);
     if (!st || st->closed || !stack_) continue;
     Emit(kData, r.id, static_cast<int32_t>(r.len), Napi::Value(env_, ReadSlabs::value(env_, r.slab)),
          r.offset);
   }
+  direct_reads_.clear();
 }
 
 void Runtime::Dispatch() {
