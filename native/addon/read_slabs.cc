@@ -1,7 +1,9 @@
 // ReadSlabs (see read_slabs.h).
 #include "read_slabs.h"
 
-#include <cstdlib>
+#include <sys/mman.h>
+
+#include <cstdint>
 
 namespace sidestep::addon {
 
@@ -11,7 +13,27 @@ namespace {
 // so a stream at full speed has that much in flight: a pool smaller than that
 // hands out fresh memory, whose page faults cost more than the copy itself.
 // (A 2 GiB transfer in one process settled at 96 slabs.)
-constexpr size_t kKeepFree = 128;
+constexpr size_t kKeepFree = 64;
+
+// A slab is one transparent huge page where the kernel allows it (THP
+// "madvise" mode is common): streaming reads into fresh 4 KiB pages cost a
+// page fault each, which on this VM cost more than copying the page.
+uint8_t* map_slab() {
+  constexpr size_t kBytes = ReadSlabs::kSlabBytes;
+  // Over-map, then trim to a kBytes-aligned window (a huge page must be
+  // aligned to its size).
+  void* p = ::mmap(nullptr, 2 * kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  if (p == MAP_FAILED) return nullptr;
+  auto base = reinterpret_cast<uintptr_t>(p);
+  uintptr_t aligned = (base + kBytes - 1) & ~uintptr_t{kBytes - 1};
+  if (aligned > base) ::munmap(p, aligned - base);
+  uintptr_t end = base + 2 * kBytes;
+  if (end > aligned + kBytes) ::munmap(reinterpret_cast<void*>(aligned + kBytes), end - aligned - kBytes);
+  ::madvise(reinterpret_cast<void*>(aligned), kBytes, MADV_HUGEPAGE);  // a hint: fine if refused
+  return reinterpret_cast<uint8_t*>(aligned);
+}
+
+void unmap_slab(uint8_t* m) { ::munmap(m, ReadSlabs::kSlabBytes); }
 }
 
 struct ReadSlabs::Slab {
@@ -32,9 +54,12 @@ struct ReadSlabs::Pool {
       free.pop_back();
       return m;
     }
-    int64_t ignored;
-    napi_adjust_external_memory(env, static_cast<int64_t>(kSlabBytes), &ignored);
-    return static_cast<uint8_t*>(std::malloc(kSlabBytes));
+    uint8_t* m = map_slab();
+    if (m) {
+      int64_t ignored;
+      napi_adjust_external_memory(env, static_cast<int64_t>(kSlabBytes), &ignored);
+    }
+    return m;
   }
   void give(uint8_t* m) {
     if (alive && free.size() < kKeepFree) {
@@ -45,7 +70,7 @@ struct ReadSlabs::Pool {
       int64_t ignored;
       napi_adjust_external_memory(env, -static_cast<int64_t>(kSlabBytes), &ignored);
     }
-    std::free(m);
+    unmap_slab(m);
   }
 };
 
@@ -55,7 +80,7 @@ ReadSlabs::~ReadSlabs() {
   retire_current();
   unpin();
   pool_->alive = false;
-  for (uint8_t* m : pool_->free) std::free(m);
+  for (uint8_t* m : pool_->free) unmap_slab(m);
   pool_->free.clear();
 }
 

@@ -1,6 +1,6 @@
 // Memory for the bytes a read hands to JavaScript. Allocating an ArrayBuffer
 // per read costs a zero-filled allocation (for large reads an mmap and its
-// page faults) every time; instead reads are carved out of 1 MiB slabs, each
+// page faults) every time; instead reads are carved out of 2 MiB slabs, each
 // exposed to JS once as an external ArrayBuffer, and a read is delivered as
 // (slab, offset, length) — the shape Node's own stream reads have
 // (streamBaseState[kArrayBufferOffset]). A slab goes back to the pool when V8
@@ -18,7 +18,7 @@ namespace sidestep::addon {
 
 class ReadSlabs {
  public:
-  static constexpr size_t kSlabBytes = 1 << 20;
+  static constexpr size_t kSlabBytes = 2 << 20;  // one huge page
 
   explicit ReadSlabs(napi_env env);
   ~ReadSlabs();
