@@ -71,22 +71,33 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   async_context_ = std::make_unique<Napi::AsyncContext>(env_, "sidestep:fabric");
   slabs_ = std::make_unique<ReadSlabs>(env_);
 
-  doorbell_ = NewHandle<uv_poll_t>(this);
   timer_ = NewHandle<uv_timer_t>(this);
   idle_ = NewHandle<uv_idle_t>(this);
-  if (uv_poll_init(loop_, doorbell_, fabric_->doorbell_fd()) != 0) {
+  uv_timer_init(loop_, timer_);
+  uv_idle_init(loop_, idle_);
+  doorbell_ = NewHandle<uv_poll_t>(this);
+  doorbell_fallback_ = NewHandle<uv_poll_t>(this);
+  const bool polled = uv_poll_init(loop_, doorbell_, fabric_->doorbell_fd()) == 0;
+  if (!polled || uv_poll_init(loop_, doorbell_fallback_, fabric_->doorbell_fallback_fd()) != 0) {
     *why = "cannot poll the fabric doorbell";
-    delete doorbell_;
-    doorbell_ = nullptr;
+    // A handle libuv never initialised is freed, not closed.
+    if (!polled) {
+      delete doorbell_;
+      doorbell_ = nullptr;
+    }
+    delete doorbell_fallback_;
+    doorbell_fallback_ = nullptr;
     Detach();
     return -EIO;
   }
-  uv_timer_init(loop_, timer_);
-  uv_idle_init(loop_, idle_);
   // The timer never keeps the process alive on its own: the doorbell's ref
   // follows the sockets, as a kernel socket's handle would.
   uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
   uv_poll_start(doorbell_, UV_READABLE, OnDoorbell);
+  // Rung only by producers that can't take our eventfd: never holds the
+  // loop by itself (the eventfd's poll carries the ref).
+  uv_poll_start(doorbell_fallback_, UV_READABLE, OnDoorbellFallback);
+  uv_unref(reinterpret_cast<uv_handle_t*>(doorbell_fallback_));
   UpdateRef();
   // Arm need-wakeup before the first sleep.
   if (!fabric_->prepare_sleep()) uv_idle_start(idle_, OnIdle);
@@ -97,6 +108,7 @@ void Runtime::Detach() {
   for (auto& [link, w] : peers_) ClosePeerWatch(w);
   peers_.clear();
   CloseHandle(doorbell_);
+  CloseHandle(doorbell_fallback_);
   CloseHandle(timer_);
   CloseHandle(idle_);
   if (stack_) {
@@ -163,6 +175,13 @@ void Runtime::OnDoorbell(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<Runtime*>(h->data);
   if (!self || !self->fabric_) return;
   self->fabric_->doorbell_drain();
+  self->Pump();
+}
+
+void Runtime::OnDoorbellFallback(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<Runtime*>(h->data);
+  if (!self || !self->fabric_) return;
+  self->fabric_->doorbell_fallback_drain();
   self->Pump();
 }
 
@@ -764,6 +783,7 @@ Napi::Value Runtime::Stacks(Napi::Env env) {
     c.Set("malformed", Napi::Number::New(env, static_cast<double>(s.counters.drops_malformed)));
     c.Set("doorbellsRung", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_rung)));
     c.Set("doorbellsSuppressed", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_suppressed)));
+    c.Set("doorbellsFallback", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_fallback)));
     c.Set("wakeups", Napi::Number::New(env, static_cast<double>(s.counters.wakeups)));
     c.Set("ringOccupancy", Napi::Number::New(env, static_cast<double>(s.ring_occupancy)));
     o.Set("counters", c);
@@ -831,6 +851,8 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("framesOut", f.frames_out);
   set("doorbellsRung", f.doorbells_rung);
   set("doorbellsSuppressed", f.doorbells_suppressed);
+  set("doorbellsFallback", f.doorbells_fallback);
+  set("arms", f.arms);
   set("wakeups", f.wakeups);
   set("fabricMalformed", f.drops_malformed);
   set("openSockets", sockets_.size());

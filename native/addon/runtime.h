@@ -132,6 +132,7 @@ class Runtime final : private stack::Reader {
 
  private:
   static void OnDoorbell(uv_poll_t* h, int status, int events);
+  static void OnDoorbellFallback(uv_poll_t* h, int status, int events);
   static void OnTimer(uv_timer_t* h);
   static void OnIdle(uv_idle_t* h);
   static void OnPeerExit(uv_poll_t* h, int status, int events);
@@ -184,7 +185,8 @@ class Runtime final : private stack::Reader {
   // uv handles live in heap blocks freed in their close callbacks, so a
   // Runtime torn down with the environment never leaves libuv a dangling
   // pointer.
-  uv_poll_t* doorbell_ = nullptr;
+  uv_poll_t* doorbell_ = nullptr;           // our eventfd
+  uv_poll_t* doorbell_fallback_ = nullptr;  // our datagram socket
   uv_timer_t* timer_ = nullptr;
   uv_idle_t* idle_ = nullptr;
   stack::Micros timer_deadline_ = stack::kNever;

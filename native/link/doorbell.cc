@@ -1,6 +1,7 @@
 // Doorbells over abstract unix datagram sockets: see doorbell.h.
 #include "link/doorbell.h"
 
+#include <sys/eventfd.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
@@ -33,9 +34,10 @@ socklen_t bell_address(const std::string& fabric, uint64_t instance, uint32_t sl
 Doorbell::~Doorbell() { close(); }
 
 void Doorbell::close() {
+  if (event_fd_ >= 0) ::close(event_fd_);
   if (rx_fd_ >= 0) ::close(rx_fd_);
   if (tx_fd_ >= 0) ::close(tx_fd_);
-  rx_fd_ = tx_fd_ = -1;
+  event_fd_ = rx_fd_ = tx_fd_ = -1;
 }
 
 int Doorbell::open(const std::string& fabric, uint64_t instance, uint32_t slot,
@@ -48,6 +50,12 @@ int Doorbell::open(const std::string& fabric, uint64_t instance, uint32_t slot,
   if (len == 0) {
     *why = "fabric name too long for a doorbell socket address";
     return -ENAMETOOLONG;
+  }
+  event_fd_ = ::eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
+  if (event_fd_ < 0) {
+    int e = errno;
+    *why = std::string("doorbell eventfd(): ") + std::strerror(e);
+    return -e;
   }
   rx_fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
   tx_fd_ = ::socket(AF_UNIX, SOCK_DGRAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
@@ -65,7 +73,25 @@ int Doorbell::open(const std::string& fabric, uint64_t instance, uint32_t slot,
   return 0;
 }
 
-size_t Doorbell::drain() {
+bool Doorbell::drain() {
+  uint64_t count = 0;
+  for (;;) {
+    if (::read(event_fd_, &count, sizeof count) == sizeof count) return true;
+    if (errno != EINTR) return false;  // EAGAIN: not rung
+  }
+}
+
+int Doorbell::ring_eventfd(int fd) {
+  const uint64_t one = 1;
+  for (;;) {
+    if (::write(fd, &one, sizeof one) == sizeof one) return 0;
+    if (errno == EINTR) continue;
+    // EAGAIN: the counter is at its maximum, so a wakeup is pending anyway.
+    return errno == EAGAIN ? 0 : -errno;
+  }
+}
+
+size_t Doorbell::drain_fallback() {
   size_t n = 0;
   char buf[64];
   for (;;) {

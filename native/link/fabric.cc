@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/random.h>
 #include <sys/stat.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -76,10 +77,10 @@ uint32_t next_generation(uint32_t g) {
   return g == 0 ? 1 : g;
 }
 
-// Field 22 of /proc/self/stat: start time in clock ticks since boot. With the
-// pid it names a process unambiguously (pids are recycled).
-uint64_t own_start_time() {
-  FILE* f = std::fopen("/proc/self/stat", "re");
+// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. With the
+// pid it names a process unambiguously (pids are recycled). 0 if unknown.
+uint64_t start_time_of(const char* stat_path) {
+  FILE* f = std::fopen(stat_path, "re");
   if (!f) return 0;
   char buf[1024];
   size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
@@ -95,6 +96,25 @@ uint64_t own_start_time() {
                   &v) != 1)
     return 0;
   return v;
+}
+
+uint64_t own_start_time() { return start_time_of("/proc/self/stat"); }
+
+uint64_t start_time_of(int pid) {
+  char path[48];
+  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
+  return start_time_of(path);
+}
+
+// Whether `fd` (ours) is an eventfd: what pidfd_getfd() brought must be one
+// before we ever write to it.
+bool is_eventfd(int fd) {
+  char path[48], target[64];
+  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
+  ssize_t n = ::readlink(path, target, sizeof target - 1);
+  if (n <= 0) return false;
+  target[n] = 0;
+  return std::strcmp(target, "anon_inode:[eventfd]") == 0;
 }
 
 bool valid_name(const std::string& name) {
@@ -197,6 +217,12 @@ struct Fabric::Impl final : Liveness {
   uint64_t tx_head[kMaxStacks] = {};  // ring_reserve()'s copy of each peer's head
   // Per slot, a peer whose life the caller watches (a pidfd; see vouch()).
   LinkAddr vouched[kMaxStacks] = {};
+  // Per slot, our reference to its owner's doorbell eventfd, taken once per
+  // claim (generation); fd -1 with a generation set: use the datagram.
+  struct PeerBell {
+    uint32_t generation = 0;
+    int fd = -1;
+  } peer_bells[kMaxStacks];
   struct {
     bool valid = false;
     LinkAddr to = 0;
@@ -213,6 +239,14 @@ struct Fabric::Impl final : Liveness {
                     geo.mtu};
   }
   Slot& own() const { return slots[slot]; }
+  void ring_peer(uint32_t peer, uint32_t peer_generation);
+  int take_peer_eventfd(uint32_t peer, uint32_t peer_generation);
+  void drop_peer_bells() {
+    for (PeerBell& b : peer_bells) {
+      if (b.fd >= 0) ::close(b.fd);
+      b = PeerBell{};
+    }
+  }
 
   bool may_be_alive(LinkAddr a) const override {
     const uint32_t s = slot_of(a), g = generation_of(a);
@@ -402,6 +436,7 @@ int Fabric::Impl::claim_slot(std::string* why) {
   store_relaxed(&me.pid, static_cast<int32_t>(::getpid()));
   store_relaxed(&me.start_time, own_start_time());
   store_relaxed(&me.doorbell_nonce, nonce);  // published with the generation below
+  store_relaxed(&me.doorbell_eventfd, static_cast<int32_t>(bell.fd()));
   for (size_t i = 0; i < kCounterWords; ++i) store_relaxed(&me.counters[i], uint64_t{0});
   size_t n = std::min(config.command.size(), kCommandBytes - 1);
   for (size_t i = 0; i < kCommandBytes; ++i)
@@ -452,6 +487,7 @@ void Fabric::Impl::release_rings(uint64_t inbound_mask) {
 
 void Fabric::Impl::detach() {
   if (fd < 0) return;
+  drop_peer_bells();
   if (::getpid() != owner_pid) {
     // A fork()ed child destroying its copy: the slot, its lock and the file
     // description belong to the parent. Just drop our references.
@@ -469,6 +505,7 @@ void Fabric::Impl::detach() {
     store_relaxed(&me.armed, 0u);
     const uint64_t inbound = __atomic_exchange_n(&me.inbound_mask, uint64_t{0}, __ATOMIC_ACQ_REL);
     store_relaxed(&me.pid, 0);
+    store_relaxed(&me.doorbell_eventfd, int32_t{-1});
     bell.close();  // before the slot is free for someone else to claim
     if (any_other_slot_live())
       release_rings(inbound);
@@ -596,8 +633,7 @@ void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
   // one producer ring per arming, the others count a suppressed doorbell.
   full_fence();
   if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0) {
-    m.bell.ring(peer, generation_of(to), load_relaxed(&dst.doorbell_nonce));
-    ++m.counters.doorbells_rung;
+    m.ring_peer(peer, generation_of(to));
   } else {
     ++m.counters.doorbells_suppressed;
   }
@@ -640,7 +676,54 @@ void Fabric::Impl::copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t
   if (!(load_relaxed(&dst.inbound_mask) & bit)) __atomic_fetch_or(&dst.inbound_mask, bit, __ATOMIC_RELEASE);
   full_fence();
   if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0)
-    bell.ring(peer, generation_of(mirror), load_relaxed(&dst.doorbell_nonce));
+    ring_peer(peer, generation_of(mirror));
+}
+
+void Fabric::Impl::ring_peer(uint32_t peer, uint32_t peer_generation) {
+  PeerBell& b = peer_bells[peer];
+  if (b.generation != peer_generation) {
+    if (b.fd >= 0) ::close(b.fd);
+    b.generation = peer_generation;
+    b.fd = take_peer_eventfd(peer, peer_generation);
+  }
+  ++counters.doorbells_rung;
+  if (b.fd >= 0 && Doorbell::ring_eventfd(b.fd) == 0) return;
+  ++counters.doorbells_fallback;
+  bell.ring(peer, peer_generation, load_relaxed(&slots[peer].doorbell_nonce));
+}
+
+// Our own reference to the doorbell eventfd of the owner of `peer`'s slot,
+// or -1 (then the datagram is used). Once per claim of that slot: a few
+// syscalls, where ringing a datagram costs one on every ring.
+int Fabric::Impl::take_peer_eventfd(uint32_t peer, uint32_t peer_generation) {
+  if (!config.eventfd_doorbells) return -1;
+  const Slot& s = slots[peer];
+  const int32_t number = load_relaxed(&s.doorbell_eventfd);
+  const int32_t pid = load_relaxed(&s.pid);
+  const uint64_t start = load_relaxed(&s.start_time);
+  if (number < 0 || pid <= 0 || load_acquire(&s.generation) != peer_generation) return -1;
+  int fd = -1;
+  if (pid == ::getpid()) {
+    // Another stack of this process (a worker thread): the number is ours.
+    fd = ::fcntl(number, F_DUPFD_CLOEXEC, 0);
+  } else {
+    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
+    if (pidfd < 0) return -1;
+    // The pidfd names whoever has the pid now; it must be the slot's owner
+    // (the start time tells a recycled pid apart), or we'd take another
+    // process's fd.
+    if (start != 0 && start_time_of(pid) == start)
+      fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, number, 0));
+    ::close(pidfd);
+  }
+  if (fd < 0) return -1;
+  // Still the same claim, and really an eventfd (never write to anything
+  // else a stale or wrong number might name).
+  if (load_acquire(&s.generation) != peer_generation || !is_eventfd(fd)) {
+    ::close(fd);
+    return -1;
+  }
+  return fd;
 }
 
 std::vector<StackInfo> Fabric::stacks() const {
@@ -746,10 +829,19 @@ bool Fabric::rx_pending() const {
 }
 
 int Fabric::doorbell_fd() const { return impl_->bell.fd(); }
+int Fabric::doorbell_fallback_fd() const { return impl_->bell.fallback_fd(); }
 
 void Fabric::doorbell_drain() {
   Impl& m = *impl_;
-  if (m.bell.drain() > 0) {
+  if (m.bell.drain()) {
+    ++m.counters.wakeups;
+    m.mirror_counters();
+  }
+}
+
+void Fabric::doorbell_fallback_drain() {
+  Impl& m = *impl_;
+  if (m.bell.drain_fallback() > 0) {
     ++m.counters.wakeups;
     m.mirror_counters();
   }
@@ -758,6 +850,7 @@ void Fabric::doorbell_drain() {
 bool Fabric::prepare_sleep() {
   Impl& m = *impl_;
   // Need-wakeup, consumer half: see the comment in tx_commit().
+  ++m.counters.arms;
   __atomic_store_n(&m.own().armed, 1u, __ATOMIC_SEQ_CST);
   full_fence();
   if (rx_pending()) {

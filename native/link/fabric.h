@@ -10,8 +10,9 @@
 //     pick the same local port for loopback connections;
 //   - the rings: one single-producer/single-consumer ring per ordered pair of
 //     slots, carrying whole IP packets (frames up to the fabric MTU).
-// Doorbells are abstract-namespace unix datagram sockets (no file to leak),
-// rung only when the consumer armed its need-wakeup flag (AF_XDP style).
+// Doorbells are eventfds (shared with pidfd_getfd), with abstract-namespace
+// unix datagram sockets as the fallback (no file to leak), rung only when the
+// consumer armed its need-wakeup flag (AF_XDP style).
 //
 // Nothing here knows about TCP or Node. Everything read from the shared file
 // is untrusted: indices, lengths and offsets are validated before use, and a
@@ -49,6 +50,9 @@ struct FabricConfig {
   uint32_t ring_bytes = 4u << 20;  // data bytes per ring, power of two
   uint32_t mtu = 65536;      // largest frame (IP packet) in bytes
   std::string command;       // shown by `sidestep stat` (argv summary)
+  // Ring peers' eventfds (taken with pidfd_getfd); false: always use the
+  // datagram doorbells (tests of the fallback).
+  bool eventfd_doorbells = true;
 };
 
 // Counters of one stack's view of the fabric (also mirrored in its slot so
@@ -59,9 +63,11 @@ struct FabricCounters {
   uint64_t drops_ring_full = 0;    // tx_reserve found no room
   uint64_t drops_peer_gone = 0;    // destination slot dead or re-claimed
   uint64_t drops_malformed = 0;    // bad frame header / length / generation
-  uint64_t doorbells_rung = 0;     // sendto() issued
+  uint64_t doorbells_rung = 0;     // a doorbell syscall issued (write() or sendto())
   uint64_t doorbells_suppressed = 0;  // producer saw the flag clear: no syscall
   uint64_t wakeups = 0;            // doorbell fd became readable
+  uint64_t doorbells_fallback = 0;  // of doorbells_rung: over the datagram socket
+  uint64_t arms = 0;               // prepare_sleep() armed need-wakeup (a producer rings once per arming at most)
 };
 
 // A live stack on the fabric, as `sidestep stat` lists it.
@@ -108,10 +114,13 @@ class Fabric {
   bool rx_pending() const;
 
   // ---- sleeping and waking (the need-wakeup protocol) ----
-  // The fd to poll for readability (libuv uv_poll_t).
+  // The fds to poll for readability (libuv uv_poll_t): the eventfd, and the
+  // datagram socket that producers without pidfd_getfd() ring.
   int doorbell_fd() const;
-  // Consume doorbell datagrams after the fd polled readable.
+  int doorbell_fallback_fd() const;
+  // Reset the doorbell after its fd polled readable.
   void doorbell_drain();
+  void doorbell_fallback_drain();
   // About to sleep: arm the need-wakeup flag, fence, re-check the rings.
   // Returns true when it is safe to sleep (flag armed, rings empty); false
   // when frames arrived meanwhile (flag cleared again; poll again).

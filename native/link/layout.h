@@ -35,7 +35,7 @@ inline void full_fence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 
 inline constexpr uint64_t kMagic = 0x5045545345444953ull;  // "SIDESTEP", little endian
 // Bump whenever anything below changes meaning or place.
-inline constexpr uint32_t kLayoutVersion = 4;  // 4: RegistryEntry.share_key
+inline constexpr uint32_t kLayoutVersion = 5;  // 4: RegistryEntry.share_key; 5: Slot.doorbell_eventfd
 inline constexpr size_t kPage = 4096;
 inline constexpr size_t kCacheLine = 64;
 inline constexpr uint32_t kRegistryEntries = 1024;
@@ -95,7 +95,10 @@ struct Slot {
   // nobody can predict can't be taken in advance by another user to keep
   // our next stack from attaching.
   uint64_t doorbell_nonce;
-  uint8_t pad0[kCacheLine - 32];
+  // The owner's doorbell eventfd, as a number in the owner's fd table (-1:
+  // none): producers take their own reference with pidfd_getfd().
+  int32_t doorbell_eventfd;
+  uint8_t pad0[kCacheLine - 36];
   // line 1: need-wakeup flag (consumer sets, producer exchanges to 0)
   alignas(64) uint32_t armed;
   // line 2: bit p set = ring[p][this] has been used (producers OR, consumer reads)

@@ -330,6 +330,108 @@ TEST(armed_consumer_gets_exactly_one_doorbell) {
   CHECK(!shm_exists(name));
 }
 
+// The slot's published eventfd number, as another process would see it.
+int32_t* published_eventfd(const std::string& name, const FabricConfig& cfg, LinkAddr who,
+                           void** mapping, size_t* bytes) {
+  int fd = ::open(shm_path(name).c_str(), O_RDWR | O_CLOEXEC);
+  if (fd < 0) return nullptr;
+  auto geo = layout::Geometry::for_config(cfg.ring_bytes, cfg.mtu);
+  void* m = ::mmap(nullptr, geo.metadata_bytes, PROT_READ | PROT_WRITE, MAP_SHARED, fd, 0);
+  ::close(fd);
+  if (m == MAP_FAILED) return nullptr;
+  *mapping = m;
+  *bytes = geo.metadata_bytes;
+  auto* slots = reinterpret_cast<layout::Slot*>(static_cast<uint8_t*>(m) + geo.slots_offset);
+  return &slots[slot_of(who)].doorbell_eventfd;
+}
+
+TEST(another_process_rings_our_eventfd_not_the_datagram) {
+  const std::string name = unique_name();
+  {
+    auto parent = open_fabric(small_config(name));
+    REQUIRE(parent);
+    const LinkAddr parent_addr = parent->self();
+    int ready[2];
+    REQUIRE(::pipe(ready) == 0);
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto f = open_fabric(small_config(name));
+      if (!f) child_exit(false);
+      char go;
+      if (::read(ready[0], &go, 1) != 1) child_exit(false);  // the parent is armed
+      bool ok = send_text(*f, parent_addr, "wake");
+      ok = ok && f->counters().doorbells_rung == 1 && f->counters().doorbells_fallback == 0;
+      f.reset();
+      child_exit(ok);
+    }
+    REQUIRE(pid > 0);
+    CHECK(parent->prepare_sleep());
+    REQUIRE(::write(ready[1], "g", 1) == 1);
+    CHECK(fd_readable(parent->doorbell_fd(), 2000));
+    CHECK(!fd_readable(parent->doorbell_fallback_fd(), 0));
+    parent->doorbell_drain();
+    CHECK_EQ(parent->counters().wakeups, 1u);
+    CHECK(!fd_readable(parent->doorbell_fd(), 0));
+    CHECK_EQ(reap(pid), 0);  // the child rang once, by eventfd
+    ::close(ready[0]);
+    ::close(ready[1]);
+  }
+  CHECK(!shm_exists(name));
+}
+
+TEST(producer_without_eventfds_rings_the_datagram_fallback) {
+  const std::string name = unique_name();
+  {
+    auto cfg = small_config(name);
+    cfg.eventfd_doorbells = false;
+    auto a = open_fabric(cfg);
+    auto b = open_fabric(small_config(name));
+    REQUIRE(a && b);
+    CHECK(b->prepare_sleep());
+    REQUIRE(send_text(*a, b->self(), "wake"));
+    CHECK(fd_readable(b->doorbell_fallback_fd(), 1000));
+    CHECK(!fd_readable(b->doorbell_fd(), 0));
+    CHECK_EQ(a->counters().doorbells_rung, 1u);
+    CHECK_EQ(a->counters().doorbells_fallback, 1u);
+    b->doorbell_fallback_drain();
+    CHECK_EQ(b->counters().wakeups, 1u);
+    CHECK(!fd_readable(b->doorbell_fallback_fd(), 0));
+    CHECK_EQ(poll_all(*b).size(), 1u);
+  }
+  CHECK(!shm_exists(name));
+}
+
+TEST(a_published_number_that_is_not_an_eventfd_is_never_written) {
+  const std::string name = unique_name();
+  {
+    auto cfg = small_config(name);
+    auto a = open_fabric(cfg);
+    auto b = open_fabric(cfg);
+    REQUIRE(a && b);
+    // b's slot claims its doorbell is a pipe of this process: a producer
+    // must check what it took before writing a byte to it.
+    int p[2];
+    REQUIRE(::pipe2(p, O_NONBLOCK | O_CLOEXEC) == 0);
+    void* m = nullptr;
+    size_t bytes = 0;
+    int32_t* number = published_eventfd(name, cfg, b->self(), &m, &bytes);
+    REQUIRE(number);
+    const int32_t real = *number;
+    *number = p[1];
+    CHECK(b->prepare_sleep());
+    REQUIRE(send_text(*a, b->self(), "wake"));
+    char c;
+    CHECK(::read(p[0], &c, 1) < 0);  // nothing was written into the pipe
+    CHECK_EQ(a->counters().doorbells_fallback, 1u);
+    CHECK(fd_readable(b->doorbell_fallback_fd(), 1000));
+    *number = real;
+    ::munmap(m, bytes);
+    ::close(p[0]);
+    ::close(p[1]);
+  }
+  CHECK(!shm_exists(name));
+}
+
 TEST(disarmed_consumer_costs_producers_no_syscall) {
   const std::string name = unique_name();
   {
