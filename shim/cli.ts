@@ -86,7 +86,7 @@ function formatStat(reports: StackReport[]): string {
     out.push(`stack ${r.slot}  pid ${r.pid}  ${r.command}${reply ? `  up ${reply.uptimeSeconds}s` : '  (no answer)'}`);
     const c = r.counters;
     out.push(`  fabric: frames out ${c.framesOut} in ${c.framesIn}, inbound rings hold ${c.ringOccupancy} B, ring drops ${c.ringDrops}, peer-gone drops ${c.peerGoneDrops}, ` +
-      `malformed ${c.malformed}, doorbells rung ${c.doorbellsRung} suppressed ${c.doorbellsSuppressed}, wakeups ${c.wakeups}`);
+      `malformed ${c.malformed}, doorbells rung ${c.doorbellsRung} (datagram fallback ${c.doorbellsFallback}) suppressed ${c.doorbellsSuppressed}, wakeups ${c.wakeups}`);
     if (!reply) continue;
     const st = reply.stats ?? {};
     out.push(`  sockets: bypassed ${st.connectionsBypassed}, kernel fallbacks ${st.connectionsFallback}` +
