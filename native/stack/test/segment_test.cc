@@ -170,6 +170,39 @@ TEST(nagle_holds_a_runt_while_an_earlier_runt_is_unacked) {
   CHECK_EQ(out[0].tcp.seq, c.iss + 1 + 100);
 }
 
+// Issue 3's 40 ms stall: with timestamps a full segment carries 12 bytes of
+// options, so it holds fewer data bytes than the MSS. Counting it as a runt
+// for Minshall's rule held the message's tail until the full segment was
+// acknowledged, and a receiver ACKs a lone full segment only when its
+// delayed-ACK timer fires. A runt is shorter than what a segment can carry
+// after its options (Linux compares with the current MSS, options deducted).
+TEST(message_tail_goes_at_once_behind_a_full_segment_with_timestamps) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000), true);
+  REQUIRE(c.id);
+  const uint32_t full = 1460 - 12;  // the MSS less the timestamp option
+  auto message = filled(full + 100, 1);
+  rig.stack.send(c.id, message.data(), message.size(), rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 2);
+  CHECK_EQ(out[0].tcp.seq, c.iss + 1);
+  CHECK_EQ(out[0].payload.size(), size_t(full));
+  CHECK_EQ(out[0].tcp.flags, kAck);
+  CHECK_EQ(out[1].tcp.seq, c.iss + 1 + full);
+  CHECK_EQ(out[1].payload.size(), 100u);
+  CHECK_EQ(out[1].tcp.flags, kAck | kPsh);
+  // The 100-byte tail is a runt: Nagle holds the next one until it is acked.
+  auto more = filled(50, 2);
+  rig.stack.send(c.id, more.data(), more.size(), rig.now);
+  CHECK(rig.sent().empty());
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1 + full + 100, kAck, 65535,
+                 ts_opt(5002, out[1].tcp.options.ts_val)));
+  out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.seq, c.iss + 1 + full + 100);
+  CHECK_EQ(out[0].payload.size(), 50u);
+}
+
 TEST(rto_backs_off_exponentially) {
   Rig rig;
   Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
