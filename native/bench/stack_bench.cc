@@ -6,12 +6,21 @@
 //
 // Time is real (the stacks' timers run as in the addon: poll() when due), so
 // a stall on a delayed ACK or a persist timer costs what it costs in a real
-// process instead of hanging or hiding. Each run is repeated for two socket
-// buffer sizes: 256 KiB (what one process needs when the round trip is a
-// function call: the copies stay in cache) and 4 MiB (the data streams
-// through memory, as a fabric receiver's would).
+// process instead of hanging or hiding; each case prints the longest time
+// the receiver went without bytes.
 //
-//   make -C native/bench run            # 2 GiB at the fabric's 64 KiB MTU, then at 1500
+// Two kinds of case. "reuses": the application writes one cache-hot 64 KiB
+// block again and again and reads into one buffer, at 256 KiB socket buffers
+// (all a round trip that is a function call needs) and 4 MiB, reading with
+// recv() or direct receive; compared with memcpy of a cache-hot 64 KiB block.
+// "streams": the application writes successive 64 KiB pieces of a 64 MiB
+// region and reads into successive pieces of another, as the through-memory
+// memcpy does, at 256 KiB socket buffers; measured alternately with that
+// memcpy (memcpy, stack, memcpy, ...) and compared by medians, so the shared
+// machine's drift hits both sides alike.
+//
+//   make -C native/bench run [MIB=n] [REPS=n]   # default 2048 MiB per case, 3 repetitions
+#include <algorithm>
 #include <chrono>
 #include <cstdio>
 #include <cstdlib>
@@ -76,17 +85,31 @@ Endpoint ep(uint8_t last, uint16_t port) {
 struct Result {
   double seconds;
   uint64_t segments;
+  double longest_wait;  // seconds: the longest time the receiver got nothing
+};
+
+// Where the application's bytes come from and go to. Reused: one 64 KiB
+// source block and one destination block, both cache-hot. Streamed: successive
+// 64 KiB pieces of a large source region, read into successive pieces of a
+// large destination region, so both sides go through memory as the
+// through-memory memcpy baseline does (both regions touched beforehand).
+struct AppMemory {
+  uint8_t* src;
+  size_t src_span;
+  uint8_t* dst;
+  size_t dst_span;
+  bool streams;  // reads move on through dst; else each starts at its beginning
 };
 
 // The receiving application, reading as bytes arrive (Stack::set_reader):
 // one copy into its own memory, as a Node read into a slab.
 struct SinkReader final : Reader {
-  std::vector<uint8_t>* sink;
-  size_t at = 0, received = 0;
+  uint8_t* sink = nullptr;
+  size_t span = 0, at = 0, received = 0;
   size_t take(SocketId, const uint8_t* data, size_t len) override {
-    size_t n = std::min(len, sink->size() - at);
-    std::memcpy(sink->data() + at, data, n);
-    at = at + n == sink->size() ? 0 : at + n;
+    size_t n = std::min(len, span - at);
+    std::memcpy(sink + at, data, n);
+    at = at + n == span ? 0 : at + n;
     received += n;
     return n;
   }
@@ -96,7 +119,9 @@ Micros micros_since(Clock::time_point t0) {
   return Micros(std::chrono::duration_cast<std::chrono::microseconds>(Clock::now() - t0).count());
 }
 
-Result run(size_t total, uint32_t mtu, uint32_t window, bool direct) {
+constexpr size_t kWrite = 64 << 10;  // the application writes 64 KiB at a time
+
+Result run(size_t total, uint32_t mtu, uint32_t window, bool direct, const AppMemory& app) {
   const Clock::time_point epoch = Clock::now();
   Config c;
   c.mtu = mtu;
@@ -120,68 +145,137 @@ Result run(size_t total, uint32_t mtu, uint32_t window, bool direct) {
   int ss = b.accept(SocketId(l));
   if (ss <= 0) std::abort();
   Event e;
-  // The application writes 64 KiB at a time and reads what is there.
-  std::vector<uint8_t> chunk(64 << 10, 0x5a), sink(window);
-  size_t sent = 0, received = 0;
+  size_t sent = 0, received = 0, src_at = 0, dst_at = 0;
   SinkReader reader;
-  reader.sink = &sink;
+  reader.sink = app.dst;
+  reader.span = app.dst_span;
   if (direct) b.set_reader(SocketId(ss), &reader);
-  uint64_t segments = 0;
   const uint64_t packets_before = a.counters().packets_out;
   auto t0 = Clock::now();
+  auto last_progress = t0;
+  double longest_wait = 0;
   while (received < total) {
     while (sent < total && a.send_queued(SocketId(cs)) < window) {
-      size_t n = std::min(chunk.size(), total - sent);
-      a.send(SocketId(cs), chunk.data(), n, now);
+      size_t n = std::min({kWrite, total - sent, app.src_span - src_at});
+      a.send(SocketId(cs), app.src + src_at, n, now);
       sent += n;
+      src_at = src_at + n == app.src_span ? 0 : src_at + n;
     }
     ab.drain(b, now);
-    while (size_t n = b.recv(SocketId(ss), sink.data(), sink.size(), now)) received += n;
+    size_t before = received;
+    for (;;) {
+      size_t n = b.recv(SocketId(ss), app.dst + dst_at, app.dst_span - dst_at, now);
+      if (n == 0) break;
+      received += n;
+      dst_at = !app.streams || dst_at + n == app.dst_span ? 0 : dst_at + n;
+    }
     received += reader.received;
     reader.received = 0;
     ba.drain(a, now);
     while (a.next_event(&e) || b.next_event(&e)) {
+    }
+    auto t = Clock::now();
+    if (received != before) {
+      longest_wait = std::max(longest_wait, std::chrono::duration<double>(t - last_progress).count());
+      last_progress = t;
     }
     now = 1000000 + micros_since(epoch);
     if (a.poll_at() <= now) a.poll(now);
     if (b.poll_at() <= now) b.poll(now);
   }
   double secs = std::chrono::duration<double>(Clock::now() - t0).count();
-  segments = a.counters().packets_out - packets_before;
-  return {secs, segments};
+  return {secs, a.counters().packets_out - packets_before, longest_wait};
 }
 
-// memcpy of 64 KiB blocks, walking through `span` bytes of memory: with a
-// small span the blocks stay in cache; with a large one each copy goes to
-// memory, as the stack's copies of a bulk stream do.
-double memcpy_gbps(size_t total, size_t span) {
-  std::vector<uint8_t> src(span, 1), dst(span);
-  const size_t block = 64 << 10;
+// memcpy of `total` bytes in 64 KiB blocks from app.src to app.dst, walking
+// through `span` bytes of them: with a 64 KiB span the blocks stay in cache;
+// with a large one each copy goes through memory, as a bulk stream's do.
+// Returns seconds.
+double memcpy_seconds(size_t total, const AppMemory& app, size_t span) {  // span <= both regions
   auto t0 = Clock::now();
-  for (size_t done = 0, off = 0; done < total; done += block, off = (off + block) % span) {
-    std::memcpy(dst.data() + off, src.data() + off, block);
-    asm volatile("" : : "r"(dst.data()) : "memory");  // keep the copy
+  for (size_t done = 0, off = 0; done < total; done += kWrite, off = (off + kWrite) % span) {
+    std::memcpy(app.dst + off, app.src + off, kWrite);
+    asm volatile("" : : "r"(app.dst) : "memory");  // keep the copy
   }
-  return double(total) / std::chrono::duration<double>(Clock::now() - t0).count() / 1e9;
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  size_t n = v.size();
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+double gbps(size_t bytes, double seconds) { return double(bytes) / seconds / 1e9; }
+
+void print_case(uint32_t mtu, uint32_t window, bool direct, const char* app, size_t bytes,
+                const Result& r) {
+  std::printf("stack  MTU %5u  buffers %4u KiB  %-7s  app %-8s  %5zu MiB in %7.1f ms  %6.2f GB/s  "
+              "%6llu segments  %5.0f ns/segment  longest wait %5.1f ms",
+              mtu, window >> 10, direct ? "direct" : "recv()", app, bytes >> 20, r.seconds * 1e3,
+              gbps(bytes, r.seconds), (unsigned long long)r.segments,
+              r.seconds * 1e9 / double(r.segments), r.longest_wait * 1e3);
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
-  size_t total = size_t(argc > 1 ? std::atoll(argv[1]) : 2048) << 20;
-  double hot = memcpy_gbps(total, 64 << 10);
-  double mc = memcpy_gbps(total, 64 << 20);
-  std::printf("memcpy of 64 KiB blocks: %.2f GB/s in cache, %.2f GB/s through 64 MiB of memory\n", hot, mc);
+  const size_t total = size_t(argc > 1 ? std::atoll(argv[1]) : 2048) << 20;
+  const int reps = argc > 2 ? std::max(1, std::atoi(argv[2])) : 3;
+  const size_t span = 64 << 20;
+  // Both regions touched (faulted in) before anything is timed.
+  std::vector<uint8_t> src(span, 0x5a), dst(span, 1);
+  const AppMemory streamed{src.data(), span, dst.data(), span, true};
+  std::vector<uint8_t> reused_dst(4 << 20, 1);
+
+  std::vector<double> hot;
+  for (int i = 0; i < reps; ++i) hot.push_back(memcpy_seconds(total, streamed, kWrite));
+  const double hot_s = median(hot);
+  std::printf("memcpy 64 KiB blocks in cache:              %6.2f GB/s (median of %d)\n",
+              gbps(total, hot_s), reps);
+
+  // The existing cases: the application reuses one cache-hot source block
+  // and one destination buffer; compared with memcpy in cache.
   for (uint32_t mtu : {65536u, 1500u}) {
-    for (uint32_t window : {256u << 10, 4u << 20}) for (bool direct : {false, true}) {
-      size_t bytes = mtu == 1500 ? total / 8 : total;
-      Result r = run(bytes, mtu, window, direct);
-      double gbps = double(bytes) / r.seconds / 1e9;
-      std::printf("stack, MTU %5u, buffers %4u KiB, %s: %.2f GB/s for %zu MiB, %llu data segments, %.0f ns per segment; "
-                  "time per byte %.2fx one memcpy in cache, %.2fx one memcpy through memory\n",
-                  mtu, window >> 10, direct ? "direct receive" : "recv()        ", gbps, bytes >> 20, (unsigned long long)r.segments,
-                  r.seconds * 1e9 / double(r.segments), hot / gbps, mc / gbps);
+    for (uint32_t window : {256u << 10, 4u << 20}) {
+      for (bool direct : {false, true}) {
+        size_t bytes = mtu == 1500 ? total / 8 : total;
+        // One 64 KiB block written again and again; read into one
+        // socket-buffer-sized buffer (recv() takes all there is).
+        const AppMemory reused{src.data(), kWrite, reused_dst.data(), window, false};
+        Result r = run(bytes, mtu, window, direct, reused);
+        print_case(mtu, window, direct, "reuses", bytes, r);
+        std::printf("  %5.2fx memcpy in cache\n", r.seconds / (hot_s * double(bytes) / double(total)));
+      }
     }
+  }
+
+  // Apples to apples: the application streams through 64 MiB on both sides,
+  // as the through-memory memcpy does, measured alternately with it (memcpy,
+  // stack, memcpy, ...) so the shared machine's drift hits both alike.
+  std::vector<double> mem;
+  std::vector<double> stack_s[2];
+  Result last[2];
+  for (int i = 0; i < reps; ++i) {
+    mem.push_back(memcpy_seconds(total, streamed, span));
+    for (bool direct : {false, true}) {
+      last[direct] = run(total, 65536, 256 << 10, direct, streamed);
+      stack_s[direct].push_back(last[direct].seconds);
+    }
+  }
+  mem.push_back(memcpy_seconds(total, streamed, span));
+  const double mem_s = median(mem);
+  std::printf("memcpy 64 KiB blocks through 64 MiB:        %6.2f GB/s (median of %zu interleaved:", gbps(total, mem_s),
+              mem.size());
+  for (double m : mem) std::printf(" %.2f", gbps(total, m));
+  std::printf(")\n");
+  for (bool direct : {false, true}) {
+    Result r = last[direct];
+    r.seconds = median(stack_s[direct]);
+    print_case(65536, 256 << 10, direct, "streams", total, r);
+    std::printf("  %5.2fx memcpy through memory (median of %d:", r.seconds / mem_s, reps);
+    for (double x : stack_s[direct]) std::printf(" %.2f", gbps(total, x));
+    std::printf(" GB/s)\n");
   }
   return 0;
 }

@@ -182,6 +182,14 @@ TupleKey Stack::Impl::key_of(const Tcb& t) const {
   return TupleKey{t.local.addr, t.remote.addr, t.local.port, t.remote.port};
 }
 
+Tcb* Stack::Impl::demux(const TupleKey& k) {
+  if (Tcb* t = tcb(last_demux); t && t->in_table && key_of(*t) == k) return t;
+  auto it = connections.find(k);
+  if (it == connections.end()) return nullptr;
+  last_demux = it->second;
+  return tcb(it->second);
+}
+
 void Stack::Impl::table_insert(Tcb& t) {
   connections[key_of(t)] = t.id;
   t.in_table = true;
@@ -364,9 +372,8 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
   seg.payload_len = ip.payload_len - seg.tcp.header_len;
   m.counters.bytes_in += seg.payload_len;
 
-  auto it = m.connections.find(TupleKey{seg.dst, seg.src, seg.tcp.dst_port, seg.tcp.src_port});
-  if (it != m.connections.end()) {
-    Tcb& t = *m.tcb(it->second);
+  if (Tcb* found = m.demux(TupleKey{seg.dst, seg.src, seg.tcp.dst_port, seg.tcp.src_port})) {
+    Tcb& t = *found;
     if (t.via != from) return;  // another link cannot speak for this peer
     // RFC 1122 4.2.2.13 / RFC 6191: a new SYN may end TIME-WAIT when its
     // sequence number or its timestamp is newer than the old connection's.

@@ -87,6 +87,11 @@ struct Stack::Impl {
   std::vector<Slot> slots;  // index = SocketId; slot 0 unused
   std::vector<SocketId> free_ids;
   std::unordered_map<TupleKey, SocketId, KeyedHash> connections;
+  // The connection the last segment went to: a bulk stream's next segment
+  // almost always goes there too, and comparing its 4-tuple is cheaper than
+  // hashing it (SipHash) and probing the table. Checked against the Tcb's
+  // own tuple and table membership, so it never needs invalidating.
+  SocketId last_demux = 0;
   std::unordered_map<ListenKey, SocketId, KeyedHash> listeners;
   std::vector<IpAddr> addresses;
   std::vector<Event> events;
@@ -105,6 +110,8 @@ struct Stack::Impl {
   Tcb* tcb(SocketId s) const;
   Listener* listener(SocketId s) const;
   TupleKey key_of(const Tcb& t) const;
+  // The connection in the demux table under `k`, or nullptr.
+  Tcb* demux(const TupleKey& k);
   void table_insert(Tcb& t);
   void table_remove(Tcb& t);
   void emit(SocketId s, EventType type, int error = 0);

@@ -328,7 +328,11 @@ void Stack::Impl::output(Tcb& t, Micros now) {
         t.rtt_seq = t.snd_nxt;
         t.rtt_start = now;
       }
-      if (len < t.mss) t.snd_sml = t.snd_nxt + len;  // the end of the latest runt
+      // The end of the latest runt: shorter than a segment can carry after
+      // its options (`room`), not than the MSS, or every full segment with
+      // timestamps would count as one and hold the tail of a message until
+      // the receiver's delayed ACK (issue 3's 40 ms stall).
+      if (len < room) t.snd_sml = t.snd_nxt + len;
       t.snd_nxt += len + fin;
       if (seq_gt(t.snd_nxt, t.snd_max)) t.snd_max = t.snd_nxt;
       if (t.rtx_at == kNever) t.rtx_at = now + t.rto;

@@ -264,7 +264,7 @@ struct Tcb {
   // Acknowledgement policy.
   bool ack_now = false;
   uint32_t quick_acks_left = 0;  // Config::quick_acks, counted down
-  uint32_t snd_sml = 0;  // end of the last segment shorter than the MSS (Nagle)
+  uint32_t snd_sml = 0;  // end of the last runt sent (Nagle, Minshall)
   bool ack_deferred = false;  // listed in Impl::ack_pending
   uint32_t unacked_bytes = 0;  // received since our last ACK
 

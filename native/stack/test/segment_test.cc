@@ -170,6 +170,39 @@ TEST(nagle_holds_a_runt_while_an_earlier_runt_is_unacked) {
   CHECK_EQ(out[0].tcp.seq, c.iss + 1 + 100);
 }
 
+// Issue 3's 40 ms stall: with timestamps a full segment carries 12 bytes of
+// options, so it holds fewer data bytes than the MSS. Counting it as a runt
+// for Minshall's rule held the message's tail until the full segment was
+// acknowledged, and a receiver ACKs a lone full segment only when its
+// delayed-ACK timer fires. A runt is shorter than what a segment can carry
+// after its options (Linux compares with the current MSS, options deducted).
+TEST(message_tail_goes_at_once_behind_a_full_segment_with_timestamps) {
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000), true);
+  REQUIRE(c.id);
+  const uint32_t full = 1460 - 12;  // the MSS less the timestamp option
+  auto message = filled(full + 100, 1);
+  rig.stack.send(c.id, message.data(), message.size(), rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 2);
+  CHECK_EQ(out[0].tcp.seq, c.iss + 1);
+  CHECK_EQ(out[0].payload.size(), size_t(full));
+  CHECK_EQ(out[0].tcp.flags, kAck);
+  CHECK_EQ(out[1].tcp.seq, c.iss + 1 + full);
+  CHECK_EQ(out[1].payload.size(), 100u);
+  CHECK_EQ(out[1].tcp.flags, kAck | kPsh);
+  // The 100-byte tail is a runt: Nagle holds the next one until it is acked.
+  auto more = filled(50, 2);
+  rig.stack.send(c.id, more.data(), more.size(), rig.now);
+  CHECK(rig.sent().empty());
+  rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1 + full + 100, kAck, 65535,
+                 ts_opt(5002, out[1].tcp.options.ts_val)));
+  out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.seq, c.iss + 1 + full + 100);
+  CHECK_EQ(out[0].payload.size(), 50u);
+}
+
 TEST(rto_backs_off_exponentially) {
   Rig rig;
   Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
@@ -450,6 +483,55 @@ TEST(new_syn_ends_time_wait) {
   CHECK_EQ(out[0].tcp.flags, kSyn | kAck);
   CHECK_EQ(out[0].tcp.ack, c.peer_seq + 100001);
   CHECK_EQ(count_events(rig.events(), EventType::Closed, c.id), 1u);
+}
+
+// Demux remembers the connection of the last segment; that shortcut must
+// give what the table gives: segments alternating between connections each
+// reach their own, and once a connection is gone (its id even reused by
+// another one) its 4-tuple finds no socket.
+TEST(segments_reach_their_own_connection_and_a_gone_one_gets_rst) {
+  Rig rig;
+  Accepted one = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  Accepted two = accept_from(rig, ep4(1, 81), ep4(2, 5001));
+  REQUIRE(one.id && two.id);
+  auto data = [&](const Accepted& c, uint32_t offset, const char* text) {
+    rig.feed(build(c.peer, c.local, c.peer_seq + offset, c.iss + 1, kAck | kPsh, 65535, {},
+                   bytes_of(text)));
+  };
+  data(one, 0, "one");
+  data(two, 0, "two");
+  data(one, 3, "three");
+  auto out = rig.sent();
+  REQUIRE(out.size() == 3);
+  CHECK_EQ(out[0].tcp.src_port, 80);
+  CHECK_EQ(out[0].tcp.ack, one.peer_seq + 3);
+  CHECK_EQ(out[1].tcp.src_port, 81);
+  CHECK_EQ(out[1].tcp.ack, two.peer_seq + 3);
+  CHECK_EQ(out[2].tcp.src_port, 80);
+  CHECK_EQ(out[2].tcp.ack, one.peer_seq + 8);
+  CHECK_EQ(rig.stack.recv_available(one.id), 8u);
+  CHECK_EQ(rig.stack.recv_available(two.id), 3u);
+
+  rig.stack.abort(one.id, rig.now);
+  REQUIRE(rig.sent().size() == 1);  // its RST
+  CHECK_EQ(count_events(rig.events(), EventType::Closed, one.id), 1u);
+  // A new connection on the first listener may take the freed id.
+  Endpoint third_peer = ep4(2, 5002);
+  rig.feed(build(third_peer, one.local, 7000, 0, kSyn, 65535, peer_syn_options(false)));
+  out = rig.sent();
+  REQUIRE(out.size() == 1);
+  uint32_t third_iss = out[0].tcp.seq;
+  rig.feed(build(third_peer, one.local, 7001, third_iss + 1, kAck, 65535));
+  int third = rig.stack.accept(one.listener);
+  REQUIRE(third > 0);
+  CHECK_EQ(SocketId(third), one.id);
+  data(one, 8, "late");
+  out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.flags, kRst);
+  CHECK_EQ(out[0].tcp.seq, one.iss + 1);
+  CHECK_EQ(out[0].tcp.dst_port, 5000);  // the listener's answer to a stray ACK
+  CHECK_EQ(rig.stack.recv_available(SocketId(third)), 0u);
 }
 
 TEST(full_link_drops_and_counts_then_recovers) {
