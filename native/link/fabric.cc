@@ -882,10 +882,19 @@ bool Fabric::peer_alive(LinkAddr peer) const { return impl_->alive(peer); }
 void Fabric::vouch(LinkAddr peer, bool watched) {
   const uint32_t s = slot_of(peer);
   if (s >= kMaxStacks) return;
-  if (watched)
+  if (watched) {
     impl_->vouched[s] = peer;
-  else if (impl_->vouched[s] == peer)
-    impl_->vouched[s] = 0;
+    return;
+  }
+  if (impl_->vouched[s] == peer) impl_->vouched[s] = 0;
+  // The watch ends when the peer dies: let go of its eventfd too, so a
+  // server outliving many clients holds no fd for each. (Taken again on the
+  // next ring if the peer was only unwatched.)
+  Impl::PeerBell& b = impl_->peer_bells[s];
+  if (b.generation == generation_of(peer)) {
+    if (b.fd >= 0) ::close(b.fd);
+    b = Impl::PeerBell{};
+  }
 }
 
 int Fabric::peer_pid(LinkAddr peer) const {

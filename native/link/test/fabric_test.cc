@@ -1,6 +1,7 @@
 // Fabric lifecycle and peers: the file's mode and removal, layout checks,
 // stacks in one process and across processes, death by kill -9, and the
 // need-wakeup doorbells.
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mman.h>
@@ -375,6 +376,51 @@ TEST(another_process_rings_our_eventfd_not_the_datagram) {
     CHECK_EQ(reap(pid), 0);  // the child rang once, by eventfd
     ::close(ready[0]);
     ::close(ready[1]);
+  }
+  CHECK(!shm_exists(name));
+}
+
+size_t open_fds() {
+  size_t n = 0;
+  if (DIR* d = ::opendir("/proc/self/fd")) {
+    while (::readdir(d)) ++n;
+    ::closedir(d);
+  }
+  return n;
+}
+
+TEST(the_eventfd_of_a_peer_that_died_is_let_go) {
+  const std::string name = unique_name();
+  {
+    auto parent = open_fabric(small_config(name));
+    REQUIRE(parent);
+    const LinkAddr parent_addr = parent->self();
+    int done[2];
+    REQUIRE(::pipe(done) == 0);
+    const size_t before = open_fds();
+    pid_t pid = ::fork();
+    if (pid == 0) {
+      auto f = open_fabric(small_config(name));
+      if (!f || !f->prepare_sleep() || !send_text(*f, parent_addr, "armed")) child_exit(false);
+      char c;
+      if (::read(done[0], &c, 1) != 1) child_exit(false);
+      child_exit(true);
+    }
+    REQUIRE(pid > 0);
+    auto got = wait_frames(*parent);
+    REQUIRE(got.size() == 1u);
+    const LinkAddr child = got[0].from;
+    parent->vouch(child, true);
+    REQUIRE(send_text(*parent, child, "ring"));  // the child is armed: we take its eventfd
+    CHECK_EQ(parent->counters().doorbells_rung, 1u);
+    CHECK_EQ(parent->counters().doorbells_fallback, 0u);
+    CHECK_EQ(open_fds(), before + 1);
+    REQUIRE(::write(done[1], "x", 1) == 1);
+    CHECK_EQ(reap(pid), 0);
+    parent->vouch(child, false);  // what the runtime does when the pidfd says it died
+    CHECK_EQ(open_fds(), before);
+    ::close(done[0]);
+    ::close(done[1]);
   }
   CHECK(!shm_exists(name));
 }
