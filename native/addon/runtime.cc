@@ -609,8 +609,12 @@ int Runtime::Writev(stack::SocketId id, const std::vector<std::pair<const uint8_
     if (r < 0) return static_cast<int>(r);
   }
   // A send makes no events (those come with ACKs, from the pump), so unlike
-  // other calls it needs no extra turn of the loop: only the timer.
-  if (!in_pump_) ArmTimer();
+  // other calls it needs no extra turn of the loop: only the timer (and a
+  // flush, should an ACK it could not carry be held).
+  if (!in_pump_) {
+    ArmTimer();
+    FlushSoon();
+  }
   st = Find(id);
   if (!st || !stack_) return 0;
   if (stack_->send_queued(id) >= send_limit_) {
@@ -684,7 +688,17 @@ void Runtime::Reset(stack::SocketId id) {
 
 int Runtime::SetNoDelay(stack::SocketId id, bool on) {
   if (!stack_ || !Find(id)) return -EBADF;
-  return stack_->set_nodelay(id, on);
+  int r = stack_->set_nodelay(id, on);
+  // An ACK owed to the peer is held, not pushed out alone: Node calls this
+  // on accept, just before the reply that will carry it.
+  if (!in_pump_) FlushSoon();
+  return r;
+}
+
+void Runtime::FlushSoon() {
+  // Held ACKs go at the pump's flush; outside a pump, one comes at the next
+  // turn of the loop (after JS wrote whatever could carry them).
+  if (stack_ && idle_ && stack_->acks_held()) uv_idle_start(idle_, OnIdle);
 }
 
 int Runtime::SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms) {

@@ -313,11 +313,6 @@ void Stack::add_address(const IpAddr& addr) {
 void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) {
   Impl& m = *impl_;
   m.clock = now;
-  m.in_input = true;
-  struct Leave {
-    bool& flag;
-    ~Leave() { flag = false; }
-  } leave{m.in_input};
   ++m.counters.packets_in;
   IpHeader ip;
   switch (parse_ip(packet, len, m.config.checksums, &ip)) {
@@ -434,6 +429,8 @@ void Stack::flush(Micros now) {
   }
   m.reap_dead();
 }
+
+bool Stack::acks_held() const { return !impl_->ack_pending.empty(); }
 
 Micros Stack::poll_at() const {
   const TimerEntry* e = impl_->next_timer();

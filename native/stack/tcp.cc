@@ -349,14 +349,20 @@ void Stack::Impl::output(Tcb& t, Micros now) {
     }
   }
   if (t.ack_now && t.state != TcpState::SynSent && t.state != TcpState::SynReceived) {
-    if (config.defer_acks && in_input) {
-      if (!t.ack_deferred) {
-        t.ack_deferred = true;
-        ack_pending.emplace_back(t.id, slots[t.id].generation);
-      }
-    } else {
-      send_ack(t, now);
-    }
+    ack_or_hold(t, now);
+  }
+}
+
+void Stack::Impl::ack_or_hold(Tcb& t, Micros now) {
+  if (!config.defer_acks) {
+    send_ack(t, now);
+    return;
+  }
+  // Held until flush(): a reply the application sends first carries it.
+  t.ack_now = true;
+  if (!t.ack_deferred) {
+    t.ack_deferred = true;
+    ack_pending.emplace_back(t.id, slots[t.id].generation);
   }
 }
 
@@ -844,7 +850,10 @@ void Stack::Impl::recved(Tcb& t, Micros now) {
   if (!seq_gt(edge, t.rcv_adv)) return;
   uint32_t grown = edge - t.rcv_adv;
   uint32_t threshold = std::min<uint32_t>(uint32_t(t.rcvbuf.capacity() / 2), 2 * t.rcv_mss);
-  if (grown >= threshold) send_ack(t, now);  // lwIP tcp_recved: window update
+  // lwIP tcp_recved: window update. Held with the ACKs under defer_acks:
+  // the application reads, then usually answers (the first read after a
+  // SYN-ACK's unscaled window always opens it this far).
+  if (grown >= threshold) ack_or_hold(t, now);
 }
 
 // --- timers ---
