@@ -110,8 +110,10 @@ struct Config {
   // window is unscaled), and an owed ACK a call such as set_nodelay() would
   // otherwise push out alone. The caller must call flush() after each batch
   // of input() and application work, and whenever acks_held() says one is
-  // owed. (Delayed ACKs on their timer, challenge and duplicate ACKs, and the
-  // handshake's last ACK are never held.)
+  // owed. The active opener's last handshake ACK is held too, so the first
+  // bytes written on Connected carry it (a reset sent meanwhile sends it
+  // first). (Delayed ACKs on their timer, and challenge and duplicate ACKs,
+  // are never held.)
   bool defer_acks = false;
 };
 
@@ -195,7 +197,9 @@ class Stack {
   // match any destination address of their family; an IPv6 "::" listener also
   // takes IPv4 unless v6only.
   int listen(const Endpoint& local, int backlog, bool v6only);
-  // Next established connection of a listener: SocketId, or -EAGAIN.
+  // Next established connection of a listener: SocketId, or -EAGAIN. One
+  // that failed while it waited (reset by its peer) is handed over too, and
+  // its Error event follows, as Linux's accept() does.
   int accept(SocketId listener);
   // Active open: sends SYN towards `via`. The caller chooses the local port
   // (port allocation across processes is the fabric's business). Returns the

@@ -231,6 +231,7 @@ struct Tcb {
   // app gave it up; whether it is in the demux table; freed at the next reap.
   SocketId listener = 0;
   bool accepted = false;
+  int failed_before_accept = 0;  // negative errno: failed in the accept queue
   bool app_closed = false;
   bool in_table = false;
   bool dead = false;
@@ -266,6 +267,7 @@ struct Tcb {
   uint32_t quick_acks_left = 0;  // Config::quick_acks, counted down
   uint32_t snd_sml = 0;  // end of the last segment shorter than the MSS (Nagle)
   bool ack_deferred = false;  // listed in Impl::ack_pending
+  bool handshake_ack_held = false;  // our SYN-SENT side's last handshake ACK, held for flush()
   uint32_t unacked_bytes = 0;  // received since our last ACK
 
   // RTT / RTO (RFC 6298).

@@ -3,6 +3,8 @@
 // after its first read (its SYN-ACK's window was unscaled) and an ACK owed
 // when set_nodelay() pushes output — are held until flush(), so the reply
 // carries them; without a reply, flush() sends exactly one.
+#include <cerrno>
+
 #include "harness.h"
 
 using namespace sidestep::stack;
@@ -133,4 +135,142 @@ TEST(ack_owed_at_accept_is_not_pushed_out_by_set_nodelay) {
       CHECK(opened(out[0]));
     }
   }
+}
+
+namespace {
+
+// An active open under defer_acks: SYN out, SYN-ACK in. Returns the id and
+// the ISN (0 on failure).
+int connected(Rig& rig, const Endpoint& local, const Endpoint& remote, uint32_t* iss) {
+  int id = rig.stack.connect(local, remote, 3, rig.now);
+  if (id <= 0) return 0;
+  auto syn = rig.sent();
+  if (syn.size() != 1) return 0;
+  *iss = syn[0].tcp.seq;
+  rig.feed(build(remote, local, 7000, *iss + 1, kSyn | kAck, 30000, peer_syn_options(false)), 3);
+  return id;
+}
+
+}  // namespace
+
+TEST(handshake_ack_is_held_and_rides_on_the_first_write) {
+  Rig rig(deferring());
+  Endpoint local = ep4(1, 40000), remote = ep4(2, 80);
+  uint32_t iss = 0;
+  int id = connected(rig, local, remote, &iss);
+  REQUIRE(id > 0);
+  CHECK(rig.sent().empty());
+  CHECK(has_event(rig.events(), EventType::Connected, SocketId(id)));
+  REQUIRE(rig.stack.set_nodelay(SocketId(id), true) == 0);
+  CHECK(rig.sent().empty());
+  uint8_t x = 'x';
+  REQUIRE(rig.stack.send(SocketId(id), &x, 1, rig.now) == 1);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);  // the byte, completing the handshake
+  CHECK_EQ(out[0].tcp.flags, kAck | kPsh);
+  CHECK_EQ(out[0].tcp.seq, iss + 1);
+  CHECK_EQ(out[0].tcp.ack, 7001u);
+  CHECK_EQ(out[0].payload.size(), 1u);
+  rig.stack.flush(rig.now);
+  CHECK(rig.sent().empty());
+}
+
+TEST(handshake_ack_held_goes_alone_at_flush) {
+  Rig rig(deferring());
+  Endpoint local = ep4(1, 40000), remote = ep4(2, 80);
+  uint32_t iss = 0;
+  int id = connected(rig, local, remote, &iss);
+  REQUIRE(id > 0);
+  CHECK(rig.stack.acks_held());
+  rig.stack.flush(rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.flags, kAck);
+  CHECK_EQ(out[0].tcp.seq, iss + 1);
+  CHECK_EQ(out[0].tcp.ack, 7001u);
+  CHECK_EQ(out[0].payload.size(), 0u);
+  rig.stack.flush(rig.now);
+  CHECK(rig.sent().empty());
+}
+
+TEST(reset_right_after_connect_completes_the_handshake_first) {
+  Rig rig(deferring());
+  Endpoint local = ep4(1, 40000), remote = ep4(2, 80);
+  uint32_t iss = 0;
+  int id = connected(rig, local, remote, &iss);
+  REQUIRE(id > 0);
+  rig.stack.abort(SocketId(id), rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 2);  // the peer accepts the connection, then it is reset
+  CHECK_EQ(out[0].tcp.flags, kAck);
+  CHECK_EQ(out[0].tcp.ack, 7001u);
+  CHECK(out[1].has(kRst));
+  CHECK_EQ(out[1].tcp.seq, iss + 1);
+  rig.stack.flush(rig.now);
+  CHECK(rig.sent().empty());
+}
+
+TEST(close_right_after_connect_sends_the_fin_with_the_ack) {
+  Rig rig(deferring());
+  Endpoint local = ep4(1, 40000), remote = ep4(2, 80);
+  uint32_t iss = 0;
+  int id = connected(rig, local, remote, &iss);
+  REQUIRE(id > 0);
+  rig.stack.close(SocketId(id), rig.now);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.flags, kAck | kFin);
+  CHECK_EQ(out[0].tcp.ack, 7001u);
+  rig.stack.flush(rig.now);
+  CHECK(rig.sent().empty());
+}
+
+// The other side of the reset above: the handshake's ACK and the RST arrive
+// together, before the application accepted. As on Linux, accept() still
+// hands the connection over, and it fails with ECONNRESET.
+TEST(connection_reset_in_the_accept_queue_is_accepted_then_fails) {
+  Rig rig;
+  Endpoint local = ep4(1, 80), peer = ep4(2, 5000);
+  int l = rig.stack.listen(local, 8, false);
+  REQUIRE(l > 0);
+  rig.feed(build(peer, local, 1000, 0, kSyn, 65535, peer_syn_options(false)));
+  auto synack = rig.sent();
+  REQUIRE(synack.size() == 1);
+  uint32_t iss = synack[0].tcp.seq;
+  rig.feed(build(peer, local, 1001, iss + 1, kAck, 65535));
+  rig.feed(build(peer, local, 1001, iss + 1, kRst | kAck, 0));
+  CHECK(rig.sent().empty());  // nothing answers a reset
+  auto ev = rig.events();
+  CHECK(has_event(ev, EventType::Acceptable, SocketId(l)));
+  int id = rig.stack.accept(SocketId(l));
+  REQUIRE(id > 0);
+  ev = rig.events();
+  CHECK(has_event(ev, EventType::Error, SocketId(id), -ECONNRESET));
+  CHECK_EQ(rig.stack.accept(SocketId(l)), -EAGAIN);
+  uint8_t b = 0;
+  CHECK_EQ(rig.stack.send(SocketId(id), &b, 1, rig.now), long(-EPIPE));
+  rig.stack.close(SocketId(id), rig.now);
+  CHECK(rig.sent().empty());
+  ev = rig.events();
+  CHECK_EQ(count_events(ev, EventType::Closed, SocketId(id)), 1u);
+  // The 4-tuple is free again: a new SYN opens a new connection.
+  rig.feed(build(peer, local, 9000, 0, kSyn, 65535, peer_syn_options(false)));
+  auto again = rig.sent();
+  REQUIRE(again.size() == 1);
+  CHECK_EQ(again[0].tcp.flags, kSyn | kAck);
+}
+
+TEST(closing_a_listener_with_a_reset_connection_queued_sends_nothing_for_it) {
+  Rig rig;
+  Endpoint local = ep4(1, 80), peer = ep4(2, 5000);
+  int l = rig.stack.listen(local, 8, false);
+  REQUIRE(l > 0);
+  rig.feed(build(peer, local, 1000, 0, kSyn, 65535, peer_syn_options(false)));
+  uint32_t iss = rig.sent()[0].tcp.seq;
+  rig.feed(build(peer, local, 1001, iss + 1, kAck, 65535));
+  rig.feed(build(peer, local, 1001, iss + 1, kRst | kAck, 0));
+  rig.stack.close(SocketId(l), rig.now);
+  CHECK(rig.sent().empty());
+  rig.events();
+  CHECK_EQ(rig.stack.poll_at(), kNever);
 }
