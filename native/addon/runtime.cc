@@ -594,16 +594,21 @@ int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, uint
 }
 
 int Runtime::Write(stack::SocketId id, const uint8_t* data, size_t len) {
-  std::vector<std::pair<const uint8_t*, size_t>> one{{data, len}};
-  return Writev(id, one);
+  const std::pair<const uint8_t*, size_t> one{data, len};
+  return Send(id, &one, 1);
 }
 
 int Runtime::Writev(stack::SocketId id, const std::vector<std::pair<const uint8_t*, size_t>>& parts) {
+  return Send(id, parts.data(), parts.size());
+}
+
+int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* parts, size_t count) {
   SocketState* st = Find(id);
   if (!st || st->closed || !stack_) return -EBADF;
   if (st->error) return st->error == -ECONNRESET ? -ECONNRESET : -EPIPE;
   stack::Micros now = Now();
-  for (auto& [p, n] : parts) {
+  for (size_t i = 0; i < count; ++i) {
+    auto [p, n] = parts[i];
     if (n == 0) continue;
     long r = stack_->send(id, p, n, now);
     if (r < 0) return static_cast<int>(r);

@@ -6,10 +6,17 @@
 
 namespace sidestep::stack {
 
+namespace {
+constexpr size_t kFirstSmallSend = 1024;
+}  // namespace
+
 void SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return;
   if (size_ + n > cap_) {
-    size_t cap = cap_ ? cap_ : 16384;
+    // A first small write (a request, an echo) gets a small buffer, which
+    // malloc serves from its per-thread cache; anything bigger starts at
+    // 16 KiB and doubles.
+    size_t cap = cap_ ? cap_ : (n <= kFirstSmallSend ? kFirstSmallSend : 16384);
     while (cap < size_ + n) cap *= 2;
     std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
     peek(0, grown.get(), size_);
