@@ -46,7 +46,8 @@ class SendBuffer {
 // In-order bytes waiting for recv(), followed (in the same ring) by
 // out-of-order bytes written at their offset; the SeqRanges list says which
 // of those are valid. `capacity` is what the window may promise; memory is
-// only allocated as data needs it (from 16 KiB, doubling), and a small buffer
+// only allocated as data needs it (from 1 KiB for a small first segment,
+// else 16 KiB, doubling), and a small buffer
 // left empty is given back (release_if_idle), so an idle connection holds no
 // buffer at all.
 class ReceiveBuffer {
