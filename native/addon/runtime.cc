@@ -613,23 +613,32 @@ int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, uint
 }
 
 int Runtime::Write(stack::SocketId id, const uint8_t* data, size_t len) {
-  std::vector<std::pair<const uint8_t*, size_t>> one{{data, len}};
-  return Writev(id, one);
+  const std::pair<const uint8_t*, size_t> one{data, len};
+  return Send(id, &one, 1);
 }
 
 int Runtime::Writev(stack::SocketId id, const std::vector<std::pair<const uint8_t*, size_t>>& parts) {
+  return Send(id, parts.data(), parts.size());
+}
+
+int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* parts, size_t count) {
   SocketState* st = Find(id);
   if (!st || st->closed || !stack_) return -EBADF;
   if (st->error) return st->error == -ECONNRESET ? -ECONNRESET : -EPIPE;
   stack::Micros now = Now();
-  for (auto& [p, n] : parts) {
+  for (size_t i = 0; i < count; ++i) {
+    auto [p, n] = parts[i];
     if (n == 0) continue;
     long r = stack_->send(id, p, n, now);
     if (r < 0) return static_cast<int>(r);
   }
   // A send makes no events (those come with ACKs, from the pump), so unlike
-  // other calls it needs no extra turn of the loop: only the timer.
-  if (!in_pump_) ArmTimer();
+  // other calls it needs no extra turn of the loop: only the timer (and a
+  // flush, should an ACK it could not carry be held).
+  if (!in_pump_) {
+    ArmTimer();
+    FlushSoon();
+  }
   st = Find(id);
   if (!st || !stack_) return 0;
   if (stack_->send_queued(id) >= send_limit_) {
@@ -703,7 +712,17 @@ void Runtime::Reset(stack::SocketId id) {
 
 int Runtime::SetNoDelay(stack::SocketId id, bool on) {
   if (!stack_ || !Find(id)) return -EBADF;
-  return stack_->set_nodelay(id, on);
+  int r = stack_->set_nodelay(id, on);
+  // An ACK owed to the peer is held, not pushed out alone: Node calls this
+  // on accept, just before the reply that will carry it.
+  if (!in_pump_) FlushSoon();
+  return r;
+}
+
+void Runtime::FlushSoon() {
+  // Held ACKs go at the pump's flush; outside a pump, one comes at the next
+  // turn of the loop (after JS wrote whatever could carry them).
+  if (stack_ && idle_ && stack_->acks_held()) uv_idle_start(idle_, OnIdle);
 }
 
 int Runtime::SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms) {

@@ -162,6 +162,10 @@ class Runtime final : private stack::Reader {
   // stack lives in the process, so the process lingers until they're acked.
   void Touch(SocketState& st);
   void AfterUserCall();
+  // Write and Writev: the parts in order, no allocation.
+  int Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* parts, size_t count);
+  // Outside the pump: make sure ACKs the stack holds get their flush().
+  void FlushSoon();
   void Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset = 0);
   SocketState* Find(stack::SocketId id);
 

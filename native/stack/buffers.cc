@@ -6,10 +6,17 @@
 
 namespace sidestep::stack {
 
+namespace {
+// A first small write or segment (a request, an echo) gets a buffer this
+// small, which malloc serves from its per-thread cache; anything bigger
+// starts at 16 KiB. Either doubles from there.
+constexpr size_t kFirstSmall = 1024;
+}  // namespace
+
 void SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return;
   if (size_ + n > cap_) {
-    size_t cap = cap_ ? cap_ : 16384;
+    size_t cap = cap_ ? cap_ : (n <= kFirstSmall ? kFirstSmall : 16384);
     while (cap < size_ + n) cap *= 2;
     std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
     peek(0, grown.get(), size_);
@@ -57,7 +64,7 @@ void SendBuffer::peek(size_t offset, uint8_t* out, size_t n) const {
 
 void ReceiveBuffer::reserve(size_t bytes) {
   if (bytes <= phys_) return;
-  size_t p = phys_ ? phys_ : kFirstReceiveBuffer;
+  size_t p = phys_ ? phys_ : (bytes <= kFirstSmall ? kFirstSmall : kFirstReceiveBuffer);
   while (p < bytes) p *= 2;
   p = std::min(p, cap_);
   std::unique_ptr<uint8_t[]> grown(new uint8_t[p]);

@@ -239,6 +239,20 @@ void Stack::Impl::fail(Tcb& t, int error) {
   if (t.dead) return;
   if (t.accepted && !t.app_closed && t.state != TcpState::Closed) {
     emit(t.id, EventType::Error, error);
+  } else if (!t.accepted && t.listener && t.synchronized()) {
+    // Established but not accepted yet: as on Linux, it stays in the accept
+    // queue, failed; accept() hands it over and its Error follows. (A peer
+    // that connects and resets at once has an accepted connection reset,
+    // whether or not the listener's application got to accept it first.)
+    Listener* l = listener(t.listener);
+    if (l && std::find(l->ready.begin(), l->ready.end(), t.id) != l->ready.end()) {
+      t.failed_before_accept = error;
+      t.state = TcpState::Closed;
+      t.rtx_at = t.persist_at = t.delack_at = kNever;
+      t.keepalive_at = t.linger_at = t.syn_deadline = kNever;
+      table_remove(t);
+      return;
+    }
   }
   finish(t);
 }
@@ -276,7 +290,7 @@ void Stack::Impl::close_listener(Listener& l, Micros now) {
   children.insert(children.end(), l.ready.begin(), l.ready.end());
   for (SocketId id : children) {
     if (Tcb* t = tcb(id)) {
-      send_rst(*t, now);
+      if (t->state != TcpState::Closed) send_rst(*t, now);
       finish(*t);
     }
   }
@@ -321,11 +335,6 @@ void Stack::add_address(const IpAddr& addr) {
 void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) {
   Impl& m = *impl_;
   m.clock = now;
-  m.in_input = true;
-  struct Leave {
-    bool& flag;
-    ~Leave() { flag = false; }
-  } leave{m.in_input};
   ++m.counters.packets_in;
   IpHeader ip;
   switch (parse_ip(packet, len, m.config.checksums, &ip)) {
@@ -442,6 +451,8 @@ void Stack::flush(Micros now) {
   m.reap_dead();
 }
 
+bool Stack::acks_held() const { return !impl_->ack_pending.empty(); }
+
 Micros Stack::poll_at() const {
   const TimerEntry* e = impl_->next_timer();
   return e ? e->at : kNever;
@@ -504,6 +515,7 @@ int Stack::accept(SocketId s) {
       t->eof_reported = true;
       m.emit(id, EventType::PeerClosed);
     }
+    if (t->failed_before_accept) m.emit(id, EventType::Error, t->failed_before_accept);
     return int(id);
   }
   return -EAGAIN;

@@ -102,12 +102,18 @@ struct Config {
   // only delivers what is ours). When false, only addresses added with
   // add_address() are ours.
   bool accept_any_address = true;
-  // Hold the ACKs that input() decides to send at once (for a pushed
-  // segment, say) until flush(), so that a reply the application sends in
-  // between carries them instead: one segment per request, not two. The
-  // caller must call flush() after each batch of input() and application
-  // work. (Delayed ACKs on their timer, and ACKs from other calls, are not
-  // affected.)
+  // Hold the pure ACKs the stack decides to send at once until flush(), so
+  // that a reply the application sends in between carries them instead:
+  // one segment per request, not two. That covers the ACK input() owes a
+  // pushed segment, the window update recv() sends when reading opened the
+  // window (the first read after the handshake always does: a SYN-ACK's
+  // window is unscaled), and an owed ACK a call such as set_nodelay() would
+  // otherwise push out alone. The caller must call flush() after each batch
+  // of input() and application work, and whenever acks_held() says one is
+  // owed. The active opener's last handshake ACK is held too, so the first
+  // bytes written on Connected carry it (a reset sent meanwhile sends it
+  // first). (Delayed ACKs on their timer, and challenge and duplicate ACKs,
+  // are never held.)
   bool defer_acks = false;
 };
 
@@ -181,6 +187,8 @@ class Stack {
   // Send the ACKs held back by Config::defer_acks that no data segment has
   // carried since.
   void flush(Micros now);
+  // Some ACK is held for flush() (Config::defer_acks).
+  bool acks_held() const;
   // Drain the event queue, oldest first. Returns false when empty.
   bool next_event(Event* out);
 
@@ -189,7 +197,9 @@ class Stack {
   // match any destination address of their family; an IPv6 "::" listener also
   // takes IPv4 unless v6only.
   int listen(const Endpoint& local, int backlog, bool v6only);
-  // Next established connection of a listener: SocketId, or -EAGAIN.
+  // Next established connection of a listener: SocketId, or -EAGAIN. One
+  // that failed while it waited (reset by its peer) is handed over too, and
+  // its Error event follows, as Linux's accept() does.
   int accept(SocketId listener);
   // Active open: sends SYN towards `via`. The caller chooses the local port
   // (port allocation across processes is the fabric's business). Returns the

@@ -97,10 +97,8 @@ struct Stack::Impl {
   std::vector<Event> events;
   size_t events_head = 0;
   std::vector<SocketId> reap;
-  // Config::defer_acks: connections with an ACK owed, and whether input() is
-  // running (only ACKs it decides are deferred).
+  // Config::defer_acks: connections with an ACK owed until flush().
   std::vector<std::pair<SocketId, uint32_t>> ack_pending;
-  bool in_input = false;
   Micros clock = 0;  // the latest `now` the caller gave us (for calls without one)
   mutable std::vector<TimerEntry> timer_heap;  // min-heap on `at`
   uint8_t hash_key[16];
@@ -152,6 +150,8 @@ struct Stack::Impl {
   void send_syn(Tcb& t, Micros now);
   uint32_t acceptable_seq(const Tcb& t) const;
   void send_ack(Tcb& t, Micros now) { transmit(t, acceptable_seq(t), wire::kAck, 0, now); }
+  // A pure ACK owed now: sent, or with Config::defer_acks held for flush().
+  void ack_or_hold(Tcb& t, Micros now);
   void send_dupack(Tcb& t, const Segment& seg, Micros now);
   void send_rst(Tcb& t, Micros now);
   void retransmit_first(Tcb& t, Micros now);

@@ -203,6 +203,7 @@ bool Stack::Impl::transmit(Tcb& t, uint32_t seq, uint8_t flags, uint32_t len, Mi
     t.score.on_transmit(seq, seq + len + ((flags & kFin) ? 1 : 0));  // every data segment
   }
   if (flags & kAck) {
+    t.handshake_ack_held = false;
     t.ack_now = false;
     t.delack_at = kNever;
     t.unacked_bytes = 0;
@@ -230,6 +231,7 @@ uint32_t Stack::Impl::acceptable_seq(const Tcb& t) const {
 }
 
 void Stack::Impl::send_rst(Tcb& t, Micros now) {
+  if (t.handshake_ack_held) send_ack(t, now);  // the peer accepts, then sees the reset
   transmit(t, acceptable_seq(t), kRst | kAck, 0, now);
 }
 
@@ -353,14 +355,20 @@ void Stack::Impl::output(Tcb& t, Micros now) {
     }
   }
   if (t.ack_now && t.state != TcpState::SynSent && t.state != TcpState::SynReceived) {
-    if (config.defer_acks && in_input) {
-      if (!t.ack_deferred) {
-        t.ack_deferred = true;
-        ack_pending.emplace_back(t.id, slots[t.id].generation);
-      }
-    } else {
-      send_ack(t, now);
-    }
+    ack_or_hold(t, now);
+  }
+}
+
+void Stack::Impl::ack_or_hold(Tcb& t, Micros now) {
+  if (!config.defer_acks) {
+    send_ack(t, now);
+    return;
+  }
+  // Held until flush(): a reply the application sends first carries it.
+  t.ack_now = true;
+  if (!t.ack_deferred) {
+    t.ack_deferred = true;
+    ack_pending.emplace_back(t.id, slots[t.id].generation);
   }
 }
 
@@ -444,12 +452,15 @@ void Stack::Impl::on_syn_sent(Tcb& t, const Segment& seg, Micros now) {
   arm_keepalive(t, now);
   emit(t.id, EventType::Connected);
   t.ack_now = true;
-  output(t, now);  // data queued while connecting carries the ACK
-  // Otherwise the handshake's last ACK goes at once, never deferred: until
-  // it lands the peer has no connection to accept (an application that
-  // resets right after connecting must reset an accepted connection, as
-  // with the kernel).
-  if (t.ack_now) send_ack(t, now);
+  // Data queued while connecting carries the ACK. Otherwise it goes at once
+  // or, with defer_acks, at flush(): what the application writes on
+  // 'connect' carries it then (one frame fewer per connection, and the peer
+  // learns of the connection and its first bytes together). Until it lands
+  // the peer has no connection to accept, so a reset sent meanwhile sends it
+  // first (send_rst): an application that resets right after connecting
+  // resets an accepted connection, as with the kernel.
+  output(t, now);
+  if (t.ack_now) t.handshake_ack_held = true;
 }
 
 void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now) {
@@ -848,7 +859,10 @@ void Stack::Impl::recved(Tcb& t, Micros now) {
   if (!seq_gt(edge, t.rcv_adv)) return;
   uint32_t grown = edge - t.rcv_adv;
   uint32_t threshold = std::min<uint32_t>(uint32_t(t.rcvbuf.capacity() / 2), 2 * t.rcv_mss);
-  if (grown >= threshold) send_ack(t, now);  // lwIP tcp_recved: window update
+  // lwIP tcp_recved: window update. Held with the ACKs under defer_acks:
+  // the application reads, then usually answers (the first read after a
+  // SYN-ACK's unscaled window always opens it this far).
+  if (grown >= threshold) ack_or_hold(t, now);
 }
 
 // --- timers ---

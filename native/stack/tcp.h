@@ -46,7 +46,8 @@ class SendBuffer {
 // In-order bytes waiting for recv(), followed (in the same ring) by
 // out-of-order bytes written at their offset; the SeqRanges list says which
 // of those are valid. `capacity` is what the window may promise; memory is
-// only allocated as data needs it (from 16 KiB, doubling), and a small buffer
+// only allocated as data needs it (from 1 KiB for a small first segment,
+// else 16 KiB, doubling), and a small buffer
 // left empty is given back (release_if_idle), so an idle connection holds no
 // buffer at all.
 class ReceiveBuffer {
@@ -231,6 +232,7 @@ struct Tcb {
   // app gave it up; whether it is in the demux table; freed at the next reap.
   SocketId listener = 0;
   bool accepted = false;
+  int failed_before_accept = 0;  // negative errno: failed in the accept queue
   bool app_closed = false;
   bool in_table = false;
   bool dead = false;
@@ -266,6 +268,7 @@ struct Tcb {
   uint32_t quick_acks_left = 0;  // Config::quick_acks, counted down
   uint32_t snd_sml = 0;  // end of the last runt sent (Nagle, Minshall)
   bool ack_deferred = false;  // listed in Impl::ack_pending
+  bool handshake_ack_held = false;  // our SYN-SENT side's last handshake ACK, held for flush()
   uint32_t unacked_bytes = 0;  // received since our last ACK
 
   // RTT / RTO (RFC 6298).

@@ -7,9 +7,12 @@
 import { AsyncResource } from 'node:async_hooks';
 import { EventKind } from '../addon';
 import type { Runtime, EventTarget } from '../runtime';
-import type { Internals } from './internals';
+import { ownerOf, type Internals } from './internals';
 
 const UV_EBADF = -9;
+
+/** Set on a socket when its bypass handle closes: isBypassed() after close. */
+export const kWasBypassed = Symbol('sidestep.wasBypassed');
 
 interface WriteReq {
   oncomplete?: (this: WriteReq, status: number, handle?: unknown, error?: unknown) => void;
@@ -282,6 +285,8 @@ export class BypassHandle implements EventTarget {
   close(cb?: () => void): void {
     if (this.closed) return;
     this.closed = true;
+    const owner = ownerOf(this.internals, this);
+    if (owner && typeof owner === 'object') owner[kWasBypassed] = true;
     if (this.id) {
       this.binding.close(this.id);
       this.runtime.forget(this.id);

@@ -24,7 +24,7 @@ import type { Runtime, EventTarget } from '../runtime';
 import type { Fallbacks } from '../stats';
 import { debug } from '../stats';
 import { installClusterWorker, kClusterShare, type ClusterShare } from './cluster';
-import { BypassHandle, type LocalBinding } from './handle';
+import { BypassHandle, kWasBypassed, type LocalBinding } from './handle';
 import { ownerOf, type Internals } from './internals';
 import { installIpcGuard } from './ipc';
 import { installTlsBridge, isTlsSocket } from './tls';
@@ -46,16 +46,25 @@ interface Bound extends LocalBinding {
   reusePort: boolean;
 }
 
-/** Sockets whose connection went through the fabric (they keep the mark after close). */
+/**
+ * TLS client sockets whose connection went through the fabric: their own
+ * handle is TLS's wrap. (A plain socket needs no entry: its handle answers
+ * while it has one, and the handle marks it when closed, kWasBypassed; a
+ * WeakSet entry per connection was GC work, its ephemeron tables.)
+ */
 const bypassedSockets = new WeakSet<object>();
 
-export function isBypassedSocket(socket: object): boolean {
+function bypassedPlain(socket: any): boolean {
   // The handle answers while the socket has one (in the server's 'connection'
-  // listener already); the set remembers it after close.
-  if (bypassedSockets.has(socket) || (socket as any)._handle instanceof BypassHandle) return true;
+  // listener already); the mark remembers it after close.
+  return socket._handle instanceof BypassHandle || socket[kWasBypassed] === true || bypassedSockets.has(socket);
+}
+
+export function isBypassedSocket(socket: object): boolean {
+  if (bypassedPlain(socket)) return true;
   // A TLS socket over a bypassed socket: Node keeps the raw one as _parent.
   const parent = (socket as any)._parent;
-  return isTlsSocket(socket) && !!parent && typeof parent === 'object' && bypassedSockets.has(parent);
+  return isTlsSocket(socket) && !!parent && typeof parent === 'object' && bypassedPlain(parent);
 }
 
 /**
@@ -108,8 +117,6 @@ class BypassListener implements EventTarget {
       return;
     }
     this.kernelHandle.onconnection(0, client);
-    const socket = ownerOf(this.internals, client);
-    if (socket) bypassedSockets.add(socket);
   }
 
   close(): void {
@@ -186,8 +193,9 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
         bypassedSockets.add(raw);
       }
     }
-    if (err === 0) bypassedSockets.add(socket);
-    debug('connect %s:%d via fabric%s: %s', address, port, tlsClient ? ' (TLS)' : '', err === 0 ? 'ok' : err);
+    if (err === 0 && tlsClient) bypassedSockets.add(socket);
+    // (debuglog's wrapper allocates for its arguments even when disabled.)
+    if (debug.enabled) debug('connect %s:%d via fabric%s: %s', address, port, tlsClient ? ' (TLS)' : '', err === 0 ? 'ok' : err);
     return err;
   }
 
