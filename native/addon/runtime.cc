@@ -884,6 +884,7 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("spinsWon", spins_won_);
   set("spinsLost", spins_lost_);
   set("slot", link::slot_of(fabric_->self()));
+  set("linkAddr", fabric_->self());  // (generation << 8) | slot: unique per claim
   return o;
 }
 
