@@ -17,7 +17,9 @@
 // region and reads into successive pieces of another, as the through-memory
 // memcpy does, at 256 KiB socket buffers; measured alternately with that
 // memcpy (memcpy, stack, memcpy, ...) and compared by medians, so the shared
-// machine's drift hits both sides alike.
+// machine's drift hits both sides alike; also over a link that carries the
+// payload by reference ("gather"), and next to the floors of two and three
+// copies (memcpy through one or two cache-resident bounce buffers).
 //
 //   make -C native/bench run [MIB=n] [REPS=n]   # default 2048 MiB per case, 3 repetitions
 #include <algorithm>
@@ -37,42 +39,81 @@ namespace {
 using Clock = std::chrono::steady_clock;
 
 // Packets in flight one way: a pool of buffers, FIFO, no allocation once warm.
+// A gathering queue carries payloads by reference (Link::tx_reserve_headers):
+// only the headers are copied, the receiving stack copies the payload
+// straight out of the sender's send buffer.
 class Queue {
  public:
+  bool gather = false;
+
   uint8_t* reserve(size_t len) {
-    if (free_.empty()) free_.emplace_back();
-    cur_ = std::move(free_.back());
-    free_.pop_back();
-    cur_.resize(len);
-    return cur_.data();
+    take_buffer();
+    cur_.bytes.resize(len);
+    return cur_.bytes.data();
+  }
+  uint8_t* reserve_headers(size_t header_len, const Payload& payload) {
+    if (!gather) return nullptr;
+    take_buffer();
+    cur_.bytes.resize(header_len);
+    cur_.payload = payload;
+    cur_.by_reference = true;
+    return cur_.bytes.data();
   }
   void commit(size_t len) {
-    cur_.resize(len);
+    cur_.bytes.resize(len);
     q_.push_back(std::move(cur_));
+  }
+  // The sender will move or free send-buffer memory: copy what we point to.
+  void release() {
+    for (Packet& p : q_) {
+      if (!p.by_reference) continue;
+      for (int i = 0; i < 2; ++i)
+        p.bytes.insert(p.bytes.end(), p.payload.data[i], p.payload.data[i] + p.payload.len[i]);
+      p.by_reference = false;
+    }
   }
   // Delivers every queued packet to `to`.
   size_t drain(Stack& to, Micros now) {
     size_t n = 0;
     while (!q_.empty()) {
-      std::vector<uint8_t> p = std::move(q_.front());
+      Packet p = std::move(q_.front());
       q_.pop_front();
-      to.input(1, p.data(), p.size(), now);
-      free_.push_back(std::move(p));
+      if (p.by_reference)
+        to.input(1, p.bytes.data(), p.bytes.size(), p.payload, now);
+      else
+        to.input(1, p.bytes.data(), p.bytes.size(), now);
+      free_.push_back(std::move(p.bytes));
       ++n;
     }
     return n;
   }
 
  private:
-  std::vector<uint8_t> cur_;
-  std::deque<std::vector<uint8_t>> q_;
+  struct Packet {
+    std::vector<uint8_t> bytes;
+    Payload payload;
+    bool by_reference = false;
+  };
+  void take_buffer() {
+    cur_ = Packet{};
+    if (!free_.empty()) {
+      cur_.bytes = std::move(free_.back());
+      free_.pop_back();
+    }
+  }
+  Packet cur_;
+  std::deque<Packet> q_;
   std::vector<std::vector<uint8_t>> free_;
 };
 
 struct End final : Link {
   Queue* out;
   uint8_t* tx_reserve(LinkAddr, size_t len) override { return out->reserve(len); }
+  uint8_t* tx_reserve_headers(LinkAddr, size_t header_len, const Payload& payload) override {
+    return out->reserve_headers(header_len, payload);
+  }
   void tx_commit(LinkAddr, size_t len) override { out->commit(len); }
+  void tx_release() override { out->release(); }
 };
 
 Endpoint ep(uint8_t last, uint16_t port) {
@@ -121,7 +162,8 @@ Micros micros_since(Clock::time_point t0) {
 
 constexpr size_t kWrite = 64 << 10;  // the application writes 64 KiB at a time
 
-Result run(size_t total, uint32_t mtu, uint32_t window, bool direct, const AppMemory& app) {
+Result run(size_t total, uint32_t mtu, uint32_t window, bool direct, const AppMemory& app,
+           bool gather = false) {
   const Clock::time_point epoch = Clock::now();
   Config c;
   c.mtu = mtu;
@@ -130,6 +172,7 @@ Result run(size_t total, uint32_t mtu, uint32_t window, bool direct, const AppMe
   c.send_buffer = window;
   for (int i = 0; i < 16; ++i) c.isn_secret[i] = uint8_t(i + 1);
   Queue ab, ba;
+  ab.gather = ba.gather = gather;
   End ea, eb;
   ea.out = &ab;
   eb.out = &ba;
@@ -200,6 +243,25 @@ double memcpy_seconds(size_t total, const AppMemory& app, size_t span) {  // spa
   return std::chrono::duration<double>(Clock::now() - t0).count();
 }
 
+// The same, but each 64 KiB block goes through `hops` 256 KiB bounce buffers
+// in a row (each a memcpy from cache into cache): with one, the floor of any
+// design that copies the bytes in and out once (a socket API over a link that
+// carries references); with two, the floor of this stack's three copies
+// (application -> send buffer -> link -> application).
+double bounce_seconds(size_t total, const AppMemory& app, size_t span, int hops) {
+  std::vector<uint8_t> bounce[2] = {std::vector<uint8_t>(256 << 10, 7), std::vector<uint8_t>(256 << 10, 8)};
+  const size_t ring = bounce[0].size();
+  auto t0 = Clock::now();
+  for (size_t done = 0, off = 0, b = 0; done < total;
+       done += kWrite, off = (off + kWrite) % span, b = (b + kWrite) % ring) {
+    std::memcpy(bounce[0].data() + b, app.src + off, kWrite);
+    if (hops == 2) std::memcpy(bounce[1].data() + b, bounce[0].data() + b, kWrite);
+    std::memcpy(app.dst + off, bounce[hops - 1].data() + b, kWrite);
+    asm volatile("" : : "r"(app.dst) : "memory");
+  }
+  return std::chrono::duration<double>(Clock::now() - t0).count();
+}
+
 double median(std::vector<double> v) {
   std::sort(v.begin(), v.end());
   size_t n = v.size();
@@ -209,10 +271,10 @@ double median(std::vector<double> v) {
 double gbps(size_t bytes, double seconds) { return double(bytes) / seconds / 1e9; }
 
 void print_case(uint32_t mtu, uint32_t window, bool direct, const char* app, size_t bytes,
-                const Result& r) {
+                const Result& r, bool gather = false) {
   std::printf("stack  MTU %5u  buffers %4u KiB  %-7s  app %-8s  %5zu MiB in %7.1f ms  %6.2f GB/s  "
               "%6llu segments  %5.0f ns/segment  longest wait %5.1f ms",
-              mtu, window >> 10, direct ? "direct" : "recv()", app, bytes >> 20, r.seconds * 1e3,
+              mtu, window >> 10, gather ? "gather" : direct ? "direct" : "recv()", app, bytes >> 20, r.seconds * 1e3,
               gbps(bytes, r.seconds), (unsigned long long)r.segments,
               r.seconds * 1e9 / double(r.segments), r.longest_wait * 1e3);
 }
@@ -253,14 +315,22 @@ int main(int argc, char** argv) {
   // Apples to apples: the application streams through 64 MiB on both sides,
   // as the through-memory memcpy does, measured alternately with it (memcpy,
   // stack, memcpy, ...) so the shared machine's drift hits both alike.
-  std::vector<double> mem;
-  std::vector<double> stack_s[2];
-  Result last[2];
+  // Three ways through the stack: recv(), direct receive (what the addon
+  // does), and direct receive over a link that carries payloads by reference
+  // (scatter-gather, Link::tx_reserve_headers: one copy fewer).
+  struct Way {
+    bool direct, gather;
+  };
+  const Way ways[] = {{false, false}, {true, false}, {true, true}};
+  std::vector<double> mem, bounce[2];
+  std::vector<double> stack_s[3];
+  Result last[3];
   for (int i = 0; i < reps; ++i) {
     mem.push_back(memcpy_seconds(total, streamed, span));
-    for (bool direct : {false, true}) {
-      last[direct] = run(total, 65536, 256 << 10, direct, streamed);
-      stack_s[direct].push_back(last[direct].seconds);
+    for (int hops : {1, 2}) bounce[hops - 1].push_back(bounce_seconds(total, streamed, span, hops));
+    for (int w = 0; w < 3; ++w) {
+      last[w] = run(total, 65536, 256 << 10, ways[w].direct, streamed, ways[w].gather);
+      stack_s[w].push_back(last[w].seconds);
     }
   }
   mem.push_back(memcpy_seconds(total, streamed, span));
@@ -269,12 +339,17 @@ int main(int argc, char** argv) {
               mem.size());
   for (double m : mem) std::printf(" %.2f", gbps(total, m));
   std::printf(")\n");
-  for (bool direct : {false, true}) {
-    Result r = last[direct];
-    r.seconds = median(stack_s[direct]);
-    print_case(65536, 256 << 10, direct, "streams", total, r);
+  for (int hops : {1, 2}) {
+    const double bounce_s = median(bounce[hops - 1]);
+    std::printf("memcpy via %d bounce buffer%s (%d copies):      %6.2f GB/s, %.2fx memcpy through memory (the floor of %d copies)\n",
+                hops, hops == 1 ? " " : "s", hops + 1, gbps(total, bounce_s), bounce_s / mem_s, hops + 1);
+  }
+  for (int w = 0; w < 3; ++w) {
+    Result r = last[w];
+    r.seconds = median(stack_s[w]);
+    print_case(65536, 256 << 10, ways[w].direct, "streams", total, r, ways[w].gather);
     std::printf("  %5.2fx memcpy through memory (median of %d:", r.seconds / mem_s, reps);
-    for (double x : stack_s[direct]) std::printf(" %.2f", gbps(total, x));
+    for (double x : stack_s[w]) std::printf(" %.2f", gbps(total, x));
     std::printf(" GB/s)\n");
   }
   return 0;

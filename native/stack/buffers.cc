@@ -53,6 +53,24 @@ void SendBuffer::pop(size_t n) {
   }
 }
 
+bool SendBuffer::frees_on_pop(size_t n) const {
+  return cap_ > 0 && cap_ <= kSmallBuffer && n >= size_;
+}
+
+void SendBuffer::pieces(size_t offset, size_t n, Payload* out) const {
+  *out = Payload{};
+  if (n == 0) return;
+  size_t pos = head_ + offset;
+  if (pos >= cap_) pos -= cap_;
+  size_t first = std::min(n, cap_ - pos);
+  out->data[0] = buf_.get() + pos;
+  out->len[0] = first;
+  if (first < n) {
+    out->data[1] = buf_.get();
+    out->len[1] = n - first;
+  }
+}
+
 void SendBuffer::peek(size_t offset, uint8_t* out, size_t n) const {
   if (n == 0) return;
   size_t pos = head_ + offset;

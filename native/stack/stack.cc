@@ -264,6 +264,7 @@ void Stack::Impl::reap_dead() {
     Slot& s = slots[id];
     if (s.kind != SlotKind::Tcb) continue;
     bool announced = s.tcb->accepted;  // a Closed event is queued: free the id when drained
+    if (tx_refs_out && s.tcb->sndbuf.allocated()) release_tx_refs();
     s.tcb.reset();
     if (announced) {
       s.kind = SlotKind::Reserved;
@@ -325,12 +326,31 @@ uint16_t Stack::Impl::mss_cap(uint8_t family) const {
 // --- Stack ---
 
 Stack::Stack(const Config& config, Link& link) : impl_(std::make_unique<Impl>(config, link)) {}
-Stack::~Stack() = default;
+// The send buffers go with us: a gathering link must not keep pointers.
+Stack::~Stack() { impl_->release_tx_refs(); }
 
 void Stack::add_address(const IpAddr& addr) {
   auto& a = impl_->addresses;
   if (std::find(a.begin(), a.end(), addr) == a.end()) a.push_back(addr);
 }
+
+namespace {
+// Addresses no TCP segment may carry: unspecified, broadcast or multicast
+// (TCP is unicast only: never answer or reset those), or IPv4-mapped in an
+// IPv6 header (::ffff:0:0/96, RFC 4291 2.5.5.2; Linux drops such SYNs too:
+// it would alias an IPv4 peer).
+bool unusable_addresses(const IpHeader& ip) {
+  auto multi = [](const IpAddr& a) {
+    return a.family == 4 ? a.bytes[0] >= 224 : a.bytes[0] == 0xff;
+  };
+  auto v4_mapped = [](const IpAddr& a) {
+    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+    return a.family == 6 && std::memcmp(a.bytes, prefix, 12) == 0;
+  };
+  return ip.src.is_unspecified() || ip.dst.is_unspecified() || multi(ip.src) || multi(ip.dst) ||
+         v4_mapped(ip.src) || v4_mapped(ip.dst);
+}
+}  // namespace
 
 void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) {
   Impl& m = *impl_;
@@ -346,18 +366,7 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
     case IpParse::Ok:
       break;
   }
-  // TCP is unicast only: never answer (or reset) a broadcast or multicast.
-  auto multi = [](const IpAddr& a) {
-    return a.family == 4 ? a.bytes[0] >= 224 : a.bytes[0] == 0xff;
-  };
-  // An IPv4-mapped address (::ffff:0:0/96) never appears in an IPv6 header
-  // (RFC 4291 2.5.5.2; Linux drops such SYNs too): it would alias an IPv4 peer.
-  auto v4_mapped = [](const IpAddr& a) {
-    static const uint8_t prefix[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
-    return a.family == 6 && std::memcmp(a.bytes, prefix, 12) == 0;
-  };
-  if (ip.src.is_unspecified() || ip.dst.is_unspecified() || multi(ip.src) || multi(ip.dst) ||
-      v4_mapped(ip.src) || v4_mapped(ip.dst)) {
+  if (unusable_addresses(ip)) {
     ++m.counters.packets_malformed;
     return;
   }
@@ -379,6 +388,54 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
   }
   seg.payload = tcp + seg.tcp.header_len;
   seg.payload_len = ip.payload_len - seg.tcp.header_len;
+  m.deliver(seg, now);
+}
+
+void Stack::input(LinkAddr from, const uint8_t* header, size_t header_len, const Payload& payload,
+                  Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  ++m.counters.packets_in;
+  // Headers from a local copy (the link's memory may change under us), sized
+  // so that parsing never reads past what the link gave.
+  uint8_t h[128] = {};
+  IpHeader ip;
+  Segment seg;
+  const size_t total = header_len + payload.size();
+  bool ok = !m.config.checksums && header_len <= sizeof h && total >= header_len;
+  if (ok) {
+    std::memcpy(h, header, header_len);
+    ok = parse_ip(h, total, false, &ip) == IpParse::Ok && ip.header_len + kTcpHeaderLen <= header_len &&
+         ip.payload_len == total - ip.header_len &&
+         parse_tcp(h + ip.header_len, header_len - ip.header_len, &seg.tcp) &&
+         seg.tcp.header_len == header_len - ip.header_len;
+  }
+  if (!ok || unusable_addresses(ip) || seg.tcp.src_port == 0 ||
+      seg.tcp.dst_port == 0 || (seg.has(kSyn) && (seg.tcp.flags & (kRst | kFin)))) {
+    ++m.counters.packets_malformed;
+    return;
+  }
+  if (!m.is_local(ip.dst)) return;
+  seg.from = from;
+  seg.src = ip.src;
+  seg.dst = ip.dst;
+  seg.payload = payload.data[0];
+  seg.payload_len = payload.size();
+  if (payload.len[1]) {
+    seg.payload2 = payload.data[1];
+    seg.payload2_len = payload.len[1];
+  }
+  if (payload.len[0] == 0 && payload.len[1]) {
+    seg.payload = payload.data[1];
+    seg.payload2 = nullptr;
+    seg.payload2_len = 0;
+  }
+  m.deliver(seg, now);
+}
+
+void Stack::Impl::deliver(Segment& seg, Micros now) {
+  Impl& m = *this;
+  const LinkAddr from = seg.from;
   m.counters.bytes_in += seg.payload_len;
 
   if (Tcb* found = m.demux(TupleKey{seg.dst, seg.src, seg.tcp.dst_port, seg.tcp.src_port})) {
@@ -583,6 +640,7 @@ long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now) {
       return -EPIPE;
   }
   if (len == 0) return 0;
+  if (m.tx_refs_out && t->sndbuf.moves_on_push(len)) m.release_tx_refs();
   t->sndbuf.push(data, len);
   if (t->sndbuf.size() >= m.config.send_buffer) t->writable_armed = true;
   m.output(*t, now);

@@ -47,6 +47,13 @@ struct Endpoint {
   bool operator==(const Endpoint& o) const { return addr == o.addr && port == o.port; }
 };
 
+// A transport payload in up to two pieces (a send buffer is a ring).
+struct Payload {
+  const uint8_t* data[2] = {nullptr, nullptr};
+  size_t len[2] = {0, 0};
+  size_t size() const { return len[0] + len[1]; }
+};
+
 // The link below the stack: a NIC-like packet sink. TX is pulled into link
 // memory: the stack asks for room, writes the IP packet in place, commits it.
 class Link {
@@ -57,6 +64,22 @@ class Link {
   virtual uint8_t* tx_reserve(LinkAddr to, size_t len) = 0;
   // Publish the packet last reserved towards `to`; `len` <= the reserved size.
   virtual void tx_commit(LinkAddr to, size_t len) = 0;
+
+  // Scatter-gather transmit, for a link that can carry the payload by
+  // reference (a NIC that DMAs from host memory, two stacks in one address
+  // space): room for the IP and TCP headers only (`header_len` bytes, then
+  // tx_commit(to, header_len)), the payload being `payload`, pointers into
+  // the stack's send buffer. nullptr: copy it (tx_reserve) — the default.
+  // Used only without checksums. The pointers stay valid until tx_release():
+  // before moving or freeing send-buffer memory the stack calls it, and
+  // otherwise it only overwrites bytes the peer has acknowledged, which a
+  // receiver never reads again (they are below its rcv_nxt).
+  virtual uint8_t* tx_reserve_headers(LinkAddr to, size_t header_len, const Payload& payload) {
+    (void)to, (void)header_len, (void)payload;
+    return nullptr;
+  }
+  // Be done with every payload reference given so far (deliver or copy it).
+  virtual void tx_release() {}
 };
 
 // Receive without the receive buffer: while a socket has a Reader, in-order
@@ -179,6 +202,11 @@ class Stack {
 
   // One IP packet from the link. Malformed packets are dropped and counted.
   void input(LinkAddr from, const uint8_t* packet, size_t len, Micros now);
+  // One IP packet whose payload came apart from its headers (a gathering
+  // link, see Link::tx_reserve_headers): `header` is the IP and TCP headers
+  // exactly, `payload` the bytes after them. Only without checksums.
+  void input(LinkAddr from, const uint8_t* header, size_t header_len, const Payload& payload,
+             Micros now);
   // Fire every timer due at `now` (retransmit, delayed ACK, persist,
   // keepalive, TIME_WAIT, SYN timeout).
   void poll(Micros now);

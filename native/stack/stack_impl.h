@@ -4,6 +4,7 @@
 #pragma once
 
 #include <deque>
+#include <utility>
 #include <memory>
 #include <unordered_map>
 #include <vector>
@@ -22,6 +23,16 @@ struct Segment {
   wire::TcpHeader tcp;
   const uint8_t* payload = nullptr;
   size_t payload_len = 0;
+  // A gathered payload's second piece (see Link::tx_reserve_headers): the
+  // last payload2_len of payload_len bytes are there, not after `payload`.
+  const uint8_t* payload2 = nullptr;
+  size_t payload2_len = 0;
+  // Where byte `i` of the payload is, and how many follow it contiguously.
+  std::pair<const uint8_t*, size_t> bytes_at(size_t i) const {
+    const size_t first = payload_len - payload2_len;
+    if (i < first) return {payload + i, first - i};
+    return {payload2 + (i - first), payload_len - i};
+  }
   bool has(uint8_t flag) const { return (tcp.flags & flag) != 0; }
   uint32_t seq_len() const {
     return uint32_t(payload_len) + has(wire::kSyn) + has(wire::kFin);
@@ -83,6 +94,16 @@ struct Stack::Impl {
 
   Config config;
   Link& link;
+  // The link holds references into send buffers (tx_reserve_headers) not
+  // yet released: move or free send-buffer memory only after tx_release().
+  bool tx_refs_out = false;
+  void release_tx_refs() {
+    if (!tx_refs_out) return;
+    tx_refs_out = false;
+    link.tx_release();
+  }
+  // Everything after parsing: demux and the state machine.
+  void deliver(Segment& seg, Micros now);
   Counters counters;
   std::vector<Slot> slots;  // index = SocketId; slot 0 unused
   std::vector<SocketId> free_ids;

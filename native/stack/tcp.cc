@@ -150,6 +150,21 @@ bool Stack::Impl::put(LinkAddr to, const IpAddr& src, const IpAddr& dst, const T
   size_t ip_len = ip_header_len(src.family);
   size_t tcp_len = kTcpHeaderLen + tcp_options_len(h.options) + len;
   size_t total = ip_len + tcp_len;
+  if (len && !config.checksums) {
+    // A link that carries the payload by reference gets only the headers.
+    Payload payload;
+    data->pieces(offset, len, &payload);
+    const size_t headers = total - len;
+    if (uint8_t* hp = link.tx_reserve_headers(to, headers, payload)) {
+      emit_ip(hp, src, dst, tcp_len, false);
+      emit_tcp(hp + ip_len, h);
+      link.tx_commit(to, headers);
+      tx_refs_out = true;
+      ++counters.packets_out;
+      counters.bytes_out += len;
+      return true;
+    }
+  }
   uint8_t* p = link.tx_reserve(to, total);
   if (!p) {
     ++counters.packets_link_full;
@@ -656,6 +671,7 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     if (t.rtt_timing && seq_gt(ack, t.rtt_seq)) t.rtt_timing = false;
     if (seq_gt(ack, t.sndbuf_seq)) {
       uint32_t n = std::min<uint32_t>(ack - t.sndbuf_seq, uint32_t(t.sndbuf.size()));
+      if (tx_refs_out && t.sndbuf.frees_on_pop(n)) release_tx_refs();
       t.sndbuf.pop(n);
       t.sndbuf_seq += n;
     }
@@ -752,7 +768,7 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
 
 void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
   uint32_t seq = seg.tcp.seq;
-  const uint8_t* data = seg.payload;
+  size_t start = 0;  // of the bytes to take, in the segment's payload
   uint32_t n = uint32_t(seg.payload_len);
   bool fin = seg.has(kFin);
   if (seq_lt(seq, t.rcv_nxt)) {
@@ -762,7 +778,7 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
       n = 0;
       t.ack_now = true;
     } else {
-      data += d;
+      start = d;
       n -= d;
     }
     seq = t.rcv_nxt;
@@ -781,13 +797,26 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
   }
   bool readable = false;
   if (n > 0) {
+    // The n bytes from `start` in the segment: one piece, or two when a
+    // gathering link carried them from a send buffer that wrapped.
     // Direct receive: the next bytes of the stream, nothing older waiting
     // and nothing beyond them buffered out of order.
     uint32_t taken = 0;
     if (off == 0 && t.reader && t.accepted && !t.app_closed && t.rcvbuf.size() == 0 && t.ooo.empty()) {
-      taken = uint32_t(std::min<size_t>(t.reader->take(t.id, data, n), n));
+      while (taken < n) {
+        auto [p, len] = seg.bytes_at(start + taken);
+        len = std::min<size_t>(len, n - taken);
+        const size_t k = std::min(t.reader->take(t.id, p, len), len);
+        taken += uint32_t(k);
+        if (k < len) break;
+      }
     }
-    if (taken < n) t.rcvbuf.write_at(off, data + taken, n - taken);
+    for (uint32_t done = taken; done < n;) {
+      auto [p, len] = seg.bytes_at(start + done);
+      len = std::min<size_t>(len, n - done);
+      t.rcvbuf.write_at(off + (done - taken), p, len);  // what the reader took isn't buffered
+      done += uint32_t(len);
+    }
     if (n > t.rcv_mss) t.rcv_mss = std::min<uint32_t>(n, mss_cap(t.local.addr.family));
     if (off == 0) {
       bool had_holes = !t.ooo.empty();

@@ -37,6 +37,13 @@ class SendBuffer {
   void pop(size_t n);
   // Copies `n` bytes starting `offset` bytes after the oldest one.
   void peek(size_t offset, uint8_t* out, size_t n) const;
+  // Where those bytes are (two pieces when they wrap), for a link that
+  // carries them by reference.
+  void pieces(size_t offset, size_t n, Payload* out) const;
+  // Whether push(n) / pop(n) would move or free the memory (a gathering
+  // link must let go of its references first).
+  bool moves_on_push(size_t n) const { return n > 0 && size_ + n > cap_; }
+  bool frees_on_pop(size_t n) const;
 
  private:
   std::unique_ptr<uint8_t[]> buf_;
