@@ -15,6 +15,8 @@ export interface AttachConfig {
   command: string;
   timeWaitMs: number;
   spinUs: number;
+  /** false: ring other stacks with datagrams only (SIDESTEP_DOORBELL=datagram). */
+  eventfdDoorbells: boolean;
   faults: FaultSpec | null;
   isnSecret: Buffer;
   why?: string;

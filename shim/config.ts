@@ -14,6 +14,8 @@ export interface Config {
   timeWaitMs: number;
   /** Spin budget before sleeping, in microseconds (0: never spin). */
   spinUs: number;
+  /** How this process rings other stacks: 'eventfd' (shared with pidfd_getfd, falling back per peer) or 'datagram'. */
+  doorbell: 'eventfd' | 'datagram';
   /** Fail instead of falling back to the kernel. */
   strict: boolean;
   /** Append one JSON line of counters to this file at exit ('' = off). */
@@ -110,6 +112,9 @@ export const VARIABLES: Variable<keyof Config>[] = [
     describe: 'TIME_WAIT duration on the fabric (ms)', dflt: () => 1000, parse: int(0, 240000) },
   { name: 'SIDESTEP_SPIN_US', key: 'spinUs', accepted: 'an integer from 0 to 1000000',
     describe: 'spin this long for more packets before sleeping (µs; 0 = never spin)', dflt: () => 0, parse: int(0, 1000000) },
+  { name: 'SIDESTEP_DOORBELL', key: 'doorbell', accepted: 'eventfd or datagram',
+    describe: 'how to wake other stacks: their eventfd (taken with pidfd_getfd; a datagram where that is refused) or always a unix datagram',
+    dflt: () => 'eventfd', parse: (raw) => (raw === 'eventfd' || raw === 'datagram' ? raw : undefined) },
   { name: 'SIDESTEP_STRICT', key: 'strict', accepted: '0 or 1',
     describe: 'fail connects that would fall back to the kernel', dflt: () => false, parse: bool },
   { name: 'SIDESTEP_REPORT', key: 'report', accepted: 'a file path',

@@ -34,6 +34,7 @@ export class Runtime {
       mtu: config.mtu,
       timeWaitMs: config.timeWaitMs,
       spinUs: config.spinUs,
+      eventfdDoorbells: config.doorbell === 'eventfd',
       faults: config.faults,
       command: command.slice(0, 180),
       isnSecret: crypto.randomBytes(16),

@@ -61,6 +61,8 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   rc.fabric.ring_bytes = OptU32(cfg, "ringBytes", rc.fabric.ring_bytes);
   rc.fabric.mtu = OptU32(cfg, "mtu", rc.fabric.mtu);
   if (cfg.Get("command").IsString()) rc.fabric.command = cfg.Get("command").As<Napi::String>().Utf8Value();
+  if (cfg.Get("eventfdDoorbells").IsBoolean())
+    rc.fabric.eventfd_doorbells = cfg.Get("eventfdDoorbells").As<Napi::Boolean>().Value();
   rc.stack.recv_buffer = OptU32(cfg, "recvBuffer", rc.stack.recv_buffer);
   rc.stack.send_buffer = OptU32(cfg, "sendBuffer", rc.stack.send_buffer);
   rc.stack.time_wait = static_cast<stack::Micros>(OptU32(cfg, "timeWaitMs", 1000)) * 1000;
