@@ -96,7 +96,7 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   uv_poll_start(doorbell_, UV_READABLE, OnDoorbell);
   // Rung only by producers that can't take our eventfd: never holds the
   // loop by itself (the eventfd's poll carries the ref).
-  uv_poll_start(doorbell_fallback_, UV_READABLE, OnDoorbellFallback);
+  uv_poll_start(doorbell_fallback_, UV_READABLE, OnDoorbell);
   uv_unref(reinterpret_cast<uv_handle_t*>(doorbell_fallback_));
   UpdateRef();
   // Arm need-wakeup before the first sleep.
@@ -174,14 +174,11 @@ void Runtime::ArmTimer() {
 void Runtime::OnDoorbell(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<Runtime*>(h->data);
   if (!self || !self->fabric_) return;
-  self->fabric_->doorbell_drain();
-  self->Pump();
-}
-
-void Runtime::OnDoorbellFallback(uv_poll_t* h, int status, int events) {
-  auto* self = static_cast<Runtime*>(h->data);
-  if (!self || !self->fabric_) return;
-  self->fabric_->doorbell_fallback_drain();
+  // Reset only the bell that rang (each drain is a syscall).
+  if (h == self->doorbell_)
+    self->fabric_->doorbell_drain();
+  else
+    self->fabric_->doorbell_fallback_drain();
   self->Pump();
 }
 

@@ -132,7 +132,6 @@ class Runtime final : private stack::Reader {
 
  private:
   static void OnDoorbell(uv_poll_t* h, int status, int events);
-  static void OnDoorbellFallback(uv_poll_t* h, int status, int events);
   static void OnTimer(uv_timer_t* h);
   static void OnIdle(uv_idle_t* h);
   static void OnPeerExit(uv_poll_t* h, int status, int events);

@@ -52,7 +52,6 @@ class Queue {
     return cur_.bytes.data();
   }
   uint8_t* reserve_headers(size_t header_len, const Payload& payload) {
-    if (!gather) return nullptr;
     take_buffer();
     cur_.bytes.resize(header_len);
     cur_.payload = payload;
@@ -109,6 +108,7 @@ class Queue {
 struct End final : Link {
   Queue* out;
   uint8_t* tx_reserve(LinkAddr, size_t len) override { return out->reserve(len); }
+  bool gathers() const override { return out->gather; }
   uint8_t* tx_reserve_headers(LinkAddr, size_t header_len, const Payload& payload) override {
     return out->reserve_headers(header_len, payload);
   }

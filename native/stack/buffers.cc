@@ -72,12 +72,10 @@ void SendBuffer::pieces(size_t offset, size_t n, Payload* out) const {
 }
 
 void SendBuffer::peek(size_t offset, uint8_t* out, size_t n) const {
-  if (n == 0) return;
-  size_t pos = head_ + offset;
-  if (pos >= cap_) pos -= cap_;
-  size_t first = std::min(n, cap_ - pos);
-  std::memcpy(out, buf_.get() + pos, first);
-  if (first < n) std::memcpy(out + first, buf_.get(), n - first);
+  Payload p;
+  pieces(offset, n, &p);
+  if (p.len[0]) std::memcpy(out, p.data[0], p.len[0]);
+  if (p.len[1]) std::memcpy(out + p.len[0], p.data[1], p.len[1]);
 }
 
 void ReceiveBuffer::reserve(size_t bytes) {

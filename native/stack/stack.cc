@@ -98,7 +98,11 @@ size_t KeyedHash::operator()(const ListenKey& k) const {
 // --- Impl: sockets ---
 
 Stack::Impl::Impl(const Config& c, Link& l)
-    : config(c), link(l), connections(64, KeyedHash{hash_key}), listeners(16, KeyedHash{hash_key}) {
+    : config(c),
+      link(l),
+      gather(!c.checksums && l.gathers()),
+      connections(64, KeyedHash{hash_key}),
+      listeners(16, KeyedHash{hash_key}) {
   // The demux key derives from the ISN secret: flooding one hash bucket
   // needs the secret.
   uint8_t tag[8] = {'d', 'e', 'm', 'u', 'x', 0, 0, 0};
@@ -350,6 +354,11 @@ bool unusable_addresses(const IpHeader& ip) {
   return ip.src.is_unspecified() || ip.dst.is_unspecified() || multi(ip.src) || multi(ip.dst) ||
          v4_mapped(ip.src) || v4_mapped(ip.dst);
 }
+
+// TCP headers no segment may carry: port 0, a SYN with RST or FIN.
+bool unusable_tcp(const TcpHeader& h) {
+  return h.src_port == 0 || h.dst_port == 0 || ((h.flags & kSyn) && (h.flags & (kRst | kFin)));
+}
 }  // namespace
 
 void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) {
@@ -380,9 +389,7 @@ void Stack::input(LinkAddr from, const uint8_t* packet, size_t len, Micros now) 
   seg.from = from;
   seg.src = ip.src;
   seg.dst = ip.dst;
-  if (!parse_tcp(tcp, ip.payload_len, &seg.tcp) || seg.tcp.src_port == 0 ||
-      seg.tcp.dst_port == 0 ||
-      (seg.has(kSyn) && (seg.tcp.flags & (kRst | kFin)))) {
+  if (!parse_tcp(tcp, ip.payload_len, &seg.tcp) || unusable_tcp(seg.tcp)) {
     ++m.counters.packets_malformed;
     return;
   }
@@ -410,8 +417,7 @@ void Stack::input(LinkAddr from, const uint8_t* header, size_t header_len, const
          parse_tcp(h + ip.header_len, header_len - ip.header_len, &seg.tcp) &&
          seg.tcp.header_len == header_len - ip.header_len;
   }
-  if (!ok || unusable_addresses(ip) || seg.tcp.src_port == 0 ||
-      seg.tcp.dst_port == 0 || (seg.has(kSyn) && (seg.tcp.flags & (kRst | kFin)))) {
+  if (!ok || unusable_addresses(ip) || unusable_tcp(seg.tcp)) {
     ++m.counters.packets_malformed;
     return;
   }
@@ -421,15 +427,8 @@ void Stack::input(LinkAddr from, const uint8_t* header, size_t header_len, const
   seg.dst = ip.dst;
   seg.payload = payload.data[0];
   seg.payload_len = payload.size();
-  if (payload.len[1]) {
-    seg.payload2 = payload.data[1];
-    seg.payload2_len = payload.len[1];
-  }
-  if (payload.len[0] == 0 && payload.len[1]) {
-    seg.payload = payload.data[1];
-    seg.payload2 = nullptr;
-    seg.payload2_len = 0;
-  }
+  seg.payload2 = payload.data[1];
+  seg.payload2_len = payload.len[1];
   m.deliver(seg, now);
 }
 

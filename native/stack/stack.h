@@ -67,13 +67,16 @@ class Link {
 
   // Scatter-gather transmit, for a link that can carry the payload by
   // reference (a NIC that DMAs from host memory, two stacks in one address
-  // space): room for the IP and TCP headers only (`header_len` bytes, then
-  // tx_commit(to, header_len)), the payload being `payload`, pointers into
-  // the stack's send buffer. nullptr: copy it (tx_reserve) — the default.
-  // Used only without checksums. The pointers stay valid until tx_release():
-  // before moving or freeing send-buffer memory the stack calls it, and
-  // otherwise it only overwrites bytes the peer has acknowledged, which a
-  // receiver never reads again (they are below its rcv_nxt).
+  // space) and says so with gathers(), asked once when the Stack is made;
+  // used only without checksums. Data packets then go through
+  // tx_reserve_headers(): room for the IP and TCP headers only (`header_len`
+  // bytes, then tx_commit(to, header_len)), the payload being `payload`,
+  // pointers into the stack's send buffer; nullptr when the link is full,
+  // as tx_reserve(). The pointers stay valid until tx_release(): before
+  // moving or freeing send-buffer memory the stack calls it, and otherwise
+  // it only overwrites bytes the peer has acknowledged, which a receiver
+  // never reads again (they are below its rcv_nxt).
+  virtual bool gathers() const { return false; }
   virtual uint8_t* tx_reserve_headers(LinkAddr to, size_t header_len, const Payload& payload) {
     (void)to, (void)header_len, (void)payload;
     return nullptr;

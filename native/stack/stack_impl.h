@@ -97,6 +97,9 @@ struct Stack::Impl {
   // The link holds references into send buffers (tx_reserve_headers) not
   // yet released: move or free send-buffer memory only after tx_release().
   bool tx_refs_out = false;
+  // Data goes out by reference (Link::gathers(), no checksums): asked once,
+  // not on every packet.
+  const bool gather;
   void release_tx_refs() {
     if (!tx_refs_out) return;
     tx_refs_out = false;

@@ -150,31 +150,25 @@ bool Stack::Impl::put(LinkAddr to, const IpAddr& src, const IpAddr& dst, const T
   size_t ip_len = ip_header_len(src.family);
   size_t tcp_len = kTcpHeaderLen + tcp_options_len(h.options) + len;
   size_t total = ip_len + tcp_len;
-  if (len && !config.checksums) {
-    // A link that carries the payload by reference gets only the headers.
-    Payload payload;
-    data->pieces(offset, len, &payload);
-    const size_t headers = total - len;
-    if (uint8_t* hp = link.tx_reserve_headers(to, headers, payload)) {
-      emit_ip(hp, src, dst, tcp_len, false);
-      emit_tcp(hp + ip_len, h);
-      link.tx_commit(to, headers);
-      tx_refs_out = true;
-      ++counters.packets_out;
-      counters.bytes_out += len;
-      return true;
-    }
-  }
-  uint8_t* p = link.tx_reserve(to, total);
+  // A link that carries the payload by reference gets only the headers.
+  const bool by_reference = gather && len > 0;
+  Payload payload;
+  if (by_reference) data->pieces(offset, len, &payload);
+  const size_t reserved = by_reference ? total - len : total;
+  uint8_t* p = by_reference ? link.tx_reserve_headers(to, reserved, payload) : link.tx_reserve(to, total);
   if (!p) {
     ++counters.packets_link_full;
     return false;
   }
   emit_ip(p, src, dst, tcp_len, config.checksums);
   size_t hl = emit_tcp(p + ip_len, h);
-  if (len) data->peek(offset, p + ip_len + hl, len);
+  if (by_reference) {
+    tx_refs_out = true;
+  } else if (len) {
+    data->peek(offset, p + ip_len + hl, len);
+  }
   if (config.checksums) fill_tcp_checksum(p + ip_len, tcp_len, src, dst);
-  link.tx_commit(to, total);
+  link.tx_commit(to, reserved);
   ++counters.packets_out;
   counters.bytes_out += len;
   if (h.flags & kRst) ++counters.resets_out;

@@ -37,8 +37,8 @@ class GatherQueue final : public Link {
     cur_.bytes.resize(len);
     return cur_.bytes.data();
   }
+  bool gathers() const override { return gather; }
   uint8_t* tx_reserve_headers(LinkAddr, size_t header_len, const Payload& payload) override {
-    if (!gather) return nullptr;
     cur_ = Frame{};
     cur_.bytes.resize(header_len);
     cur_.header_len = header_len;
