@@ -6,8 +6,8 @@
 //
 //   npm run bench:stack            # 2 GiB at 64 KiB MTU, then 256 MiB at 1500
 //   node bench/stack.js 512        # MiB per 64 KiB-MTU case
-//   node bench/stack.js 512 5      # and 5 alternations of the streaming cases
-//                                  # with memcpy through memory (default 3)
+//   node bench/stack.js 512 9      # and 9 alternations of the streaming cases
+//                                  # with memcpy through memory (default 5)
 'use strict';
 const path = require('node:path');
 const { spawnSync } = require('node:child_process');

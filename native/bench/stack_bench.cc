@@ -16,12 +16,13 @@
 // "streams": the application writes successive 64 KiB pieces of a 64 MiB
 // region and reads into successive pieces of another, as the through-memory
 // memcpy does, at 256 KiB socket buffers; measured alternately with that
-// memcpy (memcpy, stack, memcpy, ...) and compared by medians, so the shared
-// machine's drift hits both sides alike; also over a link that carries the
+// memcpy (memcpy, stack, memcpy, ...); each run is divided by the mean of
+// the memcpy runs on either side of it and the median of those ratios is the
+// figure, so the shared machine's drift hits both sides alike; also over a link that carries the
 // payload by reference ("gather"), and next to the floors of two and three
 // copies (memcpy through one or two cache-resident bounce buffers).
 //
-//   make -C native/bench run [MIB=n] [REPS=n]   # default 2048 MiB per case, 3 repetitions
+//   make -C native/bench run [MIB=n] [REPS=n]   # default 2048 MiB per case, 5 repetitions
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
@@ -283,7 +284,7 @@ void print_case(uint32_t mtu, uint32_t window, bool direct, const char* app, siz
 
 int main(int argc, char** argv) {
   const size_t total = size_t(argc > 1 ? std::atoll(argv[1]) : 2048) << 20;
-  const int reps = argc > 2 ? std::max(1, std::atoi(argv[2])) : 3;
+  const int reps = argc > 2 ? std::max(1, std::atoi(argv[2])) : 5;
   const size_t span = 64 << 20;
   // Both regions touched (faulted in) before anything is timed.
   std::vector<uint8_t> src(span, 0x5a), dst(span, 1);
@@ -339,16 +340,25 @@ int main(int argc, char** argv) {
               mem.size());
   for (double m : mem) std::printf(" %.2f", gbps(total, m));
   std::printf(")\n");
+  // Each run against the memcpy runs just before and after it: the ratio
+  // that drift on a shared machine moves least. The median of those is the
+  // figure; the ratio of medians is printed too.
+  auto paired = [&](const std::vector<double>& runs) {
+    std::vector<double> r;
+    for (size_t i = 0; i < runs.size(); ++i) r.push_back(runs[i] / ((mem[i] + mem[i + 1]) / 2));
+    return median(r);
+  };
   for (int hops : {1, 2}) {
     const double bounce_s = median(bounce[hops - 1]);
     std::printf("memcpy via %d bounce buffer%s (%d copies):      %6.2f GB/s, %.2fx memcpy through memory (the floor of %d copies)\n",
-                hops, hops == 1 ? " " : "s", hops + 1, gbps(total, bounce_s), bounce_s / mem_s, hops + 1);
+                hops, hops == 1 ? " " : "s", hops + 1, gbps(total, bounce_s), paired(bounce[hops - 1]), hops + 1);
   }
   for (int w = 0; w < 3; ++w) {
     Result r = last[w];
     r.seconds = median(stack_s[w]);
     print_case(65536, 256 << 10, ways[w].direct, "streams", total, r, ways[w].gather);
-    std::printf("  %5.2fx memcpy through memory (median of %d:", r.seconds / mem_s, reps);
+    std::printf("  %5.2fx memcpy through memory (median of %d paired ratios; ratio of medians %.2fx;",
+                paired(stack_s[w]), reps, r.seconds / mem_s);
     for (double x : stack_s[w]) std::printf(" %.2f", gbps(total, x));
     std::printf(" GB/s)\n");
   }

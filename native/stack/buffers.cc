@@ -13,16 +13,38 @@ namespace {
 constexpr size_t kFirstSmall = 1024;
 }  // namespace
 
+// The ring position at or after `pos` whose address shares `data`'s offset
+// within a cache line. A copy whose source and destination are mutually
+// aligned runs at full speed; mutually misaligned, a 64 KiB copy from memory
+// into cache takes ~35% longer here (glibc's rep movsb / vector loops split
+// every load or every store across two lines). Ring sizes are powers of two
+// of at least 1 KiB, so a position keeps its alignment as the ring wraps.
+static size_t aligned_with(const uint8_t* ring, size_t pos, const uint8_t* data) {
+  return pos + ((reinterpret_cast<uintptr_t>(data) - reinterpret_cast<uintptr_t>(ring + pos)) & 63);
+}
+
 void SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return;
   if (size_ + n > cap_) {
     size_t cap = cap_ ? cap_ : (n <= kFirstSmall ? kFirstSmall : 16384);
     while (cap < size_ + n) cap *= 2;
     std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
-    peek(0, grown.get(), size_);
+    // The kept bytes end where the new ones start: at the position aligned
+    // with them, so a stream written from one contiguous region copies
+    // aligned from then on.
+    size_t head = (aligned_with(grown.get(), 0, data) + cap - size_) % cap;
+    Payload kept;
+    pieces(0, size_, &kept);
+    for (size_t i = 0, at = head; i < 2; at = (at + kept.len[i]) % cap, ++i) {
+      size_t first = std::min(kept.len[i], cap - at);
+      if (first) std::memcpy(grown.get() + at, kept.data[i], first);
+      if (first < kept.len[i]) std::memcpy(grown.get(), kept.data[i] + first, kept.len[i] - first);
+    }
     buf_ = std::move(grown);
     cap_ = cap;
-    head_ = 0;
+    head_ = head;
+  } else if (size_ == 0) {
+    head_ = aligned_with(buf_.get(), 0, data);  // nothing kept: start where it suits
   }
   size_t tail = head_ + size_;
   if (tail >= cap_) tail -= cap_;
@@ -45,7 +67,6 @@ void SendBuffer::pop(size_t n) {
   if (head_ >= cap_) head_ -= cap_;
   size_ -= n;
   if (size_ == 0) {
-    head_ = 0;
     if (cap_ <= kSmallBuffer) {
       buf_.reset();
       cap_ = 0;
