@@ -17,8 +17,8 @@ constexpr size_t kFirstSmall = 1024;
 // within a cache line. A copy whose source and destination are mutually
 // aligned runs at full speed; mutually misaligned, a 64 KiB copy from memory
 // into cache takes ~35% longer here (glibc's rep movsb / vector loops split
-// every load or every store across two lines). Ring sizes are powers of two
-// of at least 1 KiB, so a position keeps its alignment as the ring wraps.
+// every load or every store across two lines). Ring sizes are multiples of
+// 64, so a position keeps its alignment as the ring wraps.
 static size_t aligned_with(const uint8_t* ring, size_t pos, const uint8_t* data) {
   return pos + ((reinterpret_cast<uintptr_t>(data) - reinterpret_cast<uintptr_t>(ring + pos)) & 63);
 }
@@ -27,7 +27,7 @@ void SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return;
   if (size_ + n > cap_) {
     size_t cap = cap_ ? cap_ : (n <= kFirstSmall ? kFirstSmall : 16384);
-    while (cap < size_ + n) cap *= 2;
+    while (cap < size_ + n) cap = cap < limit_ ? cap * 2 : (cap + cap / 4 + 63) & ~size_t(63);
     std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
     // The kept bytes end where the new ones start: at the position aligned
     // with them, so a stream written from one contiguous region copies

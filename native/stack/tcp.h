@@ -30,6 +30,12 @@ inline bool seq_ge(uint32_t a, uint32_t b) { return int32_t(a - b) >= 0; }
 // connection holds none), a large one is kept for the stream that needed it.
 class SendBuffer {
  public:
+  // `limit`: the socket's send buffer size (Config::send_buffer). Memory
+  // doubles up to it; past it (Node's one write over the mark, or a writer
+  // that ignores backpressure) it grows by a quarter at a time — doubling a
+  // 256 KiB ring for a 200-byte overshoot would hold 512 KiB and, for a bulk
+  // stream, spread the copies over twice the cache.
+  explicit SendBuffer(size_t limit = SIZE_MAX) : limit_(limit) {}
   size_t size() const { return size_; }
   size_t allocated() const { return cap_; }
   void push(const uint8_t* data, size_t n);
@@ -47,6 +53,7 @@ class SendBuffer {
 
  private:
   std::unique_ptr<uint8_t[]> buf_;
+  size_t limit_;
   size_t cap_ = 0, head_ = 0, size_ = 0;
 };
 
@@ -317,7 +324,7 @@ struct Tcb {
   bool writable_armed = false;
   uint32_t retransmits = 0;
 
-  explicit Tcb(size_t recv_capacity) : rcvbuf(recv_capacity) {}
+  Tcb(size_t recv_capacity, size_t send_limit) : sndbuf(send_limit), rcvbuf(recv_capacity) {}
 
   Micros next_deadline() const {
     Micros t = rtx_at;

@@ -76,3 +76,22 @@ TEST(send_buffer_keeps_bytes_in_order_and_aligns_the_tail_when_it_grows) {
   }
   CHECK(b.allocated() >= 256u << 10);  // it did grow
 }
+
+TEST(send_buffer_doubles_up_to_its_limit_then_grows_by_quarters) {
+  std::vector<uint8_t> src = pattern(1 << 20, 5);
+  SendBuffer b(256u << 10);
+  b.push(src.data(), 64u << 10);
+  CHECK_EQ(b.allocated(), size_t(64u << 10));
+  b.push(src.data() + (64u << 10), 192u << 10);
+  CHECK_EQ(b.allocated(), size_t(256u << 10));  // doubled to the limit
+  b.push(src.data() + (256u << 10), 212);  // one write's overshoot
+  CHECK_EQ(b.allocated(), size_t(320u << 10));  // not 512 KiB
+  b.push(src.data() + (256u << 10) + 212, 300000);
+  CHECK(b.allocated() >= b.size());
+  CHECK_EQ(b.allocated() % 64, size_t(0));
+  CHECK(b.allocated() < b.size() + b.size() / 4 + 64);
+  CHECK(contents(b) == std::vector<uint8_t>(src.begin(), src.begin() + ptrdiff_t(b.size())));
+  SendBuffer unlimited;
+  unlimited.push(src.data(), (256u << 10) + 212);
+  CHECK_EQ(unlimited.allocated(), size_t(512u << 10));
+}
