@@ -14,7 +14,7 @@ namespace {
 
 size_t line_offset(const void* p) { return reinterpret_cast<uintptr_t>(p) & 63; }
 
-// Every byte from `offset` on, read back through pieces() and peek().
+// Every byte in the buffer, read back through pieces() and through peek().
 std::vector<uint8_t> contents(const SendBuffer& b) {
   std::vector<uint8_t> out(b.size()), peeked(b.size());
   Payload p;
