@@ -4,10 +4,13 @@
 // exposed to JS once as an external ArrayBuffer, and a read is delivered as
 // (slab, offset, length) — the shape Node's own stream reads have
 // (streamBaseState[kArrayBufferOffset]). A slab goes back to the pool when V8
-// collects its ArrayBuffer, that is when no Buffer views it any more.
+// collects its ArrayBuffer, that is when no Buffer views it any more; the
+// pool keeps free slabs warm while reads stream and gives all but a few back
+// to the system once none has been taken for a while.
 #pragma once
 
 #include <node_api.h>
+#include <uv.h>
 
 #include <cstddef>
 #include <cstdint>
@@ -46,6 +49,10 @@ class ReadSlabs {
   // returns to the pool once JS drops every read in them).
   void unpin();
 
+  // For stats(): slabs mapped (in JS's hands, current, or free) and free.
+  size_t mapped() const;
+  size_t free_slabs() const;
+
  private:
   struct Pool;
   struct Slab;
@@ -53,6 +60,7 @@ class ReadSlabs {
 
   napi_env env_;
   std::shared_ptr<Pool> pool_;
+  uv_timer_t* trim_ = nullptr;  // see Pool::arm_trim
   Slab* current_ = nullptr;
   napi_ref current_ref_ = nullptr;
   std::vector<napi_ref> pinned_;

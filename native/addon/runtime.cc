@@ -880,6 +880,10 @@ Napi::Object Runtime::Stats(Napi::Env env) {
     set("faultsReordered", faulty_->counters().reordered);
     set("faultsDelayed", faulty_->counters().delayed);
   }
+  if (slabs_) {
+    set("readSlabs", slabs_->mapped());
+    set("readSlabsFree", slabs_->free_slabs());
+  }
   set("spinsWon", spins_won_);
   set("spinsLost", spins_lost_);
   set("slot", link::slot_of(fabric_->self()));
