@@ -23,6 +23,14 @@ static size_t aligned_with(const uint8_t* ring, size_t pos, const uint8_t* data)
   return pos + ((reinterpret_cast<uintptr_t>(data) - reinterpret_cast<uintptr_t>(ring + pos)) & 63);
 }
 
+// Copies `n` bytes into a ring of `cap` bytes from position `at`, wrapping.
+static void ring_write(uint8_t* ring, size_t cap, size_t at, const uint8_t* data, size_t n) {
+  if (n == 0) return;
+  size_t first = std::min(n, cap - at);
+  std::memcpy(ring + at, data, first);
+  if (first < n) std::memcpy(ring, data + first, n - first);
+}
+
 void SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return;
   if (size_ + n > cap_) {
@@ -35,11 +43,8 @@ void SendBuffer::push(const uint8_t* data, size_t n) {
     size_t head = (aligned_with(grown.get(), 0, data) + cap - size_) % cap;
     Payload kept;
     pieces(0, size_, &kept);
-    for (size_t i = 0, at = head; i < 2; at = (at + kept.len[i]) % cap, ++i) {
-      size_t first = std::min(kept.len[i], cap - at);
-      if (first) std::memcpy(grown.get() + at, kept.data[i], first);
-      if (first < kept.len[i]) std::memcpy(grown.get(), kept.data[i] + first, kept.len[i] - first);
-    }
+    ring_write(grown.get(), cap, head, kept.data[0], kept.len[0]);
+    ring_write(grown.get(), cap, (head + kept.len[0]) % cap, kept.data[1], kept.len[1]);
     buf_ = std::move(grown);
     cap_ = cap;
     head_ = head;
@@ -48,9 +53,7 @@ void SendBuffer::push(const uint8_t* data, size_t n) {
   }
   size_t tail = head_ + size_;
   if (tail >= cap_) tail -= cap_;
-  size_t first = std::min(n, cap_ - tail);
-  std::memcpy(buf_.get() + tail, data, first);
-  if (first < n) std::memcpy(buf_.get(), data + first, n - first);
+  ring_write(buf_.get(), cap_, tail, data, n);
   size_ += n;
 }
 
@@ -120,10 +123,7 @@ void ReceiveBuffer::reserve(size_t bytes) {
 void ReceiveBuffer::write_at(size_t offset, const uint8_t* data, size_t n) {
   if (n == 0) return;
   reserve(size_ + offset + n);
-  size_t pos = (head_ + size_ + offset) % phys_;
-  size_t first = std::min(n, phys_ - pos);
-  std::memcpy(buf_.get() + pos, data, first);
-  if (first < n) std::memcpy(buf_.get(), data + first, n - first);
+  ring_write(buf_.get(), phys_, (head_ + size_ + offset) % phys_, data, n);
 }
 
 void ReceiveBuffer::release_if_idle() {
