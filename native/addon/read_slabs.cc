@@ -54,7 +54,7 @@ struct ReadSlabs::Pool {
   std::vector<uint8_t*> free;
   size_t mapped = 0;
   uint64_t takes = 0;           // since the trim timer last looked
-  uv_timer_t* trim = nullptr;   // ReadSlabs's; null once it is gone
+  uv_timer_t* trim = nullptr;   // while ReadSlabs lives (it closes the handle)
 
   uint8_t* take() {
     ++takes;
@@ -113,11 +113,11 @@ ReadSlabs::ReadSlabs(napi_env env) : env_(env), pool_(std::make_shared<Pool>()) 
   pool_->env = env;
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop) {
-    trim_ = new uv_timer_t();
-    uv_timer_init(loop, trim_);
-    uv_unref(reinterpret_cast<uv_handle_t*>(trim_));  // never keeps the process alive
-    trim_->data = pool_.get();
-    pool_->trim = trim_;
+    auto* t = new uv_timer_t();
+    uv_timer_init(loop, t);
+    uv_unref(reinterpret_cast<uv_handle_t*>(t));  // never keeps the process alive
+    t->data = pool_.get();
+    pool_->trim = t;
   }
 }
 
@@ -125,11 +125,10 @@ ReadSlabs::~ReadSlabs() {
   retire_current();
   unpin();
   pool_->alive = false;
-  pool_->trim = nullptr;
-  if (trim_) {
-    trim_->data = nullptr;
-    uv_close(reinterpret_cast<uv_handle_t*>(trim_), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
-    trim_ = nullptr;
+  if (uv_timer_t* t = pool_->trim) {
+    pool_->trim = nullptr;
+    t->data = nullptr;
+    uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
   for (uint8_t* m : pool_->free) unmap_slab(m);
   pool_->mapped -= pool_->free.size();

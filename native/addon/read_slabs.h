@@ -60,7 +60,6 @@ class ReadSlabs {
 
   napi_env env_;
   std::shared_ptr<Pool> pool_;
-  uv_timer_t* trim_ = nullptr;  // see Pool::arm_trim
   Slab* current_ = nullptr;
   napi_ref current_ref_ = nullptr;
   std::vector<napi_ref> pinned_;
