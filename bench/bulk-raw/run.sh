@@ -8,14 +8,8 @@
 set -e
 DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$1; MIB=${2:-2048}
-if [ "$ROOT" = kernel ]; then REQ=(); else REQ=(--require "$ROOT/dist/register.js"); fi
-export SIDESTEP_FABRIC=bulk-raw-$$
-OUT=$(mktemp)
-node "${REQ[@]}" "$DIR/server.js" > "$OUT" &
-SP=$!
-trap 'kill $SP 2>/dev/null; rm -f "$OUT" /dev/shm/$SIDESTEP_FABRIC' EXIT
-for _ in $(seq 50); do [ -s "$OUT" ] && break; sleep 0.1; done
-PORT=$(node -pe 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).port' "$OUT")
+. "$DIR/../lib/server.sh"
+start_server "$ROOT" "$DIR/server.js" bulk-raw
 R=$(node "${REQ[@]}" "$DIR/client.js" "$PORT" "$MIB")
 TICKS=$(awk '{print $14 + $15}' /proc/$SP/stat)
 echo "$ROOT $R server CPU $(awk -v t="$TICKS" -v hz="$(getconf CLK_TCK)" 'BEGIN { printf "%.2f", t / hz }') s"

@@ -7,12 +7,6 @@
 set -e
 DIR=$(cd "$(dirname "$0")" && pwd)
 ROOT=$1; N=${2:-20000}; C=${3:-64}
-if [ "$ROOT" = kernel ]; then REQ=(); else REQ=(--require "$ROOT/dist/register.js"); fi
-export SIDESTEP_FABRIC=churn-cpu-$$
-OUT=$(mktemp)
-node "${REQ[@]}" "$DIR/echo-server.js" > "$OUT" &
-SP=$!
-trap 'kill $SP 2>/dev/null; rm -f "$OUT" /dev/shm/$SIDESTEP_FABRIC' EXIT
-for _ in $(seq 50); do [ -s "$OUT" ] && break; sleep 0.1; done
-PORT=$(node -pe 'JSON.parse(require("fs").readFileSync(process.argv[1], "utf8")).port' "$OUT")
+. "$DIR/../lib/server.sh"
+start_server "$ROOT" "$DIR/echo-server.js" churn-cpu
 echo "$ROOT $(node "${REQ[@]}" "$DIR/client.js" "$PORT" "$N" "$C" "$SP")"
