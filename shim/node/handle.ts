@@ -182,8 +182,8 @@ export class BypassHandle implements EventTarget {
 
   // ---- writes ----
   /**
-   * Report a write to Node in the contract of this Node version (see
-   * VersionTraits.writeReturnsRequest). `r` is the addon's answer: 0 written,
+   * Report a write to Node in the contract this Node speaks (see
+   * write-contract.ts). `r` is the addon's answer: 0 written,
    * 1 accepted but completing later (kWritable), or a negative errno.
    */
   private finishWrite(req: WriteReq | null, bytes: number, r: number): number | WriteReq {
@@ -191,7 +191,7 @@ export class BypassHandle implements EventTarget {
     // Always set what Node reads back: a stale flag left by a kernel socket's
     // write would otherwise make Node wait for a completion that never comes.
     sb.state[sb.kBytesWritten] = bytes;
-    if (this.internals.traits.writeReturnsRequest) {
+    if (this.internals.writeContract === 'returns-request') {
       if (r < 0) return r;
       this.bytesWritten += bytes;
       if (r === 0) return 0;
@@ -202,15 +202,15 @@ export class BypassHandle implements EventTarget {
       return pending;
     }
     if (r < 0) {
-      sb.state[sb.kLastWriteWasAsync] = 0;
+      sb.state[sb.kLastWriteWasAsync!] = 0;
       return r;
     }
     this.bytesWritten += bytes;
     if (r === 0) {
-      sb.state[sb.kLastWriteWasAsync] = 0;
+      sb.state[sb.kLastWriteWasAsync!] = 0;
       return 0;
     }
-    sb.state[sb.kLastWriteWasAsync] = 1;
+    sb.state[sb.kLastWriteWasAsync!] = 1;
     this.pendingWrites.push(req!);
     this.writeQueueSize = 1;
     return 0;
@@ -259,7 +259,8 @@ export class BypassHandle implements EventTarget {
     this.pendingWrites = [];
     this.writeQueueSize = 0;
     for (const req of reqs) {
-      // Node 26 may not have attached oncomplete yet: it then reads writeStatus.
+      // Under `returns-request`, Node may not have attached oncomplete yet: it
+      // then reads writeStatus.
       if (req.oncomplete) req.oncomplete.call(req, status, this, undefined);
       else req.writeStatus = status;
     }

@@ -1,45 +1,46 @@
 // The only place that knows Node's internals (with handle.ts and hooks.ts in
 // this folder): where the TCP wrap class, the stream-base shared state and the
-// private symbols live, and what differs between Node versions. Every
-// version difference goes into VERSION_TABLE below, nowhere else.
+// private symbols live, and what differs between Node versions: the majors
+// we support in SUPPORTED_NODE below, the write contract detected from Node's
+// own source (write-contract.ts), nowhere else.
 import * as net from 'node:net';
+import { writeContractOf, type WriteContract } from './write-contract';
 
 export interface StreamBaseState {
   state: Int32Array;
   kReadBytesOrError: number;
   kArrayBufferOffset: number;
   kBytesWritten: number;
-  kLastWriteWasAsync: number;
-  /** Node 26+: where an asynchronous write reports a dispatch error. */
+  /** The `write-wrap` contract's "completes later" flag. */
+  kLastWriteWasAsync: number | undefined;
+  /** The `returns-request` contract's dispatch error. */
   kLastWriteErr: number | undefined;
 }
 
-/** Per-major differences in the handle contract. */
-export interface VersionTraits {
-  /**
-   * Node 26 changed the write contract (lib/internal/stream_base_commons.js):
-   * write methods get `req === null` and return either a number (the write
-   * completed, or failed, synchronously) or a request object the handle
-   * creates, with `writeStatus: null`, whose `oncomplete(status)` Node
-   * attaches afterwards; a dispatch error goes into kLastWriteErr. Before 26,
-   * Node passes a WriteWrap, the handle returns 0 or an error and says
-   * whether the write is asynchronous in kLastWriteWasAsync.
-   */
-  writeReturnsRequest: boolean;
-}
-
-const VERSION_TABLE: Record<number, VersionTraits> = {
-  20: { writeReturnsRequest: false },
-  22: { writeReturnsRequest: false },
-  24: { writeReturnsRequest: false },
-  26: { writeReturnsRequest: true },
+/**
+ * The Node majors whose handle contract is verified, each with the oldest
+ * release we claim (CI runs the e2e and compat tests under it and under the
+ * newest of the major: scripts/test-versions.js reads this table). What
+ * differs inside a major is detected, not listed (write-contract.ts).
+ */
+export const SUPPORTED_NODE: Record<number, { oldest: string }> = {
+  20: { oldest: '20.0.0' },
+  22: { oldest: '22.0.0' },
+  24: { oldest: '24.0.0' },
+  26: { oldest: '26.0.0' },
 };
+
+function older(a: string, b: string): boolean {
+  const [x, y] = [a, b].map((v) => v.split('.').map(Number));
+  for (let i = 0; i < 3; i++) if (x[i] !== y[i]) return x[i] < y[i];
+  return false;
+}
 
 export interface Internals {
   TCP: any;
   streamBase: StreamBaseState;
   kReinitializeHandle: symbol;
-  traits: VersionTraits;
+  writeContract: WriteContract;
   /** Discovered lazily from the first handle Node gives us. */
   ownerSymbol: symbol | undefined;
   UV_EOF: number;
@@ -51,9 +52,10 @@ export interface Internals {
  * model, so we don't even try there (the caller then uses the kernel).
  */
 export function loadInternals(): Internals | string {
-  const major = Number(process.versions.node.split('.')[0]);
-  const traits = VERSION_TABLE[major];
-  if (!traits) return `node-version: Node ${process.versions.node} is not yet supported for bypass`;
+  const version = process.versions.node;
+  const supported = SUPPORTED_NODE[Number(version.split('.')[0])];
+  if (!supported || older(version, supported.oldest))
+    return `node-version: Node ${version} is not yet supported for bypass`;
   const flags = [...process.execArgv, ...(process.env.NODE_OPTIONS ?? '').split(/\s+/)];
   if ((process as any).permission || flags.some((f) => f === '--permission' || f === '--experimental-permission'))
     return 'permission-model: process.binding is unavailable under --permission';
@@ -61,9 +63,11 @@ export function loadInternals(): Internals | string {
     return 'pending-deprecation: process.binding would emit a deprecation warning';
   let tcpWrap: any;
   let streamWrap: any;
+  let streamCommons: unknown;
   try {
     tcpWrap = (process as any).binding('tcp_wrap');
     streamWrap = (process as any).binding('stream_wrap');
+    streamCommons = (process as any).binding('natives')['internal/stream_base_commons'];
   } catch (err) {
     return `node-internals: process.binding failed (${(err as Error).message})`;
   }
@@ -73,8 +77,11 @@ export function loadInternals(): Internals | string {
   if (!kReinitializeHandle) return 'node-internals: net.Socket has no kReinitializeHandle';
   if (!tcpWrap?.TCP?.prototype || !(streamWrap?.streamBaseState instanceof Int32Array))
     return 'node-internals: tcp_wrap/stream_wrap bindings have an unexpected shape';
-  if (traits.writeReturnsRequest && typeof streamWrap.kLastWriteErr !== 'number')
-    return 'node-internals: stream_wrap has no kLastWriteErr';
+  const writeContract = typeof streamCommons === 'string' ? writeContractOf(streamCommons) : undefined;
+  if (!writeContract)
+    return `node-version: Node ${version} calls its stream handles' write methods in a shape sidestep doesn't know`;
+  const flag = writeContract === 'returns-request' ? 'kLastWriteErr' : 'kLastWriteWasAsync';
+  if (typeof streamWrap[flag] !== 'number') return `node-internals: stream_wrap has no ${flag}`;
   return {
     TCP: tcpWrap.TCP,
     streamBase: {
@@ -86,7 +93,7 @@ export function loadInternals(): Internals | string {
       kLastWriteErr: streamWrap.kLastWriteErr,
     },
     kReinitializeHandle,
-    traits,
+    writeContract,
     ownerSymbol: undefined,
     // libuv's UV_EOF; the same value on every platform libuv supports.
     UV_EOF: -4095,
