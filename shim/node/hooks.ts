@@ -25,7 +25,7 @@ import type { Fallbacks } from '../stats';
 import { debug } from '../stats';
 import { installClusterWorker, kClusterShare, type ClusterShare } from './cluster';
 import { BypassHandle, kWasBypassed, type LocalBinding } from './handle';
-import { ownerOf, type Internals } from './internals';
+import { ownerOf, reinitializeHandle, type Internals } from './internals';
 import { installIpcGuard } from './ipc';
 import { installTlsBridge, isTlsSocket } from './tls';
 
@@ -176,7 +176,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const handle = new BypassHandle(runtime, internals);
     let err: number;
     if (!tlsClient) {
-      socket[internals.kReinitializeHandle](handle);
+      reinitializeHandle(internals, socket, handle);
       err = handle.connectVia(req, local, address, port, decision.via);
     } else {
       // tls.connect() without a socket: its raw handle sits inside TLS's C++
@@ -188,7 +188,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
       if (err === 0) {
         const raw = new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
         raw.on('error', () => {}); // errors reach the TLS socket through the bridge
-        socket[internals.kReinitializeHandle](handle);
+        reinitializeHandle(internals, socket, handle);
         handle.completeConnectAs(socket._handle);
         bypassedSockets.add(raw);
       }

@@ -107,3 +107,33 @@ export function ownerOf(internals: Internals, handle: object): any {
   }
   return internals.ownerSymbol ? (handle as any)[internals.ownerSymbol] : undefined;
 }
+
+/**
+ * The stream-state fields `undestroy()` (internal/streams/destroy.js) resets.
+ * Node's kReinitializeHandle runs initSocketHandle, which calls it: meant for
+ * a socket that is starting over (autoSelectFamily's next attempt), it also
+ * forgets an `end()` or a paused read the application already asked for.
+ */
+const UNDESTROYED = {
+  readable: ['constructed', 'closed', 'closeEmitted', 'destroyed', 'errored', 'errorEmitted', 'reading', 'ended', 'endEmitted'],
+  writable: ['constructed', 'destroyed', 'closed', 'closeEmitted', 'errored', 'errorEmitted', 'finalCalled', 'prefinished', 'ended', 'ending', 'finished'],
+} as const;
+
+/**
+ * Give `socket` a new handle through Node's own kReinitializeHandle, keeping
+ * the stream state the application built while it was connecting: a socket
+ * ended before it connected must still finish (`net.connect(p).end('x')`).
+ */
+export function reinitializeHandle(internals: Internals, socket: any, handle: object): void {
+  const saved = (state: any, keys: readonly string[]) => (state ? keys.map((k) => state[k]) : undefined);
+  const restore = (state: any, keys: readonly string[], values: unknown[] | undefined) => {
+    if (state && values) keys.forEach((k, i) => (state[k] = values[i]));
+  };
+  const r = socket._readableState;
+  const w = socket._writableState;
+  const rv = saved(r, UNDESTROYED.readable);
+  const wv = saved(w, UNDESTROYED.writable);
+  socket[internals.kReinitializeHandle](handle);
+  restore(r, UNDESTROYED.readable, rv);
+  restore(w, UNDESTROYED.writable, wv);
+}

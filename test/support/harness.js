@@ -136,19 +136,27 @@ class Harness {
 
 // ---- the kernel's TCP table ----
 
-const TCP_STATES = { '01': 'ESTABLISHED', '0A': 'LISTEN' };
+const TCP_STATES = { '01': 'ESTABLISHED', '06': 'TIME_WAIT', '0A': 'LISTEN' };
 
-/** Every kernel TCP socket as {local, localPort, remote, remotePort, state}. */
+/**
+ * Every kernel TCP socket as {localPort, remotePort, state}. Fails closed: a
+ * table it can't read throws (a test must not count "no kernel connection"
+ * from a file it never saw). /proc/net/tcp6 may be absent only where the
+ * kernel has no IPv6, and then no connection can be IPv6.
+ */
 function kernelSockets() {
   const out = [];
   for (const file of ['/proc/net/tcp', '/proc/net/tcp6']) {
     let text;
     try {
       text = fs.readFileSync(file, 'utf8');
-    } catch {
-      continue;
+    } catch (err) {
+      if (file.endsWith('6') && err.code === 'ENOENT' && !fs.existsSync('/proc/sys/net/ipv6')) continue;
+      throw new Error(`cannot read the kernel's TCP table ${file}: ${err.message}`);
     }
-    for (const line of text.split('\n').slice(1)) {
+    const lines = text.split('\n');
+    if (!/^\s*sl\s+local_address\s+rem(ote)?_address\s+st\b/.test(lines[0])) throw new Error(`${file} has an unexpected header: ${lines[0]}`);
+    for (const line of lines.slice(1)) {
       const f = line.trim().split(/\s+/);
       if (f.length < 4) continue;
       const [, la, ra, st] = f;
@@ -160,10 +168,14 @@ function kernelSockets() {
   return out;
 }
 
-/** Whether the kernel holds an ESTABLISHED connection between these two ports (either side). */
+/**
+ * Whether the kernel holds a connection between these two ports (either
+ * side), in any state but LISTEN: a connection that already closed its end
+ * (CLOSE_WAIT, FIN_WAIT, TIME_WAIT) was still the kernel's.
+ */
 function kernelHasConnection(portA, portB) {
   return kernelSockets().some(
-    (s) => s.state === 'ESTABLISHED' &&
+    (s) => s.state !== 'LISTEN' &&
       ((s.localPort === portA && s.remotePort === portB) || (s.localPort === portB && s.remotePort === portA)),
   );
 }
