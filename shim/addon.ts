@@ -12,11 +12,10 @@ export interface AttachConfig {
   fabric: string;
   ringBytes: number;
   mtu: number;
-  command: string;
   timeWaitMs: number;
   spinUs: number;
-  /** false: ring other stacks with datagrams only (SIDESTEP_DOORBELL=datagram). */
-  eventfdDoorbells: boolean;
+  /** SIDESTEP_PEERS=same-uid. */
+  sameUidOnly: boolean;
   faults: FaultSpec | null;
   isnSecret: Buffer;
   why?: string;
@@ -26,10 +25,15 @@ export interface AttachConfig {
 export interface Binding {
   attach(config: AttachConfig, onEvent: EventSink): number;
   detach(): void;
-  lookup(address: string, port: number): number;
-  connect(localAddress: string, localPort: number, address: string, port: number, via: number): number;
-  /** shareKey: 0 exclusive; else shared with live registrations of the same key (a cluster's workers). */
-  listen(address: string, port: number, backlog: number, v6only: boolean, shareKey: number): number;
+  /**
+   * A connection over the fabric, decided in full (kernel listener, its
+   * owner, the pair, the port) before anything is swapped: the socket id,
+   * or a negative errno with `out.why`, the reason to use the kernel.
+   * `boundFd`: Node's handle already bound to localPort, or -1.
+   */
+  connect(localAddress: string, localPort: number, boundFd: number, address: string, port: number, out: { why?: string }): number;
+  /** Serve kernel listener `kernelFd` (-1: a cluster worker's) over the fabric: an id, or -errno and `out.why`. */
+  listen(address: string, port: number, backlog: number, v6only: boolean, kernelFd: number, out: { why?: string }): number;
   write(id: number, data: Uint8Array): number;
   writev(id: number, parts: Uint8Array[]): number;
   readStart(id: number): number;
@@ -42,11 +46,15 @@ export interface Binding {
   ref(id: number, on: boolean): void;
   endpoint(id: number, local: boolean): [number, string, number] | undefined;
   stats(): Record<string, number>;
-  sendControl(to: number, data: Uint8Array): number;
-  setMirror(stack: number, on: boolean): number;
-  self(): number;
-  stacks(): unknown[];
+  /** Copy every packet this stack sends or receives to the event sink (EventKind.Capture). */
+  setCapture(on: boolean): void;
+  pairs(): Record<string, unknown>[];
   connections(): Record<string, unknown>[];
+  /** [pid, uid] of the process at the other end of unix socket `fd`. */
+  peerCred(fd: number): [number, number] | undefined;
+  /** A listening / connected stream socket at an abstract unix name: an fd, or -errno. */
+  unixListen(name: string): number;
+  unixConnect(name: string): number;
 }
 
 /** Event kinds, as native/addon/runtime.h numbers them. */
@@ -58,14 +66,16 @@ export const enum EventKind {
   Accept = 5,
   Writable = 6,
   Shutdown = 7,
-  Control = 8,
+  /** id: the peer's pid, arg: 0 sent / 1 received, data: [u64 µs][IP packet]. */
   Capture = 9,
+  /** A connect whose pair never came up: reconnect through the kernel. */
+  Fallback = 10,
 }
 
 const ROOT = path.resolve(__dirname, '..');
 
 export function loadBinding(): { binding: Binding } | { reason: string } {
-  if (process.platform !== 'linux') return { reason: `platform: ${process.platform} has no shared-memory fabric` };
+  if (process.platform !== 'linux') return { reason: `platform: ${process.platform} has no fabric` };
   const candidates = [
     path.join(ROOT, 'build', 'Release', 'sidestep.node'),
     path.join(ROOT, 'prebuilds', `${process.platform}-${process.arch}`, 'sidestep.node'),

@@ -6,10 +6,9 @@
 //   sidestep bench      the kernel-vs-sidestep comparison
 import { spawn } from 'node:child_process';
 import * as path from 'node:path';
-import { loadBinding } from './addon';
+import { loadBinding, type Binding } from './addon';
 import { ConfigError, explainConfig, type Config } from './config';
 import { collectStats, startCapture, type StackReport } from './inspect';
-import { Runtime } from './runtime';
 
 /** Named sets of SIDESTEP_* values; explicit environment variables win. */
 export const PROFILES: Record<string, Record<string, string>> = {
@@ -25,9 +24,10 @@ const USAGE = `usage: sidestep [--profile ${Object.keys(PROFILES).join('|')}] [-
            run a command with sidestep's hook (e.g. sidestep node app.js); children inherit it
        sidestep config            print the effective configuration and where each value came from
        sidestep stat [--json] [--watch]
-                                  every stack on the fabric: process, listeners, connections, counters
+                                  every stack in this network namespace: process, pairs, listeners,
+                                  connections, counters (processes of your uid; root sees all)
        sidestep capture -w FILE.pcap [--pid PID] [--port N] [-c COUNT] [--duration SECONDS]
-                                  the fabric's packets as pcap (tcpdump, tshark, Wireshark)
+                                  the packets of processes started with SIDESTEP_CAPTURE=1, as pcap
        sidestep bench [--quick]   compare kernel sockets and sidestep
        sidestep --help`;
 
@@ -57,20 +57,19 @@ function printConfig(env: NodeJS.ProcessEnv, origins: Record<string, string>): v
   }
 }
 
-/** Attach to the fabric as an inspection tool (it claims a slot, like any stack). */
-function attachTool(env: NodeJS.ProcessEnv, command: string): Runtime {
-  let config: Config;
+function toolConfig(env: NodeJS.ProcessEnv): Config {
   try {
-    config = explainConfig(env).config;
+    return explainConfig(env).config;
   } catch (err) {
     if (err instanceof ConfigError) fail(err.message);
     throw err;
   }
+}
+
+function toolBinding(): Binding {
   const loaded = loadBinding();
   if ('reason' in loaded) fail(loaded.reason);
-  const rt = Runtime.attach(loaded.binding, config, command);
-  if (typeof rt === 'string') fail(rt);
-  return rt;
+  return loaded.binding;
 }
 
 const table = (rows: string[][]): string => {
@@ -79,19 +78,23 @@ const table = (rows: string[][]): string => {
 };
 
 function formatStat(reports: StackReport[]): string {
-  if (reports.length === 0) return 'no stacks on this fabric\n';
+  if (reports.length === 0) return 'no stacks in this network namespace\n';
   const out: string[] = [];
   for (const r of reports) {
     const reply = r.reply;
-    out.push(`stack ${r.slot}  pid ${r.pid}  ${r.command}${reply ? `  up ${reply.uptimeSeconds}s` : '  (no answer)'}`);
-    const c = r.counters;
-    out.push(`  fabric: frames out ${c.framesOut} in ${c.framesIn}, inbound rings hold ${c.ringOccupancy} B, ring drops ${c.ringDrops}, peer-gone drops ${c.peerGoneDrops}, ` +
-      `malformed ${c.malformed}, doorbells rung ${c.doorbellsRung} (datagram fallback ${c.doorbellsFallback}) suppressed ${c.doorbellsSuppressed}, wakeups ${c.wakeups}`);
+    out.push(`stack ${r.pid}.${r.thread}  pid ${r.pid}  ${reply ? `${(reply.argv ?? []).join(' ')}  up ${reply.uptimeSeconds}s` : '(no answer)'}`);
     if (!reply) continue;
     const st = reply.stats ?? {};
+    out.push(`  fabric: pairs ${st.pairs} (made ${st.pairsCreated}, accepted ${st.pairsAccepted}, refused ${st.pairsRefused}, lost ${st.pairsDown}), ` +
+      `frames out ${st.framesOut} in ${st.framesIn}, ring drops ${st.ringDrops}, malformed ${st.fabricMalformed}, ` +
+      `doorbells rung ${st.doorbellsRung} suppressed ${st.doorbellsSuppressed}, wakeups ${st.wakeups}`);
     out.push(`  sockets: bypassed ${st.connectionsBypassed}, kernel fallbacks ${st.connectionsFallback}` +
       (Object.keys(st.fallbackReasons ?? {}).length ? ` (${Object.entries(st.fallbackReasons).map(([k, v]) => `${k}: ${v}`).join(', ')})` : '') +
       `, segments out ${st.segmentsOut} in ${st.segmentsIn}, retransmits ${st.retransmits}`);
+    const pairs = ((reply.pairs ?? []) as Record<string, any>[]).filter((p) => p.role !== 'loopback');
+    for (const p of pairs) {
+      out.push(`  pair ${p.role} ${p.up ? 'up' : 'waiting'}: pid ${p.peerPid} uid ${p.peerUid}, ${p.connections} connections, rings hold ${p.ringIn} B in, ${p.ringOut} B out`);
+    }
     const conns = (reply.connections ?? []) as Record<string, any>[];
     const listeners = conns.filter((x) => x.listener);
     if (listeners.length) out.push(`  listening: ${listeners.map((l) => `${l.localAddress}:${l.localPort}`).join(', ')}`);
@@ -113,21 +116,18 @@ async function stat(args: string[], env: NodeJS.ProcessEnv): Promise<void> {
   const watch = args.includes('--watch');
   const unknown = args.find((a) => a !== '--json' && a !== '--watch');
   if (unknown) fail(`stat: unknown option ${unknown}`);
-  const rt = attachTool(env, 'sidestep stat');
+  const { fabric } = toolConfig(env);
+  const binding = toolBinding();
   const once = async () => {
-    const reports = await collectStats(rt, 1000);
+    const reports = await collectStats(binding, fabric, 1000);
     const text = json ? JSON.stringify(reports) + '\n' : formatStat(reports);
     process.stdout.write(watch && !json ? `\x1b[2J\x1b[H${new Date().toISOString()}\n${text}` : text);
   };
   await once();
-  if (!watch) {
-    rt.detach();
-    return;
-  }
+  if (!watch) return;
   const timer = setInterval(() => void once(), 2000);
   process.once('SIGINT', () => {
     clearInterval(timer);
-    rt.detach();
     process.exit(0);
   });
 }
@@ -149,17 +149,20 @@ function capture(args: string[], env: NodeJS.ProcessEnv): void {
     else fail(`capture: unknown option ${a}`);
   }
   if (!opts.file) fail('capture: -w FILE.pcap is required');
-  const rt = attachTool(env, 'sidestep capture');
-  const cap = startCapture(rt, {
+  const { fabric } = toolConfig(env);
+  const cap = startCapture(toolBinding(), {
+    fabric,
     file: opts.file,
     pid: opts.pid,
     port: opts.port,
     count: opts.count,
-    onReady: () => process.stderr.write(`sidestep capture: writing ${opts.file}\n`),
+    onReady: (accepted, refused) => {
+      for (const r of refused) process.stderr.write(`sidestep capture: pid ${r.pid} refused: ${r.why}\n`);
+      process.stderr.write(`sidestep capture: writing ${opts.file} (capturing ${accepted.length ? `pids ${accepted.join(', ')}` : 'no process yet'})\n`);
+    },
   });
   const finish = async () => {
     const n = await cap.stop();
-    rt.detach();
     process.stderr.write(`sidestep capture: ${n} packets\n`);
     process.exit(0);
   };

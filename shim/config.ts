@@ -2,20 +2,20 @@
 // with an error that names the variable and what it accepts, never a silent
 // default (as Onload does with EF_*). One table (VARIABLES) defines every
 // variable: parsing, validation, `sidestep config` and the docs follow it.
-import * as os from 'node:os';
-
 export interface Config {
   /** SIDESTEP=0 turns bypass off: every socket uses the kernel. */
   enabled: boolean;
-  /** File name of the fabric under /dev/shm. */
+  /** Rendezvous name prefix: processes with different values never pair. */
   fabric: string;
   ringBytes: number;
   mtu: number;
   timeWaitMs: number;
   /** Spin budget before sleeping, in microseconds (0: never spin). */
   spinUs: number;
-  /** How this process rings other stacks: 'eventfd' (shared with pidfd_getfd, falling back per peer) or 'datagram'. */
-  doorbell: 'eventfd' | 'datagram';
+  /** Which processes this one pairs with: any that a loopback connection reaches, or only its own uid's. */
+  peers: 'any' | 'same-uid';
+  /** Whether this process lets `sidestep capture` (of its uid) copy its packets. */
+  capture: boolean;
   /** Fail instead of falling back to the kernel. */
   strict: boolean;
   /** Append one JSON line of counters to this file at exit ('' = off). */
@@ -91,19 +91,22 @@ function int(min: number, max: number, check: (n: number) => boolean = () => tru
 
 const bool = (raw: string): boolean | undefined => (raw === '1' ? true : raw === '0' ? false : undefined);
 
-export function defaultFabricName(): string {
-  const uid = typeof process.getuid === 'function' ? process.getuid() : os.userInfo().uid;
-  return `sidestep-${uid}`;
-}
+/**
+ * Variables of earlier versions, refused with what replaced them (a silent
+ * no-op would hide that the setting no longer does anything).
+ */
+const REMOVED: Record<string, string> = {
+  SIDESTEP_DOORBELL: 'doorbells are always eventfds, passed over each pair\'s control channel (no ptrace rights needed)',
+};
 
 const isPow2 = (n: number) => (n & (n - 1)) === 0;
 
 export const VARIABLES: Variable<keyof Config>[] = [
   { name: 'SIDESTEP', key: 'enabled', accepted: '0 (kernel sockets only) or 1 (bypass where possible)',
     describe: 'bypass on or off', dflt: () => true, parse: bool },
-  { name: 'SIDESTEP_FABRIC', key: 'fabric', accepted: 'a file name of letters, digits, ".", "_" or "-" (not starting with ".")',
-    describe: 'the fabric file under /dev/shm', dflt: defaultFabricName,
-    parse: (raw) => (/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}$/.test(raw) ? raw : undefined) },
+  { name: 'SIDESTEP_FABRIC', key: 'fabric', accepted: '1-64 letters, digits, ".", "_" or "-" (not starting with ".")',
+    describe: 'rendezvous name prefix: processes with different values never bypass to each other', dflt: () => 'sidestep',
+    parse: (raw) => (/^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$/.test(raw) ? raw : undefined) },
   { name: 'SIDESTEP_RING_BYTES', key: 'ringBytes', accepted: 'a power of two from 262144 to 268435456',
     describe: 'bytes per ring between two stacks', dflt: () => 4 << 20, parse: int(1 << 18, 1 << 28, isPow2) },
   { name: 'SIDESTEP_MTU', key: 'mtu', accepted: 'an integer from 1280 to 65536',
@@ -112,9 +115,11 @@ export const VARIABLES: Variable<keyof Config>[] = [
     describe: 'TIME_WAIT duration on the fabric (ms)', dflt: () => 1000, parse: int(0, 240000) },
   { name: 'SIDESTEP_SPIN_US', key: 'spinUs', accepted: 'an integer from 0 to 1000000',
     describe: 'spin this long for more packets before sleeping (µs; 0 = never spin)', dflt: () => 0, parse: int(0, 1000000) },
-  { name: 'SIDESTEP_DOORBELL', key: 'doorbell', accepted: 'eventfd or datagram',
-    describe: 'how to wake other stacks: their eventfd (taken with pidfd_getfd; a datagram where that is refused) or always a unix datagram',
-    dflt: () => 'eventfd', parse: (raw) => (raw === 'eventfd' || raw === 'datagram' ? raw : undefined) },
+  { name: 'SIDESTEP_PEERS', key: 'peers', accepted: 'any or same-uid',
+    describe: 'pair with any process a loopback connection reaches (its listener verified), or only with processes of this uid',
+    dflt: () => 'any', parse: (raw) => (raw === 'any' || raw === 'same-uid' ? raw : undefined) },
+  { name: 'SIDESTEP_CAPTURE', key: 'capture', accepted: '0 or 1',
+    describe: 'let `sidestep capture` (run by this uid or root) copy this process\'s packets', dflt: () => false, parse: bool },
   { name: 'SIDESTEP_STRICT', key: 'strict', accepted: '0 or 1',
     describe: 'fail connects that would fall back to the kernel', dflt: () => false, parse: bool },
   { name: 'SIDESTEP_REPORT', key: 'report', accepted: 'a file path',
@@ -135,6 +140,8 @@ export interface ConfigSource {
 export function explainConfig(env: Env = process.env, origins: Record<string, string> = {}): { config: Config; sources: ConfigSource[] } {
   const known = new Set(VARIABLES.map((v) => v.name));
   for (const name of Object.keys(env)) {
+    if (REMOVED[name] && env[name] !== undefined)
+      throw new ConfigError(name, env[name]!, '', `${name} no longer exists: ${REMOVED[name]}; unset it`);
     if (name.startsWith('SIDESTEP_') && !known.has(name) && env[name] !== undefined)
       throw new ConfigError(name, env[name]!, '', `${name} is not a sidestep variable (known: ${[...known].join(', ')})`);
   }

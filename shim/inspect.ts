@@ -1,112 +1,149 @@
-// Inspection over the fabric itself, without stopping anyone: `sidestep stat`
-// asks every stack for its state with a Control frame and each hooked process
-// answers from its event loop; `sidestep capture` asks stacks to copy the
-// packets they send to it (Capture frames) and writes them as pcap.
+// Inspection without stopping anyone: `sidestep stat` asks every stack in
+// this network namespace for its state, `sidestep capture` asks stacks that
+// consent (SIDESTEP_CAPTURE=1) for a copy of the packets they send and
+// receive, written as pcap.
 //
-// Control messages are JSON, split into chunks that fit a frame:
-//   [u32 message id][u16 chunk index][u16 chunk count][JSON bytes...]
+// Each hooked event loop serves its inspection socket at the abstract unix
+// name "\0<fabric>/S<pid>.<thread>" (gone with the process, nothing in the
+// file system). Only its own uid, or root, is answered (SO_PEERCRED). The
+// tool finds the names in /proc/net/unix, which lists this namespace's.
+// Requests and answers are JSON lines:
+//   -> {op:'stat'}     <- {op:'stat', ...describe()}
+//   -> {op:'capture'}  <- {op:'capture', ok, why?}, then
+//                      <- {op:'packet', us, peerPid, received, data(base64)} ...
 import * as fs from 'node:fs';
+import * as net from 'node:net';
+import * as readline from 'node:readline';
+import type { Binding } from './addon';
 import type { Runtime } from './runtime';
 
-const HEADER = 8;
-const CHUNK = 60000;
-
-export interface StackEntry {
-  link: number;
-  slot: number;
-  pid: number;
-  startTime: number;
-  command: string;
-  counters: Record<string, number>;
+/** The abstract name of a stack's inspection socket (without the leading NUL). */
+export function inspectionName(fabric: string, pid: number, thread: number): string {
+  return `${fabric}/S${pid}.${thread}`;
 }
 
-let nextMessageId = 1;
+/** A capture stops copying (drops) while the tool has this much unread. */
+const CAPTURE_BACKLOG = 8 << 20;
 
-export function sendMessage(runtime: Runtime, to: number, message: object): number {
-  const body = Buffer.from(JSON.stringify(message));
-  const count = Math.max(1, Math.ceil(body.length / CHUNK));
-  const id = nextMessageId++ >>> 0;
-  for (let i = 0; i < count; i++) {
-    const part = body.subarray(i * CHUNK, (i + 1) * CHUNK);
-    const frame = Buffer.allocUnsafe(HEADER + part.length);
-    frame.writeUInt32LE(id, 0);
-    frame.writeUInt16LE(i, 4);
-    frame.writeUInt16LE(count, 6);
-    part.copy(frame, HEADER);
-    const r = runtime.binding.sendControl(to, frame);
-    if (r < 0) return r;
-  }
-  return 0;
-}
-
-/** Reassembles chunked messages per sender; malformed input is dropped. */
-export class MessageAssembler {
-  private readonly partial = new Map<string, { parts: Buffer[]; got: number; count: number }>();
-
-  push(from: number, data: ArrayBuffer): unknown | undefined {
-    const buf = Buffer.from(data);
-    if (buf.length < HEADER) return undefined;
-    const id = buf.readUInt32LE(0);
-    const index = buf.readUInt16LE(4);
-    const count = buf.readUInt16LE(6);
-    if (count === 0 || index >= count) return undefined;
-    const key = `${from}:${id}`;
-    let p = this.partial.get(key);
-    if (!p) {
-      if (this.partial.size > 256) this.partial.clear(); // a sender that never finishes
-      p = { parts: new Array(count), got: 0, count };
-      this.partial.set(key, p);
+/** In every hooked event loop: answer inspection requests. */
+export function serveInspection(runtime: Runtime, fabric: string, thread: number, opts: { capture: boolean }, describe: () => object): void {
+  const capturers = new Set<net.Socket>();
+  const stopCapture = (sock: net.Socket) => {
+    capturers.delete(sock);
+    if (capturers.size === 0) {
+      runtime.binding.setCapture(false);
+      runtime.onCapture = null;
     }
-    if (p.count !== count || p.parts[index]) return undefined;
-    p.parts[index] = buf.subarray(HEADER);
-    if (++p.got < count) return undefined;
-    this.partial.delete(key);
-    try {
-      return JSON.parse(Buffer.concat(p.parts).toString('utf8'));
-    } catch {
-      return undefined;
-    }
-  }
-}
-
-/** In every hooked process: answer `stat` requests with `describe()`. */
-export function serveInspection(runtime: Runtime, describe: () => object): void {
-  const assembler = new MessageAssembler();
-  runtime.onControl = (from, data) => {
-    const msg = assembler.push(from, data) as { op?: string; id?: number } | undefined;
-    if (msg?.op === 'stat') sendMessage(runtime, from, { op: 'stat-reply', id: msg.id, ...describe() });
   };
+  const server = net.createServer((sock) => {
+    const fd = (sock as any)._handle?.fd;
+    const cred = typeof fd === 'number' ? runtime.binding.peerCred(fd) : undefined;
+    const me = typeof process.getuid === 'function' ? process.getuid() : -1;
+    if (!cred || (cred[1] !== me && cred[1] !== 0)) {
+      sock.destroy();
+      return;
+    }
+    sock.on('error', () => {});
+    sock.on('close', () => stopCapture(sock));
+    readline.createInterface({ input: sock }).on('line', (line) => {
+      let msg: { op?: string };
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.op === 'stat') sock.write(JSON.stringify({ op: 'stat', ...describe() }) + '\n');
+      if (msg.op === 'capture') {
+        if (!opts.capture) {
+          sock.write(JSON.stringify({ op: 'capture', ok: false, why: 'this process did not consent (start it with SIDESTEP_CAPTURE=1)' }) + '\n');
+          return;
+        }
+        sock.write(JSON.stringify({ op: 'capture', ok: true }) + '\n');
+        capturers.add(sock);
+        runtime.onCapture = (peerPid, received, data) => {
+          const buf = Buffer.from(data);
+          const line = JSON.stringify({
+            op: 'packet', us: buf.readBigUInt64LE(0).toString(), peerPid, received, data: buf.subarray(8).toString('base64'),
+          }) + '\n';
+          for (const c of capturers) {
+            // A tool that stops reading loses packets, never stalls us.
+            if (c.writableLength <= CAPTURE_BACKLOG) c.write(line);
+          }
+        };
+        runtime.binding.setCapture(true);
+      }
+    });
+  });
+  // A name someone else took: no inspection for this process, nothing else changes.
+  const fd = runtime.binding.unixListen(inspectionName(fabric, process.pid, thread));
+  if (fd < 0) return;
+  server.on('error', () => {});
+  server.listen({ fd });
+  server.unref();
 }
 
-export interface StackReport extends StackEntry {
+/** The inspection sockets in this network namespace: [{name, pid, thread}]. */
+export function listStacks(fabric: string): { name: string; pid: number; thread: number }[] {
+  const text = fs.readFileSync('/proc/net/unix', 'utf8');
+  const prefix = `@${fabric}/S`;
+  const out = new Map<string, { name: string; pid: number; thread: number }>();
+  for (const line of text.split('\n').slice(1)) {
+    const path = line.trim().split(/\s+/)[7];
+    if (!path || !path.startsWith(prefix)) continue;
+    const m = /^(\d+)\.(\d+)$/.exec(path.slice(prefix.length));
+    if (m) out.set(path, { name: path.slice(1), pid: Number(m[1]), thread: Number(m[2]) });
+  }
+  return [...out.values()].sort((a, b) => a.pid - b.pid || a.thread - b.thread);
+}
+
+/** A connected stream socket to a stack's inspection name, or null. */
+function open(binding: Binding, name: string): net.Socket | null {
+  const fd = binding.unixConnect(name);
+  return fd < 0 ? null : new net.Socket({ fd, readable: true, writable: true });
+}
+
+/** One request/stream to a stack's inspection socket. */
+function ask(binding: Binding, name: string, op: string, onLine: (msg: any) => boolean, timeoutMs: number): Promise<void> {
+  return new Promise((resolve) => {
+    const sock = open(binding, name);
+    if (!sock) return resolve();
+    const timer = setTimeout(() => sock.destroy(), timeoutMs);
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      clearTimeout(timer);
+      resolve();
+    });
+    sock.write(JSON.stringify({ op }) + '\n');
+    readline.createInterface({ input: sock }).on('line', (line) => {
+      let msg: unknown;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (!onLine(msg)) sock.destroy();
+    });
+  });
+}
+
+export interface StackReport {
+  pid: number;
+  thread: number;
   /** The process's own answer; null if it did not answer in time. */
   reply: Record<string, any> | null;
 }
 
-/** Ask every other stack on the fabric for its state. */
-export function collectStats(runtime: Runtime, timeoutMs = 1000): Promise<StackReport[]> {
-  const self = runtime.binding.self();
-  const stacks = (runtime.binding.stacks() as StackEntry[]).filter((s) => s.link !== self);
-  const reports = new Map<number, StackReport>(stacks.map((s) => [s.link, { ...s, reply: null }]));
-  const assembler = new MessageAssembler();
-  return new Promise((resolve) => {
-    let waiting = stacks.length;
-    const done = () => {
-      clearTimeout(timer);
-      runtime.onControl = null;
-      resolve([...reports.values()].sort((a, b) => a.slot - b.slot));
-    };
-    const timer = setTimeout(done, timeoutMs);
-    runtime.onControl = (from, data) => {
-      const msg = assembler.push(from, data) as Record<string, any> | undefined;
-      const report = reports.get(from);
-      if (!msg || msg.op !== 'stat-reply' || !report || report.reply) return;
-      report.reply = msg;
-      if (--waiting === 0) done();
-    };
-    if (waiting === 0) return done();
-    for (const s of stacks) sendMessage(runtime, s.link, { op: 'stat', id: 1 });
-  });
+/** Ask every stack in this network namespace for its state. */
+export async function collectStats(binding: Binding, fabric: string, timeoutMs = 1000): Promise<StackReport[]> {
+  const stacks = listStacks(fabric).filter((s) => s.pid !== process.pid);
+  return Promise.all(stacks.map(async (s) => {
+    const report: StackReport = { pid: s.pid, thread: s.thread, reply: null };
+    await ask(binding, s.name, 'stat', (msg) => {
+      if (msg?.op === 'stat') report.reply = msg;
+      return false;
+    }, timeoutMs);
+    return report;
+  }));
 }
 
 // ---- capture ----
@@ -114,12 +151,13 @@ export function collectStats(runtime: Runtime, timeoutMs = 1000): Promise<StackR
 const LINKTYPE_RAW = 101; // raw IPv4/IPv6 packets
 
 export interface CaptureOptions {
+  fabric: string;
   file: string;
   pid?: number;
   port?: number;
   count?: number;
-  /** Called once mirrors are set on the stacks present now. */
-  onReady?: () => void;
+  /** Called once the stacks present now have answered. */
+  onReady?: (accepted: number[], refused: { pid: number; why: string }[]) => void;
 }
 
 /** TCP ports of an IP packet, or null when it isn't TCP or is cut short. */
@@ -168,21 +206,20 @@ export class PcapWriter {
   }
 }
 
-/**
- * Capture the fabric's packets until stop() (or `count` packets). Every stack
- * (or those of `pid`) copies what it sends to us; since every packet is sent
- * by some stack, that is every packet, each exactly once.
- */
-/** How long a copy may wait for earlier-sent copies still in another ring. */
+/** How long a copy may wait for earlier ones still on their way from another stack. */
 const REORDER_WINDOW_US = 50000n;
 
-export function startCapture(runtime: Runtime, opts: CaptureOptions): { stop: () => Promise<number> } {
-  const self = runtime.binding.self();
+/**
+ * Capture until stop() (or `count` packets). Every consenting stack copies
+ * what it sends and receives; a packet between two captured stacks is kept
+ * once (as sent), so the file holds each packet exactly once.
+ */
+export function startCapture(binding: Binding, opts: CaptureOptions): { stop: () => Promise<number> } {
   const writer = new PcapWriter(opts.file);
-  const mirrored = new Set<number>();
-  const pidSlots = new Set<number>();
-  // Copies arrive per sender ring; sort by the sender's timestamp over a
-  // short window so the file is in the order packets were sent.
+  const captured = new Set<number>();
+  const asked = new Set<string>();
+  const refused: { pid: number; why: string }[] = [];
+  const streams = new Set<net.Socket>();
   let pending: { us: bigint; packet: Buffer }[] = [];
   const flush = (all: boolean) => {
     if (pending.length === 0) return;
@@ -199,46 +236,64 @@ export function startCapture(runtime: Runtime, opts: CaptureOptions): { stop: ()
   let finished: (n: number) => void = () => {};
   const finishedPromise = new Promise<number>((r) => (finished = r));
 
-  const refresh = () => {
-    pidSlots.clear();
-    for (const s of runtime.binding.stacks() as StackEntry[]) {
-      if (s.link === self) continue;
-      if (opts.pid !== undefined && s.pid === opts.pid) pidSlots.add(s.slot);
-      // With --pid we still mirror everyone: packets *to* that pid are sent by its peers.
-      if (!mirrored.has(s.link) && runtime.binding.setMirror(s.link, true) === 0) mirrored.add(s.link);
-    }
-  };
-  refresh();
-  const rescan = setInterval(refresh, 200);
+  const follow = (s: { name: string; pid: number }): Promise<void> => new Promise((answered) => {
+    asked.add(s.name);
+    const sock = open(binding, s.name);
+    if (!sock) return answered();
+    streams.add(sock);
+    sock.on('error', () => {});
+    sock.on('close', () => {
+      streams.delete(sock);
+      answered();
+    });
+    sock.write(JSON.stringify({ op: 'capture' }) + '\n');
+    readline.createInterface({ input: sock }).on('line', (line) => {
+      let msg: any;
+      try {
+        msg = JSON.parse(line);
+      } catch {
+        return;
+      }
+      if (msg.op === 'capture') {
+        if (msg.ok) captured.add(s.pid);
+        else {
+          refused.push({ pid: s.pid, why: String(msg.why) });
+          sock.destroy();
+        }
+        answered();
+        return;
+      }
+      if (msg.op !== 'packet') return;
+      // Between two captured stacks, the sender's copy is the one kept.
+      if (msg.received && captured.has(msg.peerPid)) return;
+      if (opts.pid !== undefined && s.pid !== opts.pid && msg.peerPid !== opts.pid) return;
+      const packet = Buffer.from(msg.data, 'base64');
+      if (opts.port !== undefined) {
+        const ports = tcpPorts(packet);
+        if (!ports || (ports[0] !== opts.port && ports[1] !== opts.port)) return;
+      }
+      pending.push({ us: BigInt(msg.us), packet });
+    });
+  });
+  const refresh = () => Promise.all(listStacks(opts.fabric).filter((s) => !asked.has(s.name) && s.pid !== process.pid).map(follow));
+  void refresh().then(() => opts.onReady?.([...captured], refused));
+  const rescan = setInterval(() => void refresh(), 200);
   const flusher = setInterval(() => {
     flush(false);
     if (opts.count !== undefined && writer.packets >= opts.count) void stop();
   }, 25);
-  runtime.onCapture = (from, dstSlot, data) => {
-    if (data.byteLength < 8) return;
-    const sentUs = Buffer.from(data, 0, 8).readBigUInt64LE(0);
-    const packet = Buffer.from(data, 8);
-    if (opts.pid !== undefined && !pidSlots.has(from & 0xff) && !pidSlots.has(dstSlot)) return;
-    if (opts.port !== undefined) {
-      const ports = tcpPorts(packet);
-      if (!ports || (ports[0] !== opts.port && ports[1] !== opts.port)) return;
-    }
-    pending.push({ us: sentUs, packet });
-  };
   let stopped = false;
   const stop = async () => {
     if (!stopped) {
       stopped = true;
       clearInterval(rescan);
       clearInterval(flusher);
+      for (const s of streams) s.destroy();
       flush(true);
-      for (const link of mirrored) runtime.binding.setMirror(link, false);
-      runtime.onCapture = null;
       writer.close();
       finished(writer.packets);
     }
     return finishedPromise;
   };
-  opts.onReady?.();
   return { stop };
 }

@@ -1,15 +1,12 @@
 // Policy: bypass or kernel, decided per connect (DESIGN.md §2). A connection
-// is bypassed only when its destination is an address of this host and a live
-// sidestep listener owns it in the fabric's registry; anything else uses the
-// kernel, with the reason counted.
+// is a candidate only when its destination is an address of this host (this
+// network namespace); the addon then decides the rest in one call (which
+// kernel socket would accept it, whether a sidestep stack that really holds
+// it serves it, the pair, the port) and anything else uses the kernel, with
+// the reason counted.
 import * as net from 'node:net';
 import * as os from 'node:os';
 
-export type Decision = { bypass: true; via: number } | { bypass: false; reason: string };
-
-export interface ListenerLookup {
-  lookup(address: string, port: number): number;
-}
 
 let localAddresses: Set<string> | null = null;
 
@@ -31,11 +28,9 @@ export function isLocalAddress(address: string): boolean {
   return localAddresses.has(address.toLowerCase());
 }
 
-export function decideConnect(registry: ListenerLookup, address: string, port: number): Decision {
-  if (!isLocalAddress(address)) return { bypass: false, reason: `remote: ${address} is not an address of this host` };
-  const via = registry.lookup(address, port);
-  if (via < 0) return { bypass: false, reason: `no-listener: no sidestep listener on ${address}:${port}` };
-  return { bypass: true, via };
+/** Why a destination can't be bypassed at all, or null when the fabric may be asked. */
+export function notLocal(address: string): string | null {
+  return isLocalAddress(address) ? null : `remote: ${address} is not an address of this host`;
 }
 
 /** The source address the kernel would pick for a same-host destination. */

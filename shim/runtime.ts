@@ -12,19 +12,16 @@ export interface EventTarget {
 export class Runtime {
   private readonly targets = new Map<number, EventTarget>();
   private attached = false;
-  /** Control messages from other stacks (inspect.ts), by sender LinkAddr. */
-  onControl: ((from: number, data: ArrayBuffer) => void) | null = null;
-  /** Packets copied to us by stacks we capture (inspect.ts). */
-  onCapture: ((from: number, dstSlot: number, data: ArrayBuffer) => void) | null = null;
+  /** Packets this stack sent or received, while a capture runs (inspect.ts). */
+  onCapture: ((peerPid: number, received: boolean, data: ArrayBuffer) => void) | null = null;
 
   private constructor(readonly binding: Binding) {}
 
-  /** Attach to the fabric; returns the runtime or the reason it can't. */
-  static attach(binding: Binding, config: Config, command = ['node', ...process.argv.slice(1, 3)].join(' ')): Runtime | string {
+  /** Start this event loop's stack on the fabric; returns the runtime or the reason it can't. */
+  static attach(binding: Binding, config: Config): Runtime | string {
     const rt = new Runtime(binding);
     const sink: EventSink = (kind, id, arg, data, offset) => {
-      if (kind === EventKind.Control) return rt.onControl?.(id, data!);
-      if (kind === EventKind.Capture) return rt.onCapture?.(id, arg, data!);
+      if (kind === EventKind.Capture) return rt.onCapture?.(id, arg === 1, data!);
       const target = rt.targets.get(id);
       if (target) target.deliver(kind, arg, data, offset);
     };
@@ -34,14 +31,13 @@ export class Runtime {
       mtu: config.mtu,
       timeWaitMs: config.timeWaitMs,
       spinUs: config.spinUs,
-      eventfdDoorbells: config.doorbell === 'eventfd',
+      sameUidOnly: config.peers === 'same-uid',
       faults: config.faults,
-      command: command.slice(0, 180),
       isnSecret: crypto.randomBytes(16),
       why: undefined as string | undefined,
     };
     const err = binding.attach(attachConfig, sink);
-    if (err < 0) return `fabric: cannot attach to /dev/shm/${config.fabric} (${attachConfig.why || `errno ${-err}`})`;
+    if (err < 0) return `fabric: cannot start (${attachConfig.why || `errno ${-err}`})`;
     rt.attached = true;
     return rt;
   }

@@ -3,6 +3,7 @@
 // install() is idempotent and never throws for environmental reasons (those
 // become a fallback reason); only invalid configuration throws.
 import * as fs from 'node:fs';
+import { threadId } from 'node:worker_threads';
 import { loadBinding } from './addon';
 import { readConfig, type Config } from './config';
 import { installHooks, isBypassedSocket } from './node/hooks';
@@ -61,11 +62,12 @@ export function install(): State {
   const runtime = Runtime.attach(loaded.binding, config);
   if (typeof runtime === 'string') return disable(s, runtime);
   s.runtime = runtime;
-  serveInspection(runtime, () => ({
+  serveInspection(runtime, config.fabric, threadId, { capture: config.capture }, () => ({
     pid: process.pid,
     argv: process.argv.slice(1, 3),
     uptimeSeconds: Math.round(process.uptime()),
     stats: stats(),
+    pairs: runtime.binding.pairs(),
     connections: runtime.binding.connections(),
   }));
   installHooks(internals, runtime, s.fallbacks, config.strict ? (reason) => new StrictModeError(reason) : null);

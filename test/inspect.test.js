@@ -1,5 +1,6 @@
-// sidestep stat and sidestep capture: what runs on the fabric, read from the
-// fabric while it runs.
+// sidestep stat and sidestep capture: what runs on the fabric, asked of each
+// stack through its inspection socket while it runs. Capture needs the
+// captured process's consent (SIDESTEP_CAPTURE=1); stat answers its own uid.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
@@ -51,13 +52,13 @@ test('sidestep stat lists a hooked process, its listener and its connections', a
   assert.strictEqual(reports.length, 1);
   const [s] = reports;
   assert.strictEqual(s.pid, p.child.pid);
-  assert.match(s.command, /capture-peer\.js/);
   assert.ok(s.reply, 'the process answered');
+  assert.match(s.reply.argv.join(' '), /capture-peer\.js/);
   assert.deepStrictEqual(s.reply.connections.filter((c) => c.listener).map((c) => [c.localAddress, c.localPort]), [['127.0.0.1', port]]);
   const text = spawnSync(process.execPath, [CLI, 'stat'], {
     env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: h.fabric }, encoding: 'utf8', timeout: 15000,
   });
-  assert.match(text.stdout, new RegExp(`stack \\d+  pid ${p.child.pid}  node .*capture-peer\\.js  up \\d+s`));
+  assert.match(text.stdout, new RegExp(`stack ${p.child.pid}\\.0  pid ${p.child.pid}  .*capture-peer\\.js  up \\d+s`));
   assert.match(text.stdout, new RegExp(`listening: 127\\.0\\.0\\.1:${port}`));
   h.send(p, { cmd: 'go' });
   await h.next(p);
@@ -68,7 +69,7 @@ test('sidestep capture writes the exchange as a pcap: handshake, payloads, FINs'
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'fabric.pcap');
   const h = new Harness(t);
-  const p = h.start('capture-peer.js');
+  const p = h.start('capture-peer.js', [], { env: { SIDESTEP_CAPTURE: '1' } });
   const { port } = await h.next(p);
   const cap = spawn(process.execPath, [CLI, 'capture', '-w', file, '--port', String(port)], {
     env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: h.fabric }, stdio: ['ignore', 'ignore', 'pipe'],
@@ -125,7 +126,7 @@ test('sidestep stat --watch refreshes until interrupted', async (t) => {
     const timer = setTimeout(() => reject(new Error(`no second refresh: ${out}`)), 15000);
     watch.stdout.on('data', (d) => {
       out += d;
-      if ((out.match(/inbound rings hold \d+ B/g) ?? []).length >= 2) {
+      if ((out.match(/fabric: pairs \d+/g) ?? []).length >= 2) {
         clearTimeout(timer);
         resolve();
       }
@@ -143,8 +144,8 @@ test('sidestep capture --pid keeps only the packets from or to that process', as
   t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
   const file = path.join(dir, 'pid.pcap');
   const h = new Harness(t);
-  const a = h.start('capture-peer.js');
-  const b = h.start('capture-peer.js');
+  const a = h.start('capture-peer.js', [], { env: { SIDESTEP_CAPTURE: '1' } });
+  const b = h.start('capture-peer.js', [], { env: { SIDESTEP_CAPTURE: '1' } });
   const [{ port: portA }, { port: portB }] = [await h.next(a), await h.next(b)];
   const cap = spawn(process.execPath, [CLI, 'capture', '-w', file, '--pid', String(a.child.pid)], {
     env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: h.fabric }, stdio: ['ignore', 'ignore', 'pipe'],
@@ -168,4 +169,28 @@ test('sidestep capture --pid keeps only the packets from or to that process', as
   assert.ok(segs.length >= 7, `captured ${segs.length} packets`);
   assert.ok(segs.every((s) => portsA.has(s.src) && portsA.has(s.dst)), 'only process A\'s connection');
   assert.ok(!segs.some((s) => s.src === portB || s.dst === portB));
+});
+
+test('sidestep capture gets nothing from a process that did not consent', async (t) => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'sidestep-capture-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  const file = path.join(dir, 'refused.pcap');
+  const h = new Harness(t);
+  const p = h.start('capture-peer.js');
+  await h.next(p);
+  const cap = spawn(process.execPath, [CLI, 'capture', '-w', file], {
+    env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: h.fabric }, stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  t.after(() => cap.kill('SIGKILL'));
+  let err = '';
+  await new Promise((resolve) => cap.stderr.on('data', (d) => ((err += d), err.includes('writing') && resolve())));
+  assert.match(err, new RegExp(`pid ${p.child.pid} refused: this process did not consent`));
+  h.send(p, { cmd: 'go' });
+  assert.strictEqual((await h.next(p)).reply, 'echo:hello-capture');
+  await new Promise((r) => setTimeout(r, 200));
+  const exited = new Promise((r) => cap.on('exit', r));
+  cap.kill('SIGINT');
+  await exited;
+  assert.match(err, /sidestep capture: 0 packets/);
+  assert.strictEqual(readPcap(file).length, 0);
 });

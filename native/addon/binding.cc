@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "link/control.h"
 #include "runtime.h"
 
 namespace sidestep::addon {
@@ -60,9 +61,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   rc.fabric.name = cfg.Get("fabric").As<Napi::String>().Utf8Value();
   rc.fabric.ring_bytes = OptU32(cfg, "ringBytes", rc.fabric.ring_bytes);
   rc.fabric.mtu = OptU32(cfg, "mtu", rc.fabric.mtu);
-  if (cfg.Get("command").IsString()) rc.fabric.command = cfg.Get("command").As<Napi::String>().Utf8Value();
-  if (cfg.Get("eventfdDoorbells").IsBoolean())
-    rc.fabric.eventfd_doorbells = cfg.Get("eventfdDoorbells").As<Napi::Boolean>().Value();
+  rc.fabric.same_uid_only = cfg.Get("sameUidOnly").ToBoolean();
   rc.stack.recv_buffer = OptU32(cfg, "recvBuffer", rc.stack.recv_buffer);
   rc.stack.send_buffer = OptU32(cfg, "sendBuffer", rc.stack.send_buffer);
   rc.stack.time_wait = static_cast<stack::Micros>(OptU32(cfg, "timeWaitMs", 1000)) * 1000;
@@ -97,31 +96,40 @@ Napi::Value Detach(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
-// lookup(address, port) -> LinkAddr of a live listener, or -1
-Napi::Value Lookup(const Napi::CallbackInfo& info) {
-  stack::IpAddr a;
-  if (!ParseAddr(info[0], &a)) return Napi::Number::New(info.Env(), -1);
-  return Napi::Number::New(info.Env(), static_cast<double>(Rt(info)->Lookup(a, U32(info, 1))));
-}
-
-// connect(localAddr, localPort, remoteAddr, remotePort, via) -> id or -errno
+// connect(localAddr, localPort, boundFd, remoteAddr, remotePort, out) -> id,
+// or a negative errno with out.why: the reason to use the kernel instead
 Napi::Value Connect(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   stack::Endpoint local, remote;
-  if (!ParseAddr(info[0], &local.addr) || !ParseAddr(info[2], &remote.addr))
-    return Napi::Number::New(info.Env(), -EINVAL);
+  Napi::Object out = info[5].As<Napi::Object>();
+  if (!ParseAddr(info[0], &local.addr) || !ParseAddr(info[3], &remote.addr)) {
+    out.Set("why", Napi::String::New(env, "fabric: an address the fabric can't parse"));
+    return Napi::Number::New(env, -EINVAL);
+  }
   local.port = static_cast<uint16_t>(U32(info, 1));
-  remote.port = static_cast<uint16_t>(U32(info, 3));
-  return Napi::Number::New(info.Env(), Rt(info)->Connect(local, remote, U32(info, 4)));
+  remote.port = static_cast<uint16_t>(U32(info, 4));
+  std::string why;
+  int r = Rt(info)->Connect(local, info[2].As<Napi::Number>().Int32Value(), remote, &why);
+  if (r < 0) out.Set("why", Napi::String::New(env, why));
+  return Napi::Number::New(env, r);
 }
 
-// listen(addr, port, backlog, v6only, shareKey) -> id or -errno
+// listen(addr, port, backlog, v6only, kernelFd, out) -> id, or a negative
+// errno with out.why
 Napi::Value Listen(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
   stack::Endpoint local;
-  if (!ParseAddr(info[0], &local.addr)) return Napi::Number::New(info.Env(), -EINVAL);
+  Napi::Object out = info[5].As<Napi::Object>();
+  if (!ParseAddr(info[0], &local.addr)) {
+    out.Set("why", Napi::String::New(env, "an address the fabric can't parse"));
+    return Napi::Number::New(env, -EINVAL);
+  }
   local.port = static_cast<uint16_t>(U32(info, 1));
   int backlog = info[2].As<Napi::Number>().Int32Value();
-  return Napi::Number::New(info.Env(),
-                           Rt(info)->Listen(local, backlog, info[3].ToBoolean(), U32(info, 4)));
+  std::string why;
+  int r = Rt(info)->Listen(local, backlog, info[3].ToBoolean(), info[4].As<Napi::Number>().Int32Value(), &why);
+  if (r < 0) out.Set("why", Napi::String::New(env, why));
+  return Napi::Number::New(env, r);
 }
 
 // write(id, uint8array) -> 0 sync, 1 async (wait for kWritable), -errno
@@ -177,17 +185,34 @@ Napi::Value Endpoint(const Napi::CallbackInfo& info) {
 }
 Napi::Value Stats(const Napi::CallbackInfo& info) { return Rt(info)->Stats(info.Env()); }
 
-// sendControl(link, uint8array) -> 0 or -errno
-Napi::Value SendControl(const Napi::CallbackInfo& info) {
-  auto buf = info[1].As<Napi::Uint8Array>();
-  return Napi::Number::New(info.Env(), Rt(info)->SendControl(U32(info, 0), buf.Data(), buf.ByteLength()));
+// setCapture(on): copy every packet this stack sends or receives to JS
+Napi::Value SetCapture(const Napi::CallbackInfo& info) {
+  Rt(info)->SetCapture(info[0].ToBoolean());
+  return info.Env().Undefined();
 }
-// setMirror(link, on) -> 0 or -errno
-Napi::Value SetMirror(const Napi::CallbackInfo& info) {
-  return Napi::Number::New(info.Env(), Rt(info)->SetMirror(U32(info, 0), info[1].ToBoolean()));
+Napi::Value Pairs(const Napi::CallbackInfo& info) { return Rt(info)->Pairs(info.Env()); }
+
+// unixListen(name) / unixConnect(name) -> fd or -errno: a stream socket at an
+// abstract unix name of exactly that length (Node pads abstract names to the
+// whole sun_path in some versions and not in others; inspection must meet
+// across versions)
+Napi::Value UnixListen(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), link::control_listen(info[0].As<Napi::String>().Utf8Value(), SOCK_STREAM));
 }
-Napi::Value Self(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), Rt(info)->Self()); }
-Napi::Value Stacks(const Napi::CallbackInfo& info) { return Rt(info)->Stacks(info.Env()); }
+Napi::Value UnixConnect(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), link::control_connect(info[0].As<Napi::String>().Utf8Value(), SOCK_STREAM));
+}
+
+// peerCred(fd) -> [pid, uid] of the process at the other end of a unix
+// socket (the inspection server's callers), or undefined
+Napi::Value PeerCred(const Napi::CallbackInfo& info) {
+  link::PeerCred c;
+  if (link::peer_cred(info[0].As<Napi::Number>().Int32Value(), &c) != 0) return info.Env().Undefined();
+  Napi::Array a = Napi::Array::New(info.Env(), 2);
+  a.Set(0u, Napi::Number::New(info.Env(), c.pid));
+  a.Set(1u, Napi::Number::New(info.Env(), c.uid));
+  return a;
+}
 Napi::Value Connections(const Napi::CallbackInfo& info) { return Rt(info)->Connections(info.Env()); }
 
 }  // namespace
@@ -198,7 +223,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   env.SetInstanceData<Runtime>(rt);
   exports.Set("attach", Napi::Function::New(env, Attach, "attach"));
   exports.Set("detach", Napi::Function::New(env, Detach, "detach"));
-  exports.Set("lookup", Napi::Function::New(env, Lookup, "lookup"));
   exports.Set("connect", Napi::Function::New(env, Connect, "connect"));
   exports.Set("listen", Napi::Function::New(env, Listen, "listen"));
   exports.Set("write", Napi::Function::New(env, Write, "write"));
@@ -213,10 +237,11 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("ref", Napi::Function::New(env, Ref, "ref"));
   exports.Set("endpoint", Napi::Function::New(env, Endpoint, "endpoint"));
   exports.Set("stats", Napi::Function::New(env, Stats, "stats"));
-  exports.Set("sendControl", Napi::Function::New(env, SendControl, "sendControl"));
-  exports.Set("setMirror", Napi::Function::New(env, SetMirror, "setMirror"));
-  exports.Set("self", Napi::Function::New(env, Self, "self"));
-  exports.Set("stacks", Napi::Function::New(env, Stacks, "stacks"));
+  exports.Set("setCapture", Napi::Function::New(env, SetCapture, "setCapture"));
+  exports.Set("pairs", Napi::Function::New(env, Pairs, "pairs"));
+  exports.Set("peerCred", Napi::Function::New(env, PeerCred, "peerCred"));
+  exports.Set("unixListen", Napi::Function::New(env, UnixListen, "unixListen"));
+  exports.Set("unixConnect", Napi::Function::New(env, UnixConnect, "unixConnect"));
   exports.Set("connections", Napi::Function::New(env, Connections, "connections"));
   return exports;
 }

@@ -5,7 +5,7 @@
 
 #include <arpa/inet.h>
 #include <sched.h>
-#include <sys/syscall.h>
+#include <sys/time.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -41,6 +41,21 @@ void CloseHandle(H*& h) {
 }
 }  // namespace
 
+void FabricLink::tx_commit(stack::LinkAddr to, size_t len) {
+  // The packet stays intact in the ring until the next reserve: copy it now.
+  if (capture && reserved_) {
+    timeval tv;
+    ::gettimeofday(&tv, nullptr);
+    const uint64_t us = uint64_t(tv.tv_sec) * 1000000u + uint64_t(tv.tv_usec);
+    std::vector<uint8_t> bytes(sizeof us + len);
+    std::memcpy(bytes.data(), &us, sizeof us);
+    std::memcpy(bytes.data() + sizeof us, reserved_, len);
+    capture->emplace_back(to, std::move(bytes));
+  }
+  reserved_ = nullptr;
+  fabric->tx_commit(to, len);
+}
+
 Runtime::Runtime(Napi::Env env) : env_(env) {
   napi_get_uv_event_loop(env, &loop_);
 }
@@ -72,32 +87,36 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   slabs_ = std::make_unique<ReadSlabs>(env_);
 
   timer_ = NewHandle<uv_timer_t>(this);
+  housekeeping_ = NewHandle<uv_timer_t>(this);
   idle_ = NewHandle<uv_idle_t>(this);
   uv_timer_init(loop_, timer_);
+  uv_timer_init(loop_, housekeeping_);
   uv_idle_init(loop_, idle_);
   doorbell_ = NewHandle<uv_poll_t>(this);
-  doorbell_fallback_ = NewHandle<uv_poll_t>(this);
+  control_ = NewHandle<uv_poll_t>(this);
   const bool polled = uv_poll_init(loop_, doorbell_, fabric_->doorbell_fd()) == 0;
-  if (!polled || uv_poll_init(loop_, doorbell_fallback_, fabric_->doorbell_fallback_fd()) != 0) {
-    *why = "cannot poll the fabric doorbell";
+  if (!polled || uv_poll_init(loop_, control_, fabric_->control_fd()) != 0) {
+    *why = "cannot poll the fabric's doorbell and control plane";
     // A handle libuv never initialised is freed, not closed.
     if (!polled) {
       delete doorbell_;
       doorbell_ = nullptr;
     }
-    delete doorbell_fallback_;
-    doorbell_fallback_ = nullptr;
+    delete control_;
+    control_ = nullptr;
     Detach();
     return -EIO;
   }
-  // The timer never keeps the process alive on its own: the doorbell's ref
+  // Neither timer keeps the process alive on its own: the doorbell's ref
   // follows the sockets, as a kernel socket's handle would.
   uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
+  uv_unref(reinterpret_cast<uv_handle_t*>(housekeeping_));
+  uv_timer_start(housekeeping_, OnHousekeeping, 1000, 1000);
   uv_poll_start(doorbell_, UV_READABLE, OnDoorbell);
-  // Rung only by producers that can't take our eventfd: never holds the
-  // loop by itself (the eventfd's poll carries the ref).
-  uv_poll_start(doorbell_fallback_, UV_READABLE, OnDoorbell);
-  uv_unref(reinterpret_cast<uv_handle_t*>(doorbell_fallback_));
+  // New pairs and hang-ups: a listener's ref (on the doorbell) already
+  // keeps a server alive; peers alone never do.
+  uv_poll_start(control_, UV_READABLE, OnControl);
+  uv_unref(reinterpret_cast<uv_handle_t*>(control_));
   UpdateRef();
   // Arm need-wakeup before the first sleep.
   if (!fabric_->prepare_sleep()) uv_idle_start(idle_, OnIdle);
@@ -105,11 +124,10 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
 }
 
 void Runtime::Detach() {
-  for (auto& [link, w] : peers_) ClosePeerWatch(w);
-  peers_.clear();
   CloseHandle(doorbell_);
-  CloseHandle(doorbell_fallback_);
+  CloseHandle(control_);
   CloseHandle(timer_);
+  CloseHandle(housekeeping_);
   CloseHandle(idle_);
   if (stack_) {
     // The process is leaving: close what it left open, as the kernel closes
@@ -125,7 +143,7 @@ void Runtime::Detach() {
   draining_.clear();
   stack_.reset();
   faulty_.reset();
-  fabric_.reset();  // releases slot, registrations and ports; may unlink the file
+  fabric_.reset();  // closes every pair, name and port reservation
   slabs_.reset();
   on_event_.Reset();
   async_context_.reset();
@@ -174,12 +192,47 @@ void Runtime::ArmTimer() {
 void Runtime::OnDoorbell(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<Runtime*>(h->data);
   if (!self || !self->fabric_) return;
-  // Reset only the bell that rang (each drain is a syscall).
-  if (h == self->doorbell_)
-    self->fabric_->doorbell_drain();
-  else
-    self->fabric_->doorbell_fallback_drain();
+  self->fabric_->doorbell_drain();
   self->Pump();
+}
+
+void Runtime::OnControl(uv_poll_t* h, int status, int events) {
+  auto* self = static_cast<Runtime*>(h->data);
+  if (!self || !self->fabric_) return;
+  self->ControlPoll();
+}
+
+void Runtime::OnHousekeeping(uv_timer_t* h) {
+  auto* self = static_cast<Runtime*>(h->data);
+  if (!self || !self->fabric_) return;
+  self->fabric_->trim();
+}
+
+void Runtime::ControlPoll() {
+  std::vector<link::LinkAddr> down;
+  fabric_->control_poll(&down);
+  const stack::Micros now = Now();
+  for (link::LinkAddr link : down) {
+    // A connection still in SYN-SENT when its pair went down never reached
+    // the peer's application: it goes to the kernel before ours could
+    // notice (JS reconnects it there, kFallback). Everything else on the
+    // pair ends as a connection does whose peer vanished.
+    const size_t first = fallbacks_.size();
+    for (auto& [id, st] : sockets_) {
+      if (st.via != link || !st.connecting || st.closed) continue;
+      stack::SocketInfo info;
+      if (!stack_->info(id, &info) || info.state != uint8_t(stack::TcpState::SynSent)) continue;
+      st.connecting = false;
+      st.closed = true;
+      Touch(st);
+      fallbacks_.push_back(id);
+    }
+    for (size_t k = first; k < fallbacks_.size(); ++k) stack_->abort(fallbacks_[k], now);
+    stack_->link_down(link, now);
+  }
+  // A pair that just came up may hold frames already (a new client's SYN
+  // lands before we ever armed its ring): look now.
+  Pump();
 }
 
 void Runtime::OnTimer(uv_timer_t* h) {
@@ -206,19 +259,9 @@ void Runtime::Pump() {
     stack::Micros now = Now();
     if (faulty_) faulty_->release(now);
     size_t n = fabric_->rx_poll(
-        [&](link::LinkAddr from, const uint8_t* p, size_t len, uint32_t kind) {
-          switch (link::frame_kind(kind)) {
-            case link::FrameKind::Packet:
-              stack_->input(from, p, len, now);
-              break;
-            case link::FrameKind::Control:
-              messages_.push_back({kControl, from, 0, std::vector<uint8_t>(p, p + len)});
-              break;
-            case link::FrameKind::Capture:
-              messages_.push_back({kCapture, from, static_cast<int32_t>(link::frame_detail(kind)),
-                                   std::vector<uint8_t>(p, p + len)});
-              break;
-          }
+        [&](link::LinkAddr from, const uint8_t* p, size_t len) {
+          if (capturing_) Capture(from, 1, p, len);
+          stack_->input(from, p, len, now);
         },
         kRxBudget);
     if (stack_->poll_at() <= now) stack_->poll(now);
@@ -227,7 +270,8 @@ void Runtime::Pump() {
     // JS has run (its callback scope closed, so nextTick'd writes are out):
     // an ACK no reply carried goes now.
     stack_->flush(Now());
-    if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && !Spin() && fabric_->prepare_sleep()) {
+    if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && fallbacks_.empty() && !Spin() &&
+        fabric_->prepare_sleep()) {
       asleep = true;
       break;
     }
@@ -246,68 +290,8 @@ void Runtime::Pump() {
     ArmTimer();
   }
   in_pump_ = false;
-}
-
-bool Runtime::WatchPeer(uint32_t link) {
-  auto it = peers_.find(link);
-  if (it != peers_.end()) {
-    ++it->second->connections;
-    return true;
-  }
-  int pid = fabric_->peer_pid(link);
-  if (pid < 0) return false;
-  if (pid == static_cast<int>(::getpid())) return true;  // our own process: no watch needed
-  int fd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-  if (fd < 0) return errno != ESRCH;  // no pidfd support: stay without a death notice
-  auto* w = new PeerWatch();
-  w->pidfd = fd;
-  w->link = link;
-  w->connections = 1;
-  w->runtime = this;
-  w->poll.data = w;
-  if (uv_poll_init(loop_, &w->poll, fd) != 0) {
-    ::close(fd);
-    delete w;
-    return true;
-  }
-  uv_poll_start(&w->poll, UV_READABLE, OnPeerExit);
-  uv_unref(reinterpret_cast<uv_handle_t*>(&w->poll));
-  peers_[link] = w;
-  fabric_->vouch(link, true);
-  return true;
-}
-
-void Runtime::UnwatchPeer(uint32_t link) {
-  // The watch stays while the peer lives (closed by OnPeerExit or Detach):
-  // connection churn towards one process would otherwise open and close a
-  // pidfd and a uv_poll every time its connection count touched zero.
-  auto it = peers_.find(link);
-  if (it != peers_.end() && it->second->connections > 0) --it->second->connections;
-}
-
-void Runtime::ClosePeerWatch(PeerWatch* w) {
-  if (fabric_) fabric_->vouch(w->link, false);
-  w->runtime = nullptr;
-  uv_close(reinterpret_cast<uv_handle_t*>(&w->poll), [](uv_handle_t* h) {
-    auto* pw = static_cast<PeerWatch*>(h->data);
-    ::close(pw->pidfd);
-    delete pw;
-  });
-}
-
-void Runtime::OnPeerExit(uv_poll_t* h, int status, int events) {
-  auto* w = static_cast<PeerWatch*>(h->data);
-  Runtime* self = w->runtime;
-  if (!self || !self->stack_) return;
-  uint32_t link = w->link;
-  self->peers_.erase(link);
-  self->ClosePeerWatch(w);
-  // Connections through the dead peer get ECONNRESET now, not after timeouts.
-  for (auto& [id, st] : self->sockets_) {
-    if (st.peer == link) st.peer = 0;
-  }
-  self->stack_->link_down(link, self->Now());
-  self->Pump();
+  // A pair that failed inside the data path (no fd will say so).
+  if (fabric_ && fabric_->control_pending()) ControlPoll();
 }
 
 bool Runtime::Spin() {
@@ -460,6 +444,13 @@ void Runtime::Dispatch() {
     Touch(*st);
     Emit(kShutdown, id, 0, Napi::Value());
   }
+  // Connects that go to the kernel after all.
+  std::vector<stack::SocketId> fallbacks;
+  fallbacks.swap(fallbacks_);
+  for (stack::SocketId id : fallbacks) {
+    ++connections_fallback_late_;
+    Emit(kFallback, id, -ECONNREFUSED, Napi::Value());
+  }
   // Bytes taken straight off the ring come before any event that followed
   // them (EOF, a reset).
   EmitDirectReads();
@@ -522,8 +513,8 @@ void Runtime::Dispatch() {
           if (stack_->local_endpoint(ev.socket, &listener_ep) &&
               stack_->local_endpoint(static_cast<stack::SocketId>(c), &conn_ep))
             cs.v4_mapped = listener_ep.addr.family == 6 && conn_ep.addr.family == 4;
-          uint32_t link = stack_->link_of(static_cast<stack::SocketId>(c));
-          if (WatchPeer(link)) cs.peer = link;
+          cs.via = stack_->link_of(static_cast<stack::SocketId>(c));
+          fabric_->hold(cs.via, true);
           sockets_[static_cast<stack::SocketId>(c)] = cs;
           ++connections_accepted_;
           // Counted once Node starts reading it (readStart), as libuv would.
@@ -538,20 +529,22 @@ void Runtime::Dispatch() {
             --refs_;
             UpdateRef();
           }
-          if (st->owned_port) fabric_->port_release(st->owned_port);
-          if (st->peer) UnwatchPeer(st->peer);
+          if (st->port >= 0) fabric_->ports().give_back(st->port);
+          if (st->via) fabric_->hold(st->via, false);
           sockets_.erase(ev.socket);
         }
         break;
     }
   }
-  // Control and capture frames, in arrival order.
-  std::vector<Message> messages;
-  messages.swap(messages_);
-  for (Message& m : messages) {
-    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, m.bytes.size());
-    if (!m.bytes.empty()) std::memcpy(ab.Data(), m.bytes.data(), m.bytes.size());
-    Emit(m.kind, m.from, m.arg, ab);
+  // Captured packets, in the order they passed.
+  for (auto& [to, bytes] : captured_out_) captured_.push_back({PeerPid(to), 0, std::move(bytes)});
+  captured_out_.clear();
+  std::vector<Captured> captured;
+  captured.swap(captured_);
+  for (Captured& c : captured) {
+    Napi::ArrayBuffer ab = Napi::ArrayBuffer::New(env_, c.bytes.size());
+    std::memcpy(ab.Data(), c.bytes.data(), c.bytes.size());
+    Emit(kCapture, static_cast<uint32_t>(c.peer_pid), c.received, ab);
     if (!stack_) break;
   }
   // Sockets that resumed reading with data (or EOF) already buffered.
@@ -565,40 +558,70 @@ void Runtime::Dispatch() {
   in_dispatch_ = false;
 }
 
-int64_t Runtime::Lookup(const stack::IpAddr& addr, uint16_t port) {
-  if (!fabric_) return -1;
-  link::LinkAddr out = 0;
-  if (fabric_->listener_lookup(addr.family, addr.bytes, port, &out) != 0) return -1;
-  return out;
-}
-
-int Runtime::Connect(const stack::Endpoint& local, const stack::Endpoint& remote, uint32_t via) {
-  if (!stack_) return -ENETDOWN;
-  int port = fabric_->port_claim(local.port);
-  if (port < 0) return port;
+int Runtime::Connect(const stack::Endpoint& local, int bound_fd, const stack::Endpoint& remote, std::string* why) {
+  if (!stack_) {
+    *why = "fabric: not attached";
+    return -ENETDOWN;
+  }
+  link::PortReservations& ports = fabric_->ports();
+  // The local port: the one the application bound (Node's handle holds it;
+  // we keep a dup), else one the kernel reserved for us whose 4-tuple
+  // towards this peer is free in our stack.
   stack::Endpoint l = local;
-  l.port = static_cast<uint16_t>(port);
+  int port = -1;
+  if (bound_fd >= 0 && local.port != 0) {
+    if (!stack_->can_connect(l, remote)) {
+      *why = "fabric: that 4-tuple is in use";
+      return -EADDRINUSE;
+    }
+    port = ports.adopt(bound_fd, local.port);
+  } else {
+    std::vector<uint16_t> busy;
+    for (;;) {
+      port = ports.take(local.addr.family, local.addr.bytes, busy, &l.port);
+      if (port < 0 || stack_->can_connect(l, remote)) break;
+      ports.give_back(port);
+      busy.push_back(l.port);
+    }
+  }
+  if (port < 0) {
+    *why = std::string("fabric: no local port (") + std::strerror(-port) + ")";
+    return port;
+  }
+  link::LinkAddr via = 0;
+  int r = fabric_->route(l.addr.family, l.addr.bytes, l.port, remote.addr.bytes, remote.port, &via, why);
+  if (r < 0) {
+    ports.give_back(port);
+    return r;
+  }
   int id = stack_->connect(l, remote, via, Now());
   if (id < 0) {
-    fabric_->port_release(static_cast<uint16_t>(port));
+    ports.give_back(port);
+    *why = std::string("fabric: the stack refused the connect (") + std::strerror(-id) + ")";
     return id;
   }
   SocketState st;
   st.id = static_cast<stack::SocketId>(id);
   st.connecting = true;
-  st.owned_port = static_cast<uint16_t>(port);
-  if (WatchPeer(via)) st.peer = via;
+  st.port = port;
+  st.via = via;
+  fabric_->hold(via, true);
   Touch(sockets_[static_cast<stack::SocketId>(id)] = st);
   AfterUserCall();
   return id;
 }
 
-int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, uint32_t share_key) {
-  if (!stack_) return -ENETDOWN;
+int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, int kernel_fd, std::string* why) {
+  if (!stack_) {
+    *why = "fabric: not attached";
+    return -ENETDOWN;
+  }
   int id = stack_->listen(local, backlog, v6only);
-  if (id < 0) return id;
-  int entry =
-      fabric_->listener_add(local.addr.family, local.addr.bytes, local.port, v6only, share_key);
+  if (id < 0) {
+    *why = std::string("the stack refused the listen (") + std::strerror(-id) + ")";
+    return id;
+  }
+  int entry = fabric_->listener_add(kernel_fd, local.addr.family, local.addr.bytes, local.port, why);
   if (entry < 0) {
     stack_->close(static_cast<stack::SocketId>(id), Now());
     return entry;
@@ -606,7 +629,7 @@ int Runtime::Listen(const stack::Endpoint& local, int backlog, bool v6only, uint
   SocketState st;
   st.id = static_cast<stack::SocketId>(id);
   st.listener = true;
-  st.registry_entry = entry;
+  st.listener_entry = entry;
   Touch(sockets_[static_cast<stack::SocketId>(id)] = st);
   return id;
 }
@@ -694,9 +717,9 @@ void Runtime::Close(stack::SocketId id) {
   st->reading = false;
   stack_->set_reader(id, nullptr);
   Touch(*st);
-  if (st->listener && st->registry_entry >= 0) {
-    fabric_->listener_remove(st->registry_entry);
-    st->registry_entry = -1;
+  if (st->listener && st->listener_entry >= 0) {
+    fabric_->listener_remove(st->listener_entry);
+    st->listener_entry = -1;
   }
   stack_->close(id, Now());
   AfterUserCall();
@@ -764,47 +787,45 @@ void Runtime::AfterUserCall() {
   if (!in_pump_) ArmTimer();
 }
 
-int Runtime::SendControl(uint32_t to, const uint8_t* data, size_t len) {
-  if (!fabric_) return -ENETDOWN;
-  uint8_t* p = fabric_->tx_reserve(to, len);
-  if (!p) return -EAGAIN;
-  std::memcpy(p, data, len);
-  fabric_->tx_commit(to, len, link::FrameKind::Control);
+void Runtime::SetCapture(bool on) {
+  capturing_ = on && stack_;
+  link_.capture = capturing_ ? &captured_out_ : nullptr;
+  if (!capturing_) {
+    captured_.clear();
+    captured_out_.clear();
+  }
+}
+
+int32_t Runtime::PeerPid(uint32_t link) const {
+  for (const link::PairInfo& info : fabric_->pairs())
+    if (info.addr == link) return info.peer_pid;
   return 0;
 }
 
-int Runtime::SetMirror(uint32_t stack, bool on) {
-  if (!fabric_) return -ENETDOWN;
-  return fabric_->set_mirror(stack, on ? fabric_->self() : 0);
+void Runtime::Capture(uint32_t link, int32_t received, const uint8_t* p, size_t len) {
+  Captured c{PeerPid(link), received, std::vector<uint8_t>(8 + len)};
+  timeval tv;
+  ::gettimeofday(&tv, nullptr);
+  const uint64_t us = uint64_t(tv.tv_sec) * 1000000u + uint64_t(tv.tv_usec);
+  std::memcpy(c.bytes.data(), &us, 8);
+  std::memcpy(c.bytes.data() + 8, p, len);
+  captured_.push_back(std::move(c));
 }
 
-uint32_t Runtime::Self() const { return fabric_ ? fabric_->self() : 0; }
-
-Napi::Value Runtime::Stacks(Napi::Env env) {
+Napi::Value Runtime::Pairs(Napi::Env env) {
   Napi::Array out = Napi::Array::New(env);
   if (!fabric_) return out;
   uint32_t i = 0;
-  for (const link::StackInfo& s : fabric_->stacks()) {
+  for (const link::PairInfo& p : fabric_->pairs()) {
     Napi::Object o = Napi::Object::New(env);
-    o.Set("link", Napi::Number::New(env, s.addr));
-    o.Set("slot", Napi::Number::New(env, link::slot_of(s.addr)));
-    o.Set("pid", Napi::Number::New(env, s.pid));
-    o.Set("startTime", Napi::Number::New(env, static_cast<double>(s.start_time)));
-    o.Set("command", Napi::String::New(env, s.command));
-    Napi::Object c = Napi::Object::New(env);
-    c.Set("framesOut", Napi::Number::New(env, static_cast<double>(s.counters.frames_out)));
-    c.Set("framesIn", Napi::Number::New(env, static_cast<double>(s.counters.frames_in)));
-    c.Set("bytesOut", Napi::Number::New(env, static_cast<double>(s.counters.bytes_out)));
-    c.Set("bytesIn", Napi::Number::New(env, static_cast<double>(s.counters.bytes_in)));
-    c.Set("ringDrops", Napi::Number::New(env, static_cast<double>(s.counters.drops_ring_full)));
-    c.Set("peerGoneDrops", Napi::Number::New(env, static_cast<double>(s.counters.drops_peer_gone)));
-    c.Set("malformed", Napi::Number::New(env, static_cast<double>(s.counters.drops_malformed)));
-    c.Set("doorbellsRung", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_rung)));
-    c.Set("doorbellsSuppressed", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_suppressed)));
-    c.Set("doorbellsFallback", Napi::Number::New(env, static_cast<double>(s.counters.doorbells_fallback)));
-    c.Set("wakeups", Napi::Number::New(env, static_cast<double>(s.counters.wakeups)));
-    c.Set("ringOccupancy", Napi::Number::New(env, static_cast<double>(s.ring_occupancy)));
-    o.Set("counters", c);
+    o.Set("link", Napi::Number::New(env, p.addr));
+    o.Set("role", Napi::String::New(env, p.addr == fabric_->loopback() ? "loopback" : p.creator ? "connected" : "accepted"));
+    o.Set("up", Napi::Boolean::New(env, p.up));
+    o.Set("peerPid", Napi::Number::New(env, p.peer_pid));
+    o.Set("peerUid", Napi::Number::New(env, p.peer_uid));
+    o.Set("connections", Napi::Number::New(env, p.connections));
+    o.Set("ringIn", Napi::Number::New(env, static_cast<double>(p.ring_in_used)));
+    o.Set("ringOut", Napi::Number::New(env, static_cast<double>(p.ring_out_used)));
     out.Set(i++, o);
   }
   return out;
@@ -869,8 +890,15 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("framesOut", f.frames_out);
   set("doorbellsRung", f.doorbells_rung);
   set("doorbellsSuppressed", f.doorbells_suppressed);
-  set("doorbellsFallback", f.doorbells_fallback);
   set("arms", f.arms);
+  set("pairsCreated", f.pairs_created);
+  set("pairsAccepted", f.pairs_accepted);
+  set("pairsRefused", f.pairs_refused);
+  set("pairsDown", f.pairs_down);
+  set("pairsIdleClosed", f.pairs_idle_closed);
+  set("pairs", fabric_->pairs().size() - 1);  // without the loopback
+  set("portsReserved", fabric_->ports().held());
+  set("connectionsFallbackLate", connections_fallback_late_);
   set("wakeups", f.wakeups);
   set("fabricMalformed", f.drops_malformed);
   set("openSockets", sockets_.size());
@@ -886,8 +914,6 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   }
   set("spinsWon", spins_won_);
   set("spinsLost", spins_lost_);
-  set("slot", link::slot_of(fabric_->self()));
-  set("linkAddr", fabric_->self());  // (generation << 8) | slot: unique per claim
   return o;
 }
 

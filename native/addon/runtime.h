@@ -2,10 +2,11 @@
 // Node environment (main thread or worker), driven from that loop's thread.
 //
 // It owns the libuv side of the wake-up protocol: a uv_poll_t on the fabric's
-// doorbell (ref'd while any bypassed socket or server is ref'd), a uv_timer_t
-// armed for the stack's earliest deadline, and a uv_idle_t that keeps the loop
+// doorbell (ref'd while any bypassed socket or server is ref'd), another on
+// its control plane (new pairs, hang-ups: never ref'd), a uv_timer_t armed
+// for the stack's earliest deadline, and a uv_idle_t that keeps the loop
 // turning while work is pending (a busy ring, or data waiting for a socket
-// that just resumed reading). Nothing here spins.
+// that just resumed reading). Nothing here spins unless SIDESTEP_SPIN_US asks.
 #pragma once
 
 #include <napi.h>
@@ -14,6 +15,7 @@
 #include <memory>
 #include <string>
 #include <unordered_map>
+#include <utility>
 #include <vector>
 
 #include "faults.h"
@@ -32,8 +34,8 @@ enum EventKind : int32_t {
   kAccept = 5,    // id: listener, arg: new connection id
   kWritable = 6,  // the send buffer drained below its limit
   kShutdown = 7,  // a shutdown (FIN queued) completed, as uv_shutdown's callback
-  kControl = 8,   // id: sender's LinkAddr, arrayBuffer: a control message (sidestep stat)
-  kCapture = 9,   // id: sender's LinkAddr, arg: destination slot, arrayBuffer: the IP packet
+  kCapture = 9,   // id: the peer's pid, arg: 0 sent / 1 received, arrayBuffer: [u64 µs][IP packet]
+  kFallback = 10, // a connect whose pair never came up: use the kernel (before 'connect')
 };
 
 struct RuntimeConfig {
@@ -60,33 +62,28 @@ struct SocketState {
   bool counted = false;           // counted in refs_ (see Runtime::Touch)
   bool closed = false;          // the app closed it; the stack finishes it
   uint64_t closed_at = 0;       // when (µs), to bound how long unacked data holds the process
-  uint16_t owned_port = 0;      // fabric port to release when the stack frees it
-  int registry_entry = -1;      // listener registration in the fabric
-  uint32_t peer = 0;            // LinkAddr of the peer stack (0: none watched)
+  int port = -1;                // its local port's reservation (link::PortReservations)
+  int listener_entry = -1;      // listener: its rendezvous name in the fabric
+  uint32_t via = 0;             // the pair it goes through (counted by Fabric::hold)
   // Accepted by an IPv6 listener over IPv4: Node (like the kernel) names
   // both ends as IPv4-mapped IPv6 addresses (::ffff:a.b.c.d).
   bool v4_mapped = false;
 };
 
-class Runtime;
-
-// Death notice for a peer process: a pidfd polled by libuv (never ref'd).
-// It fires when the process exits however it dies (kill -9, OOM), and the
-// stack then resets every connection through that peer.
-struct PeerWatch {
-  uv_poll_t poll;
-  int pidfd = -1;
-  uint32_t link = 0;
-  uint32_t connections = 0;
-  Runtime* runtime = nullptr;
-};
-
-// Adapts the fabric to the stack's Link interface (both speak LinkAddr).
+// Adapts the fabric to the stack's Link interface (both speak LinkAddr), and
+// copies packets for `sidestep capture` while a capture runs.
 class FabricLink final : public stack::Link {
  public:
   link::Fabric* fabric = nullptr;
-  uint8_t* tx_reserve(stack::LinkAddr to, size_t len) override { return fabric->tx_reserve(to, len); }
-  void tx_commit(stack::LinkAddr to, size_t len) override { fabric->tx_commit(to, len); }
+  // Non-null while capturing: each packet sent, as [u64 µs][packet].
+  std::vector<std::pair<uint32_t, std::vector<uint8_t>>>* capture = nullptr;
+  uint8_t* tx_reserve(stack::LinkAddr to, size_t len) override {
+    return reserved_ = fabric->tx_reserve(to, len);
+  }
+  void tx_commit(stack::LinkAddr to, size_t len) override;
+
+ private:
+  uint8_t* reserved_ = nullptr;
 };
 
 // The Runtime is its stack's Reader (stack::Stack::set_reader): while JS
@@ -103,12 +100,16 @@ class Runtime final : private stack::Reader {
   void Detach();
   bool attached() const { return stack_ != nullptr; }
 
-  // A live bypass listener for (family, addr, port), as a LinkAddr; -1 if none.
-  int64_t Lookup(const stack::IpAddr& addr, uint16_t port);
-  int Connect(const stack::Endpoint& local, const stack::Endpoint& remote, uint32_t via);
-  // share_key: 0 exclusive, else shared with registrations of the same key
-  // (link::Registry; a cluster's workers).
-  int Listen(const stack::Endpoint& local, int backlog, bool v6only, uint32_t share_key);
+  // A connection over the fabric, decided in full before JS swaps anything:
+  // local port (reserved in the kernel; `bound_fd` >= 0 is Node's handle
+  // already bound to local.port), the stack that holds the destination's
+  // listening socket, the pair to it, the SYN. Returns the socket id, or a
+  // negative errno with the reason in *why: then the kernel connects.
+  int Connect(const stack::Endpoint& local, int bound_fd, const stack::Endpoint& remote, std::string* why);
+  // Serve the kernel listening socket `kernel_fd` (-1: a cluster worker's,
+  // held by its primary) over the fabric too. Returns the listener's id, or
+  // a negative errno with *why (the listener then stays kernel-only).
+  int Listen(const stack::Endpoint& local, int backlog, bool v6only, int kernel_fd, std::string* why);
   // Returns 0 (written, synchronous), 1 (accepted but the send buffer is over
   // its limit: wait for kWritable), or a negative errno.
   int Write(stack::SocketId id, const uint8_t* data, size_t len);
@@ -123,24 +124,23 @@ class Runtime final : private stack::Reader {
   void Ref(stack::SocketId id, bool on);
   bool Endpoints(stack::SocketId id, bool local, stack::Endpoint* out);
   // ---- inspection: sidestep stat / capture ----
-  int SendControl(uint32_t to, const uint8_t* data, size_t len);
-  int SetMirror(uint32_t stack, bool on);
-  uint32_t Self() const;
-  Napi::Value Stacks(Napi::Env env);
+  // Copy every packet this stack sends or receives to JS (kCapture).
+  void SetCapture(bool on);
+  Napi::Value Pairs(Napi::Env env);
   Napi::Value Connections(Napi::Env env);
   Napi::Object Stats(Napi::Env env);
 
  private:
   static void OnDoorbell(uv_poll_t* h, int status, int events);
+  static void OnControl(uv_poll_t* h, int status, int events);
   static void OnTimer(uv_timer_t* h);
+  static void OnHousekeeping(uv_timer_t* h);
   static void OnIdle(uv_idle_t* h);
-  static void OnPeerExit(uv_poll_t* h, int status, int events);
 
-  // Count a connection through `link` and watch its process; false if the
-  // peer is already gone.
-  bool WatchPeer(uint32_t link);
-  void UnwatchPeer(uint32_t link);
-  void ClosePeerWatch(PeerWatch* w);
+  // The control plane: pairs made and lost. Connections through a pair that
+  // never came up go to the kernel (kFallback); the others end as TCP
+  // connections end when their peer vanishes.
+  void ControlPoll();
 
   stack::Micros Now() const;
   // Watch the rings for up to spin_us_; true if frames arrived.
@@ -188,25 +188,30 @@ class Runtime final : private stack::Reader {
   // uv handles live in heap blocks freed in their close callbacks, so a
   // Runtime torn down with the environment never leaves libuv a dangling
   // pointer.
-  uv_poll_t* doorbell_ = nullptr;           // our eventfd
-  uv_poll_t* doorbell_fallback_ = nullptr;  // our datagram socket
+  uv_poll_t* doorbell_ = nullptr;  // our eventfd
+  uv_poll_t* control_ = nullptr;   // the fabric's control plane (an epoll fd)
   uv_timer_t* timer_ = nullptr;
+  uv_timer_t* housekeeping_ = nullptr;  // idle pairs and ports, once a second (unref'd)
   uv_idle_t* idle_ = nullptr;
   stack::Micros timer_deadline_ = stack::kNever;
 
   std::unordered_map<stack::SocketId, SocketState> sockets_;
-  std::unordered_map<uint32_t, PeerWatch*> peers_;
   std::vector<stack::SocketId> draining_;  // counted only for unacked data: re-check after pumps
   std::vector<stack::SocketId> ready_;  // sockets with deliveries to make
   std::vector<stack::SocketId> shutdowns_;  // shutdowns to complete on the next pump
-  // Control and capture frames received, delivered to JS at the next dispatch.
-  struct Message {
-    int32_t kind;
-    uint32_t from;
-    int32_t arg;
+  std::vector<stack::SocketId> fallbacks_;  // connects to hand to the kernel (kFallback)
+  // Packets captured (sidestep capture), delivered to JS at the next
+  // dispatch: (peer pid, 0 sent / 1 received) and [u64 µs][packet].
+  struct Captured {
+    int32_t peer_pid;
+    int32_t received;
     std::vector<uint8_t> bytes;
   };
-  std::vector<Message> messages_;
+  std::vector<Captured> captured_;
+  std::vector<std::pair<uint32_t, std::vector<uint8_t>>> captured_out_;  // FabricLink's (link, bytes)
+  bool capturing_ = false;
+  void Capture(uint32_t link, int32_t received, const uint8_t* p, size_t len);
+  int32_t PeerPid(uint32_t link) const;
   // Bytes the stack handed over directly (take()), to emit as reads at the
   // next dispatch; consecutive pieces of one socket in one slab coalesce.
   struct DirectRead {
@@ -225,6 +230,7 @@ class Runtime final : private stack::Reader {
   // Counters the shim reports in stats().
   uint64_t connections_bypassed_ = 0;
   uint64_t connections_accepted_ = 0;
+  uint64_t connections_fallback_late_ = 0;  // kFallback: their pair never came up
 };
 
 }  // namespace sidestep::addon

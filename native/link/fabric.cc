@@ -1,26 +1,27 @@
-// The fabric file: creation, attach and detach, slots and liveness, and the
-// data path (tx/rx over the rings, the need-wakeup protocol).
+// The fabric: pairs, their rendezvous and control channels, and the data
+// path over their rings (see fabric.h).
 #include "link/fabric.h"
 
 #include <fcntl.h>
-#include <sys/file.h>
-#include <sys/mman.h>
-#include <sys/random.h>
-#include <sys/stat.h>
-#include <sys/syscall.h>
+#include <sys/epoll.h>
+#include <sys/socket.h>
 #include <unistd.h>
+
+#include <time.h>
 
 #include <algorithm>
 #include <cerrno>
 #include <cstdio>
 #include <cstring>
-#include <ctime>
-#include <optional>
+#include <deque>
+#include <unordered_map>
 
+#include "link/control.h"
 #include "link/doorbell.h"
 #include "link/layout.h"
-#include "link/registry.h"
+#include "link/pair.h"
 #include "link/ring.h"
+#include "link/sock_diag.h"
 
 namespace sidestep::link {
 
@@ -28,505 +29,217 @@ using namespace layout;
 
 namespace {
 
-constexpr char kShmDir[] = "/dev/shm/";
-constexpr int kOpenAttempts = 100;
-constexpr uint32_t kGenerationMask = 0xffffff;
-constexpr size_t kRxQuantum = 32;  // frames per ring per round-robin turn
+constexpr size_t kRxQuantum = 32;      // frames per pair per round-robin turn
+constexpr uint32_t kMaxPairs = 65535;  // index bits of a LinkAddr
+// How many names past the last one that answered a client tries: a cluster
+// worker that died leaves a hole until another takes its name.
+constexpr uint32_t kProbeMisses = 4;
+constexpr uint32_t kMaxShares = 4096;  // names per listening socket
+constexpr uint64_t kReprobeUs = 1000000;
+constexpr uint8_t kTcpListen = 10;
+
+enum class Tag : uint64_t { Listener = 1, Channel = 2, Spare = 3 };
+uint64_t tag(Tag t, uint32_t index, uint32_t generation) {
+  return (uint64_t(t) << 56) | (uint64_t(generation & 0xffffff) << 32) | index;
+}
 
 std::string errno_text(int e) { return std::strerror(e); }
 
-uint64_t realtime_us() {
+uint64_t mono_us() {
   timespec ts;
-  ::clock_gettime(CLOCK_REALTIME, &ts);
+  ::clock_gettime(CLOCK_MONOTONIC, &ts);
   return uint64_t(ts.tv_sec) * 1000000u + uint64_t(ts.tv_nsec) / 1000u;
 }
 
-int set_lock(int fd, short type, off_t at) {
-  struct flock fl = {};
-  fl.l_type = type;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = at;
-  fl.l_len = 1;
-  for (;;) {
-    if (::fcntl(fd, F_OFD_SETLK, &fl) == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
-}
-
-// Whether another open file description holds a lock on byte `at`. (Our own
-// locks never conflict with us, so this is false for our own slot.)
-bool locked_by_other(int fd, off_t at) {
-  struct flock fl = {};
-  fl.l_type = F_WRLCK;
-  fl.l_whence = SEEK_SET;
-  fl.l_start = at;
-  fl.l_len = 1;
-  if (::fcntl(fd, F_OFD_GETLK, &fl) != 0) return true;  // unsure: assume alive
-  return fl.l_type != F_UNLCK;
-}
-
-int flock_retry(int fd, int op) {
-  for (;;) {
-    if (::flock(fd, op) == 0) return 0;
-    if (errno != EINTR) return -errno;
-  }
-}
-
-uint32_t next_generation(uint32_t g) {
-  g = (g + 1) & kGenerationMask;
-  return g == 0 ? 1 : g;
-}
-
-// Field 22 of /proc/<pid>/stat: start time in clock ticks since boot. With the
-// pid it names a process unambiguously (pids are recycled). 0 if unknown.
-uint64_t start_time_of(const char* stat_path) {
-  FILE* f = std::fopen(stat_path, "re");
-  if (!f) return 0;
-  char buf[1024];
-  size_t n = std::fread(buf, 1, sizeof(buf) - 1, f);
-  std::fclose(f);
-  buf[n] = 0;
-  const char* p = std::strrchr(buf, ')');  // the command may contain spaces
-  if (!p) return 0;
-  unsigned long long v = 0;
-  // After ")": state(3) ppid pgrp session tty tpgid flags minflt cminflt majflt
-  // cmajflt utime stime cutime cstime priority nice threads itrealvalue starttime(22)
-  if (std::sscanf(p + 1,
-                  " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %*u %*u %*d %*d %*d %*d %*d %*d %llu",
-                  &v) != 1)
-    return 0;
-  return v;
-}
-
-uint64_t own_start_time() { return start_time_of("/proc/self/stat"); }
-
-uint64_t start_time_of(int pid) {
-  char path[48];
-  std::snprintf(path, sizeof path, "/proc/%d/stat", pid);
-  return start_time_of(path);
-}
-
-// Whether `fd` (ours) is an eventfd: what pidfd_getfd() brought must be one
-// before we ever write to it.
-bool is_eventfd(int fd) {
-  char path[48], target[64];
-  std::snprintf(path, sizeof path, "/proc/self/fd/%d", fd);
-  ssize_t n = ::readlink(path, target, sizeof target - 1);
-  if (n <= 0) return false;
-  target[n] = 0;
-  return std::strcmp(target, "anon_inode:[eventfd]") == 0;
-}
-
-bool valid_name(const std::string& name) {
-  if (name.empty() || name.size() > 64 || name[0] == '.') return false;
-  for (char c : name) {
-    bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.';
-    if (!ok) return false;
-  }
-  return true;
-}
-
-int validate_config(const FabricConfig& c, std::string* why) {
-  if (!valid_name(c.name)) {
-    *why = "fabric name '" + c.name +
-           "' is invalid: use 1-64 characters from [A-Za-z0-9._-], not starting with '.'";
-    return -EINVAL;
-  }
-  if (c.mtu < 64 || c.mtu > (1u << 20)) {
-    *why = "fabric mtu " + std::to_string(c.mtu) + " is out of range [64, 1048576]";
-    return -EINVAL;
-  }
-  if (c.ring_bytes < kPage || c.ring_bytes > (1u << 26) || (c.ring_bytes & (c.ring_bytes - 1))) {
-    *why = "fabric ring_bytes " + std::to_string(c.ring_bytes) +
-           " must be a power of two in [4096, 67108864]";
-    return -EINVAL;
-  }
-  if (2 * frame_bytes(c.mtu) > c.ring_bytes) {
-    *why = "fabric ring_bytes " + std::to_string(c.ring_bytes) + " is too small for mtu " +
-           std::to_string(c.mtu) + " (needs at least two frames of " +
-           std::to_string(frame_bytes(c.mtu)) + " bytes)";
-    return -EINVAL;
-  }
-  return 0;
-}
-
-// Differences between an existing header and the layout we would create.
-std::string layout_mismatch(const FileHeader& h, const FileHeader& want, off_t file_size) {
-  std::string d;
-  auto field = [&](const char* name, uint64_t have, uint64_t wanted) {
-    if (have == wanted) return;
-    if (!d.empty()) d += ", ";
-    d += std::string(name) + " " + std::to_string(have) + " (this stack: " +
-         std::to_string(wanted) + ")";
-  };
-  if (h.magic != kMagic) return "not a sidestep fabric (bad magic)";
-  field("layout version", h.layout_version, want.layout_version);
-  field("max stacks", h.max_stacks, want.max_stacks);
-  field("ring_bytes", h.ring_bytes, want.ring_bytes);
-  field("mtu", h.mtu, want.mtu);
-  field("slot size", h.slot_bytes, want.slot_bytes);
-  field("registry entries", h.registry_entries, want.registry_entries);
-  field("registry entry size", h.registry_entry_bytes, want.registry_entry_bytes);
-  field("ring header size", h.ring_header_bytes, want.ring_header_bytes);
-  field("rings offset", h.rings_offset, want.rings_offset);
-  field("size", h.total_bytes, want.total_bytes);
-  if (d.empty() && static_cast<uint64_t>(file_size) != want.total_bytes)
-    field("file size", static_cast<uint64_t>(file_size), want.total_bytes);
-  return d;
-}
-
-FileHeader header_for(const Geometry& g) {
-  FileHeader h = {};
-  h.magic = kMagic;
-  h.layout_version = kLayoutVersion;
-  h.max_stacks = kMaxStacks;
-  h.ring_bytes = g.ring_bytes;
-  h.mtu = g.mtu;
-  h.slot_bytes = sizeof(Slot);
-  h.registry_entries = kRegistryEntries;
-  h.registry_entry_bytes = sizeof(RegistryEntry);
-  h.ring_header_bytes = kRingHeaderBytes;
-  h.total_bytes = g.total_bytes;
-  h.rings_offset = g.rings_offset;
-  return h;
-}
+LinkAddr make_addr(uint32_t index, uint32_t generation) { return (generation << 16) | index; }
+uint32_t index_of(LinkAddr a) { return a & 0xffff; }
+uint32_t generation_of(LinkAddr a) { return a >> 16; }
 
 }  // namespace
 
-struct Fabric::Impl final : Liveness {
-  FabricConfig config;
-  std::string path;
-  Geometry geo;
+struct Pair {
+  enum class Role { Loopback, Creator, Acceptor };
+  enum class State { Free, AwaitHello, AwaitWelcome, Up };
+  Role role = Role::Loopback;
+  State state = State::Free;
+  uint32_t generation = 0;  // bumped each time the index is reused (never 0 in use)
+  int channel = -1;         // control socket (-1: loopback)
+  int peer_bell = -1;       // the peer's doorbell, ours to ring (loopback: our own)
+  PeerCred peer;
+  PairRegion region;
+  RingView tx, rx;
+  uint64_t tx_head = 0;     // ring_reserve()'s copy of the consumer's head
+  uint64_t inode = 0;       // creator: the listening socket it serves
+  uint32_t share = 0;       // creator: which of its names
+  uint32_t connections = 0;
+  uint64_t idle_since = 0;  // creator: when connections reached 0 (0: busy or never used)
+};
+
+struct Listener {
   int fd = -1;
-  uint8_t* base = nullptr;
-  FileHeader* header = nullptr;
-  Slot* slots = nullptr;
-  uint32_t slot = 0;
+  uint64_t inode = 0;
   uint32_t generation = 0;
-  LinkAddr self = 0;
-  bool attached = false;
-  bool owns_file = false;  // the file passed the ownership checks: we may remove it
-  pid_t owner_pid = ::getpid();
+};
+
+// The pairs a client reached for one listening socket (its shares).
+struct Route {
+  std::vector<LinkAddr> via;  // by share: 0 where none
+  uint32_t rotor = 0;
+  uint64_t probed_at = 0;
+};
+
+struct Fabric::Impl {
+  FabricConfig config;
   Doorbell bell;
-  std::optional<Registry> registry;
-  std::optional<PortTable> ports;
+  int epoll = -1;
+  // Kept open so an accept() that hits the fd limit can still take the
+  // pending channel off the queue (and close it): libuv's EMFILE trick.
+  int spare_fd = -1;
+  std::deque<Pair> pairs;              // [0] is the loopback (a deque: references stay valid)
+  std::vector<uint32_t> free_pairs;
+  std::vector<uint32_t> live;          // indices of pairs that may carry frames
+  std::vector<Listener> listeners;
+  std::unordered_map<uint64_t, Route> routes;  // listening socket inode -> pairs
+  SockDiag diag;
+  PortReservations ports;
   FabricCounters counters;
-  // Generation of each peer for which ring[self][peer] has been allocated.
-  uint32_t tx_ready[kMaxStacks] = {};
-  uint64_t tx_head[kMaxStacks] = {};  // ring_reserve()'s copy of each peer's head
-  // Per slot, a peer whose life the caller watches (a pidfd; see vouch()).
-  LinkAddr vouched[kMaxStacks] = {};
-  // Per slot, our reference to its owner's doorbell eventfd, taken once per
-  // claim (generation); fd -1 with a generation set: use the datagram.
-  struct PeerBell {
-    uint32_t generation = 0;
-    int fd = -1;
-  } peer_bells[kMaxStacks];
+  uint32_t rx_next = 0;
+  bool in_rx = false;
   struct {
     bool valid = false;
     LinkAddr to = 0;
     RingReservation r;
   } pending;
-  uint32_t rx_next = 0;  // round-robin start
-  bool in_rx = false;
+  // Pairs that failed where they could not be closed at once (inside the
+  // data path): closed, and reported, by the next control_poll().
+  std::vector<uint32_t> failed;
 
-  ~Impl() { detach(); }
-
-  RingView ring(uint32_t producer, uint32_t consumer) const {
-    uint8_t* at = base + geo.ring_offset(producer, consumer);
-    return RingView{reinterpret_cast<RingHeader*>(at), at + kRingHeaderBytes, geo.ring_bytes,
-                    geo.mtu};
-  }
-  Slot& own() const { return slots[slot]; }
-  void ring_peer(uint32_t peer, uint32_t peer_generation);
-  int take_peer_eventfd(uint32_t peer, uint32_t peer_generation);
-  void drop_peer_bells() {
-    for (PeerBell& b : peer_bells) {
-      if (b.fd >= 0) ::close(b.fd);
-      b = PeerBell{};
-    }
+  ~Impl() {
+    for (uint32_t i = 0; i < pairs.size(); ++i)
+      if (pairs[i].state != Pair::State::Free) close_pair(i);
+    for (Listener& l : listeners)
+      if (l.fd >= 0) ::close(l.fd);
+    if (epoll >= 0) ::close(epoll);
+    if (spare_fd >= 0) ::close(spare_fd);
   }
 
-  bool may_be_alive(LinkAddr a) const override {
-    const uint32_t s = slot_of(a), g = generation_of(a);
-    if (s >= kMaxStacks || g == 0) return false;
-    if (a == self) return true;
-    return load_acquire(&slots[s].generation) == g && load_relaxed(&slots[s].state) == kSlotLive;
+  Pair* find(LinkAddr a) {
+    const uint32_t i = index_of(a);
+    if (i >= pairs.size() || pairs[i].state == Pair::State::Free || pairs[i].generation != generation_of(a))
+      return nullptr;
+    return &pairs[i];
   }
-  bool alive(LinkAddr a) const override {
-    if (a == self) return true;
-    if (!may_be_alive(a)) return false;
-    const uint32_t s = slot_of(a);
-    if (s == slot) return false;  // our slot, another generation
-    if (vouched[s] == a) return true;  // watched: its death is reported, no syscall
-    if (!locked_by_other(fd, kSlotLockBase + s)) return false;
-    // The lock may belong to a new owner that claimed the slot meanwhile.
-    return load_acquire(&slots[s].generation) == generation_of(a);
-  }
+  const Pair* find(LinkAddr a) const { return const_cast<Impl*>(this)->find(a); }
+  LinkAddr addr_of(uint32_t i) const { return make_addr(i, pairs[i].generation); }
 
-  void copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len, uint32_t dst_slot,
-                      uint64_t sent_us);
-
-  void mirror_counters() {
-    const auto* c = reinterpret_cast<const uint64_t*>(&counters);
-    for (size_t i = 0; i < kCounterWords; ++i) store_relaxed(&own().counters[i], c[i]);
-  }
-
-  int open_file(std::string* why);
-  int initialise(bool truncate_first, std::string* why);
-  int claim_slot(std::string* why);
-  bool any_other_slot_live() const;
-  void release_rings(uint64_t inbound_mask);
-  void detach();
-};
-
-int Fabric::Impl::open_file(std::string* why) {
-  for (int attempt = 0; attempt < kOpenAttempts; ++attempt) {
-    fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
-    if (fd < 0) {
-      int e = errno;
-      *why = "open(" + path + "): " + errno_text(e);
-      return -e;
-    }
-    if (int r = flock_retry(fd, LOCK_EX); r < 0) {
-      *why = "flock(" + path + "): " + errno_text(-r);
-      return r;
-    }
-    struct stat held, named;
-    if (::fstat(fd, &held) != 0) {
-      int e = errno;
-      *why = "fstat(" + path + "): " + errno_text(e);
-      return -e;
-    }
-    // The last stack may have unlinked the file between our open and flock:
-    // then the file we hold is an orphan and we must start over.
-    if (::stat(path.c_str(), &named) != 0 || named.st_ino != held.st_ino ||
-        named.st_dev != held.st_dev) {
-      ::close(fd);
-      fd = -1;
-      continue;
-    }
-    if (!S_ISREG(held.st_mode)) {
-      *why = path + " is not a regular file";
-      return -EACCES;
-    }
-    if (held.st_uid != ::geteuid()) {
-      *why = path + " is owned by uid " + std::to_string(held.st_uid) + ", not by us (uid " +
-             std::to_string(::geteuid()) + "): refusing to share memory with another user";
-      return -EACCES;
-    }
-    if (held.st_mode & 077) {
-      char mode[8];
-      std::snprintf(mode, sizeof(mode), "%04o", static_cast<unsigned>(held.st_mode & 07777));
-      *why = path + " has mode " + mode +
-             ": other users could read or write it; refusing (remove the file or chmod 600)";
-      return -EACCES;
-    }
-    owns_file = true;
-    // A restrictive umask may have left us 0400/0200: fix it for later attachers.
-    if ((held.st_mode & 0777) != 0600 && ::fchmod(fd, 0600) != 0) {
-      int e = errno;
-      *why = "fchmod(" + path + ", 0600): " + errno_text(e);
-      return -e;
-    }
-
-    const FileHeader want = header_for(geo);
-    FileHeader have = {};
-    bool fresh = held.st_size == 0;
-    if (!fresh) {
-      ssize_t n = ::pread(fd, &have, sizeof(have), 0);
-      if (n != static_cast<ssize_t>(sizeof(have))) have.magic = 0;
-      std::string diff = layout_mismatch(have, want, held.st_size);
-      if (!diff.empty()) {
-        // A file left by stacks that all died (or whose creator died while
-        // initialising) can be rebuilt; one with a live stack cannot.
-        bool live = false;
-        for (uint32_t s = 0; s < kMaxStacks && !live; ++s)
-          live = locked_by_other(fd, kSlotLockBase + s);
-        if (live) {
-          *why = "fabric " + path + " has a different layout: " + diff +
-                 "; every stack on one fabric must use the same settings (or use another fabric "
-                 "name)";
-          return -EINVAL;
-        }
-        if (int r = initialise(true, why); r < 0) return r;
-        return 0;
-      }
+  int new_pair(uint32_t* out, std::string* why) {
+    uint32_t i;
+    if (!free_pairs.empty()) {
+      i = free_pairs.back();
+      free_pairs.pop_back();
+    } else if (pairs.size() < kMaxPairs) {
+      i = static_cast<uint32_t>(pairs.size());
+      pairs.emplace_back();
     } else {
-      if (int r = initialise(false, why); r < 0) return r;
-      return 0;
+      *why = "fabric: " + std::to_string(kMaxPairs) + " pairs are in use";
+      return -ENOSPC;
     }
+    Pair& p = pairs[i];
+    p.generation = (p.generation + 1) & 0xffff;
+    if (p.generation == 0) p.generation = 1;
+    *out = i;
     return 0;
   }
-  *why = "could not open " + path + ": it kept being replaced";
-  return -EAGAIN;
-}
 
-// Under the file flock.
-int Fabric::Impl::initialise(bool truncate_first, std::string* why) {
-  if (truncate_first && ::ftruncate(fd, 0) != 0) {
-    int e = errno;
-    *why = "ftruncate(" + path + ", 0): " + errno_text(e);
-    return -e;
+  void set_rings(Pair& p) {
+    // Ring 0 carries creator -> acceptor; the loopback uses ring 0 both ways.
+    p.tx = p.region.ring(p.role == Pair::Role::Acceptor ? 1 : 0);
+    p.rx = p.region.ring(p.role == Pair::Role::Creator ? 1 : 0);
+    p.tx_head = 0;
   }
-  if (::ftruncate(fd, static_cast<off_t>(geo.total_bytes)) != 0) {
-    int e = errno;
-    *why = "ftruncate(" + path + ", " + std::to_string(geo.total_bytes) + "): " + errno_text(e);
-    return -e;
-  }
-  // Reserve the metadata now: touching a hole of a full tmpfs is a SIGBUS,
-  // an fallocate() failure is an error we can report.
-  if (::fallocate(fd, 0, 0, static_cast<off_t>(geo.metadata_bytes)) != 0) {
-    int e = errno;
-    *why = "fallocate(" + path + "): " + errno_text(e) + " (is /dev/shm full?)";
-    return -e;
-  }
-  FileHeader h = header_for(geo);
-  h.magic = 0;
-  if (::getrandom(&h.instance, sizeof(h.instance), GRND_NONBLOCK) != sizeof(h.instance)) {
-    timespec ts;
-    ::clock_gettime(CLOCK_REALTIME, &ts);
-    h.instance = (uint64_t(ts.tv_sec) << 32) ^ uint64_t(ts.tv_nsec) ^ (uint64_t(::getpid()) << 16);
-  }
-  if (::pwrite(fd, &h, sizeof(h), 0) != static_cast<ssize_t>(sizeof(h))) {
-    int e = errno;
-    *why = "pwrite(" + path + "): " + errno_text(e);
-    return -e;
-  }
-  const uint64_t magic = kMagic;
-  if (::pwrite(fd, &magic, sizeof(magic), 0) != static_cast<ssize_t>(sizeof(magic))) {
-    int e = errno;
-    *why = "pwrite(" + path + "): " + errno_text(e);
-    return -e;
-  }
-  return 0;
-}
 
-// Under the file flock.
-int Fabric::Impl::claim_slot(std::string* why) {
-  uint32_t s = 0;
-  for (; s < kMaxStacks; ++s)
-    if (set_lock(fd, F_WRLCK, kSlotLockBase + s) == 0) break;
-  if (s == kMaxStacks) {
-    *why = "fabric " + path + " is full: " + std::to_string(kMaxStacks) + " stacks are attached";
-    return -EUSERS;
+  void watch(int fd, uint64_t t) {
+    epoll_event ev{};
+    ev.events = EPOLLIN | EPOLLRDHUP;
+    ev.data.u64 = t;
+    ::epoll_ctl(epoll, EPOLL_CTL_ADD, fd, &ev);
   }
-  slot = s;
-  Slot& me = own();
-  generation = next_generation(load_relaxed(&me.generation));
-  self = make_addr(slot, generation);
-  uint64_t nonce = 0;
-  if (::getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != sizeof nonce) {
-    // No entropy yet (early boot): unpredictable enough for a name.
-    nonce = uint64_t(::getpid()) * 0x9E3779B97F4A7C15ull ^ own_start_time() ^ uint64_t(::time(nullptr));
-  }
-  if (int r = bell.open(config.name, load_relaxed(&header->instance), slot, generation, nonce, why);
-      r < 0) {
-    set_lock(fd, F_UNLCK, kSlotLockBase + s);
-    return r;
-  }
-  // Leftovers of a previous owner (killed, or exited cleanly) must not reach
-  // us: frames in our inbound rings, its registrations and ports.
-  const uint64_t mask = load_acquire(&me.inbound_mask);
-  for (uint32_t p = 0; p < kMaxStacks; ++p)
-    if (mask & (uint64_t{1} << p)) ring_discard(ring(p, slot));
-  store_relaxed(&me.inbound_mask, uint64_t{0});
-  store_relaxed(&me.armed, 0u);
-  store_relaxed(&me.pid, static_cast<int32_t>(::getpid()));
-  store_relaxed(&me.start_time, own_start_time());
-  store_relaxed(&me.doorbell_nonce, nonce);  // published with the generation below
-  store_relaxed(&me.doorbell_eventfd, static_cast<int32_t>(bell.fd()));
-  for (size_t i = 0; i < kCounterWords; ++i) store_relaxed(&me.counters[i], uint64_t{0});
-  size_t n = std::min(config.command.size(), kCommandBytes - 1);
-  for (size_t i = 0; i < kCommandBytes; ++i)
-    store_relaxed(&me.command[i], i < n ? config.command[i] : '\0');
-  store_relaxed(&me.state, static_cast<uint32_t>(kSlotLive));
-  // Publish last: whoever learns our LinkAddr sees a fully set-up slot.
-  store_release(&me.generation, generation);
-  registry.emplace(header, reinterpret_cast<RegistryEntry*>(base + geo.registry_offset),
-                   reinterpret_cast<uint32_t*>(base + geo.rotors_offset), fd, this);
-  ports.emplace(reinterpret_cast<uint32_t*>(base + geo.ports_offset), this);
-  ports->release_slot(slot, self);
-  registry->release_slot(slot, self);
-  attached = true;
-  return 0;
-}
 
-bool Fabric::Impl::any_other_slot_live() const {
-  for (uint32_t s = 0; s < kMaxStacks; ++s)
-    if (s != slot && locked_by_other(fd, kSlotLockBase + s)) return true;
-  return false;
-}
-
-// Returns the memory of our rings to the system (under the file flock, our
-// slot already marked free so no producer starts a new frame to us).
-//  - Inbound rings ring[*][slot]: nobody will read them again.
-//  - Outbound rings ring[slot][c]: only the drained ones. Frames a consumer
-//    has not read yet stay deliverable (our generation is unchanged until the
-//    slot is claimed again), like packets already on the wire when a host
-//    shuts down; the next owner of the slot, or the file's removal, frees them.
-// Only we ever set our bit in the consumers' masks, so we can clear it for the
-// rings we punch (consumers then stop scanning, and re-faulting, them).
-void Fabric::Impl::release_rings(uint64_t inbound_mask) {
-  const int mode = FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE;
-  const off_t stride = static_cast<off_t>(geo.ring_stride);
-  for (uint32_t p = 0; p < kMaxStacks; ++p)
-    if (inbound_mask & (uint64_t{1} << p))
-      ::fallocate(fd, mode, static_cast<off_t>(geo.ring_offset(p, slot)), stride);
-  const uint64_t bit = uint64_t{1} << slot;
-  for (uint32_t c = 0; c < kMaxStacks; ++c) {
-    if (tx_ready[c] == 0 && !(load_relaxed(&slots[c].inbound_mask) & bit)) continue;
-    const RingView r = ring(slot, c);
-    if (ring_nonempty(r)) continue;
-    if (load_relaxed(&slots[c].inbound_mask) & bit)
-      __atomic_fetch_and(&slots[c].inbound_mask, ~bit, __ATOMIC_RELEASE);
-    ::fallocate(fd, mode, static_cast<off_t>(geo.ring_offset(slot, c)), stride);
+  // Forget a pair entirely: its memory, its channel, its doorbell.
+  void close_pair(uint32_t i) {
+    Pair& p = pairs[i];
+    if (p.channel >= 0) {
+      ::epoll_ctl(epoll, EPOLL_CTL_DEL, p.channel, nullptr);
+      ::close(p.channel);
+    }
+    if (p.peer_bell >= 0 && p.peer_bell != bell.fd()) ::close(p.peer_bell);
+    if (p.role == Pair::Role::Creator) {
+      auto it = routes.find(p.inode);
+      if (it != routes.end())
+        for (LinkAddr& v : it->second.via)
+          if (v == addr_of(i)) v = 0;
+    }
+    const uint32_t generation = p.generation;
+    p.~Pair();
+    new (&p) Pair();
+    p.generation = generation;
+    live.erase(std::remove(live.begin(), live.end(), i), live.end());
+    if (i != 0) free_pairs.push_back(i);
   }
-}
 
-void Fabric::Impl::detach() {
-  if (fd < 0) return;
-  drop_peer_bells();
-  if (::getpid() != owner_pid) {
-    // A fork()ed child destroying its copy: the slot, its lock and the file
-    // description belong to the parent. Just drop our references.
-    attached = false;
-    owns_file = false;
+  void pair_down(uint32_t i, std::vector<LinkAddr>* down) {
+    if (pairs[i].state == Pair::State::Up || pairs[i].state == Pair::State::AwaitWelcome) {
+      ++counters.pairs_down;
+      if (down) down->push_back(addr_of(i));
+    } else {
+      ++counters.pairs_refused;
+    }
+    close_pair(i);
   }
-  if (attached) {
-    flock_retry(fd, LOCK_EX);
-    registry->release_slot(slot, 0);
-    ports->release_slot(slot, 0);
-    Slot& me = own();
-    // Producers check the state before each frame: we are gone for them now,
-    // without a syscall. The generation stays (see release_rings()).
-    store_release(&me.state, static_cast<uint32_t>(kSlotFree));
-    store_relaxed(&me.armed, 0u);
-    const uint64_t inbound = __atomic_exchange_n(&me.inbound_mask, uint64_t{0}, __ATOMIC_ACQ_REL);
-    store_relaxed(&me.pid, 0);
-    store_relaxed(&me.doorbell_eventfd, int32_t{-1});
-    bell.close();  // before the slot is free for someone else to claim
-    if (any_other_slot_live())
-      release_rings(inbound);
-    else
-      ::unlink(path.c_str());  // the memory goes with the last mapping
-    set_lock(fd, F_UNLCK, kSlotLockBase + slot);
-    attached = false;
-  } else if (owns_file) {
-    // open() failed half way (we still hold the flock): don't leave a file
-    // behind that no stack uses.
-    bool live = false;
-    for (uint32_t s = 0; s < kMaxStacks && !live; ++s) live = locked_by_other(fd, kSlotLockBase + s);
-    if (!live) ::unlink(path.c_str());
-  }
-  if (base) ::munmap(base, geo.total_bytes);
-  base = nullptr;
-  ::close(fd);  // drops the flock and any OFD lock
-  fd = -1;
-}
 
-// ---- Fabric ----
+  // A creator whose acceptor armed before we read its Welcome: the Welcome
+  // is already in our socket (the acceptor sends it before it ever arms).
+  // Called from the data path, where pairs must not disappear: a failure is
+  // left for control_poll().
+  void take_welcome(uint32_t i) {
+    Pair& p = pairs[i];
+    ControlMessage msg;
+    int fds[kMaxFds];
+    size_t nfds = 0;
+    int r = control_recv(p.channel, &msg, fds, &nfds);
+    if (r == 0) return;
+    if (r > 0 && accept_welcome(p, msg, fds, nfds)) return;
+    if (r > 0)
+      for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
+    failed.push_back(i);
+  }
+
+  bool accept_welcome(Pair& p, const ControlMessage& msg, int* fds, size_t nfds) {
+    if (p.state != Pair::State::AwaitWelcome || msg.type != static_cast<uint32_t>(ControlType::Welcome) ||
+        nfds != 1 || !Doorbell::is_eventfd(fds[0]))
+      return false;
+    // Ringing must never block us, whatever the peer made its eventfd.
+    ::fcntl(fds[0], F_SETFL, ::fcntl(fds[0], F_GETFL) | O_NONBLOCK);
+    p.peer_bell = fds[0];
+    p.state = Pair::State::Up;
+    return true;
+  }
+
+  void ring_peer(Pair& p, uint32_t i) {
+    if (p.peer_bell < 0 && p.role == Pair::Role::Creator) take_welcome(i);
+    if (p.peer_bell < 0) return;
+    ++counters.doorbells_rung;
+    Doorbell::ring(p.peer_bell);
+  }
+
+  int accept_channels();
+  void read_channel(uint32_t i, std::vector<LinkAddr>* down);
+  int on_hello(uint32_t i, const ControlMessage& m, int* fds, size_t nfds, std::string* why);
+  int open_channel(uint64_t inode, uint32_t uid, uint32_t share, LinkAddr* out, std::string* why);
+  int verify_peer(int fd, uint64_t inode, uint32_t uid, PeerCred* cred, std::string* why);
+};
+
+// ---- opening ----
 
 Fabric::Fabric() : impl_(std::make_unique<Impl>()) {}
 Fabric::~Fabric() = default;
@@ -534,255 +247,128 @@ Fabric::~Fabric() = default;
 int Fabric::open(const FabricConfig& config, std::unique_ptr<Fabric>* out, std::string* why) {
   std::string ignored;
   if (!why) why = &ignored;
-  if (int r = validate_config(config, why); r < 0) return r;
+  if (config.name.empty() || config.name.size() > 64) {
+    *why = "fabric name must be 1-64 characters";
+    return -EINVAL;
+  }
+  if (!Geometry::valid(config.ring_bytes, config.mtu)) {
+    *why = "fabric ring_bytes " + std::to_string(config.ring_bytes) + " / mtu " + std::to_string(config.mtu) +
+           " out of bounds (ring_bytes a power of two from 64 KiB holding two frames)";
+    return -EINVAL;
+  }
   std::unique_ptr<Fabric> f(new Fabric());
   Impl& m = *f->impl_;
   m.config = config;
-  m.path = std::string(kShmDir) + config.name;
-  m.geo = Geometry::for_config(config.ring_bytes, config.mtu);
-  if (int r = m.open_file(why); r < 0) return r;  // ~Impl closes the fd
-  void* p = ::mmap(nullptr, m.geo.total_bytes, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_NORESERVE,
-                   m.fd, 0);
-  if (p == MAP_FAILED) {
+  if (int r = m.bell.open(); r < 0) {
+    *why = "doorbell eventfd(): " + errno_text(-r);
+    return r;
+  }
+  m.epoll = ::epoll_create1(EPOLL_CLOEXEC);
+  if (m.epoll < 0) {
     int e = errno;
-    *why = "mmap(" + m.path + ", " + std::to_string(m.geo.total_bytes) + " bytes): " + errno_text(e);
+    *why = "epoll_create1: " + errno_text(e);
     return -e;
   }
-  m.base = static_cast<uint8_t*>(p);
-  m.header = reinterpret_cast<FileHeader*>(m.base);
-  m.slots = reinterpret_cast<Slot*>(m.base + m.geo.slots_offset);
-  if (int r = m.claim_slot(why); r < 0) return r;
-  flock_retry(m.fd, LOCK_UN);
+  m.spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+  // The loopback: index 0, private memory, our own doorbell.
+  m.pairs.emplace_back();
+  Pair& lo = m.pairs[0];
+  lo.generation = 1;
+  lo.role = Pair::Role::Loopback;
+  if (int r = lo.region.create_private(config.ring_bytes, config.mtu, why); r < 0) return r;
+  lo.state = Pair::State::Up;
+  lo.peer_bell = m.bell.fd();
+  lo.peer.pid = static_cast<int>(::getpid());
+  lo.peer.uid = ::geteuid();
+  m.set_rings(lo);
+  m.live.push_back(0);
   *out = std::move(f);
   return 0;
 }
 
-LinkAddr Fabric::self() const { return impl_->self; }
-uint32_t Fabric::mtu() const { return impl_->geo.mtu; }
+LinkAddr Fabric::loopback() const { return impl_->addr_of(0); }
+uint32_t Fabric::mtu() const { return impl_->config.mtu; }
+const FabricCounters& Fabric::counters() const { return impl_->counters; }
+PortReservations& Fabric::ports() { return impl_->ports; }
+int Fabric::doorbell_fd() const { return impl_->bell.fd(); }
+int Fabric::control_fd() const { return impl_->epoll; }
+
+// ---- transmit ----
 
 uint8_t* Fabric::tx_reserve(LinkAddr to, size_t len) {
   Impl& m = *impl_;
   m.pending.valid = false;
-  if (len > m.geo.mtu) {
-    ++m.counters.drops_malformed;
-    m.mirror_counters();
-    return nullptr;
-  }
-  if (!m.may_be_alive(to)) {
+  Pair* p = m.find(to);
+  if (!p || p->state == Pair::State::AwaitHello) {
     ++m.counters.drops_peer_gone;
-    m.mirror_counters();
     return nullptr;
   }
-  const uint32_t peer = slot_of(to);
-  const uint32_t peer_gen = generation_of(to);
-  if (m.tx_ready[peer] != peer_gen) {
-    // Back the ring with memory before touching it (see initialise()).
-    if (::fallocate(m.fd, 0, static_cast<off_t>(m.geo.ring_offset(m.slot, peer)),
-                    static_cast<off_t>(m.geo.ring_stride)) != 0) {
-      ++m.counters.drops_ring_full;
-      m.mirror_counters();
-      return nullptr;
-    }
-    m.tx_ready[peer] = peer_gen;
-    m.tx_head[peer] = 0;
+  // An accepted pair has the creator's MTU; TCP's MSS keeps us within it.
+  if (len > p->tx.mtu) {
+    ++m.counters.drops_malformed;
+    return nullptr;
   }
+  RingReservation r;
   bool repaired = false;
-  const RingView r = m.ring(m.slot, peer);
-  ReserveResult res = ring_reserve(r, len, &m.pending.r, &repaired, &m.tx_head[peer]);
-  if (repaired) ++m.counters.drops_malformed;
-  if (res != ReserveResult::kOk) {
-    // A full ring is the moment to ask whether anyone is still reading it.
-    if (m.alive(to))
-      ++m.counters.drops_ring_full;
-    else
-      ++m.counters.drops_peer_gone;
-    m.mirror_counters();
+  if (ring_reserve(p->tx, len, &r, &repaired, &p->tx_head) != ReserveResult::kOk) {
+    ++m.counters.drops_ring_full;
     return nullptr;
   }
+  if (repaired) ++m.counters.drops_malformed;
   m.pending.valid = true;
   m.pending.to = to;
-  return m.pending.r.payload;
+  m.pending.r = r;
+  return r.payload;
 }
 
 void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
   Impl& m = *impl_;
   if (!m.pending.valid || m.pending.to != to || len > m.pending.r.len) return;
   m.pending.valid = false;
-  const uint32_t peer = slot_of(to);
-  const uint8_t* payload = m.pending.r.payload;
-  // Capture: one relaxed load per packet while nobody captures. The send
-  // time is taken before the packet is published, so no reaction to it can
-  // carry an earlier time.
-  const LinkAddr mirror = kind == FrameKind::Packet ? load_relaxed(&m.own().mirror) : 0;
-  const uint64_t sent_us = mirror ? realtime_us() : 0;
-  ring_commit(m.ring(m.slot, peer), m.pending.r, len, m.generation, generation_of(to),
-              static_cast<uint32_t>(kind));
+  Pair* p = m.find(to);
+  if (!p) return;
+  ring_commit(p->tx, m.pending.r, len, static_cast<uint32_t>(kind));
   ++m.counters.frames_out;
   m.counters.bytes_out += len;
-  Slot& dst = m.slots[peer];
-  const uint64_t bit = uint64_t{1} << m.slot;
-  if (!(load_relaxed(&dst.inbound_mask) & bit))
-    __atomic_fetch_or(&dst.inbound_mask, bit, __ATOMIC_RELEASE);
   // Need-wakeup, producer half. Why no wakeup is lost (Dekker style):
-  //   producer: store tail (and mask bit); FENCE; load armed
-  //   consumer: store armed = 1;           FENCE; load mask, tails
+  //   producer: store tail;      FENCE; load armed
+  //   consumer: store armed = 1; FENCE; load tail
   // With a full fence between each side's store and its load, the two
-  // stores cannot both be invisible to the other side's load. So either the
+  // stores cannot both be invisible to the other side's load: either the
   // consumer's re-check in prepare_sleep() sees this frame (and does not
-  // sleep), or we see armed == 1 here and ring. The exchange makes exactly
-  // one producer ring per arming, the others count a suppressed doorbell.
+  // sleep), or we see armed == 1 here and ring. The exchange makes one
+  // producer ring per arming.
   full_fence();
-  if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0) {
-    m.ring_peer(peer, generation_of(to));
-  } else {
+  uint32_t* armed = &p->tx.header->armed;
+  if (load_relaxed(armed) != 0 && exchange(armed, 0u) != 0)
+    m.ring_peer(*p, index_of(to));
+  else
     ++m.counters.doorbells_suppressed;
-  }
-  m.mirror_counters();
-  if (mirror != 0) m.copy_to_mirror(mirror, payload, len, peer, sent_us);
 }
 
-void Fabric::Impl::copy_to_mirror(LinkAddr mirror, const uint8_t* packet, size_t len,
-                                  uint32_t dst_slot, uint64_t us) {
-  if (!may_be_alive(mirror) || slot_of(mirror) == dst_slot) {
-    // The tool is gone (its slot moved on): stop copying.
-    uint32_t expected = mirror;
-    cas(&own().mirror, &expected, 0u);
-    return;
-  }
-  // The packet just committed stays intact in its ring until we reserve in
-  // that same ring again, and the mirror's ring is another one.
-  const uint32_t peer = slot_of(mirror);
-  if (tx_ready[peer] != generation_of(mirror)) {
-    if (::fallocate(fd, 0, static_cast<off_t>(geo.ring_offset(slot, peer)),
-                    static_cast<off_t>(geo.ring_stride)) != 0)
-      return;
-    tx_ready[peer] = generation_of(mirror);
-    tx_head[peer] = 0;
-  }
-  // [u64 send time, CLOCK_REALTIME µs][packet]: copies reach the tool through
-  // one ring per sender, so only the sender's clock gives the true order.
-  const size_t total = len + sizeof(uint64_t);
-  if (total > geo.mtu) return;
-  RingReservation r;
-  bool repaired = false;
-  const RingView ring_view = ring(slot, peer);
-  if (ring_reserve(ring_view, total, &r, &repaired, &tx_head[peer]) != ReserveResult::kOk) return;
-  std::memcpy(r.payload, &us, sizeof us);
-  std::memcpy(r.payload + sizeof us, packet, len);
-  ring_commit(ring_view, r, total, generation, generation_of(mirror),
-              static_cast<uint32_t>(FrameKind::Capture) | (dst_slot & 0xffu));
-  Slot& dst = slots[peer];
-  const uint64_t bit = uint64_t{1} << slot;
-  if (!(load_relaxed(&dst.inbound_mask) & bit)) __atomic_fetch_or(&dst.inbound_mask, bit, __ATOMIC_RELEASE);
-  full_fence();
-  if (load_relaxed(&dst.armed) != 0 && __atomic_exchange_n(&dst.armed, 0u, __ATOMIC_ACQ_REL) != 0)
-    ring_peer(peer, generation_of(mirror));
-}
+// ---- receive ----
 
-void Fabric::Impl::ring_peer(uint32_t peer, uint32_t peer_generation) {
-  PeerBell& b = peer_bells[peer];
-  if (b.generation != peer_generation) {
-    if (b.fd >= 0) ::close(b.fd);
-    b.generation = peer_generation;
-    b.fd = take_peer_eventfd(peer, peer_generation);
-  }
-  ++counters.doorbells_rung;
-  if (b.fd >= 0 && Doorbell::ring_eventfd(b.fd) == 0) return;
-  ++counters.doorbells_fallback;
-  bell.ring(peer, peer_generation, load_relaxed(&slots[peer].doorbell_nonce));
-}
-
-// Our own reference to the doorbell eventfd of the owner of `peer`'s slot,
-// or -1 (then the datagram is used). Once per claim of that slot: a few
-// syscalls, where ringing a datagram costs one on every ring.
-int Fabric::Impl::take_peer_eventfd(uint32_t peer, uint32_t peer_generation) {
-  if (!config.eventfd_doorbells) return -1;
-  const Slot& s = slots[peer];
-  const int32_t number = load_relaxed(&s.doorbell_eventfd);
-  const int32_t pid = load_relaxed(&s.pid);
-  const uint64_t start = load_relaxed(&s.start_time);
-  if (number < 0 || pid <= 0 || load_acquire(&s.generation) != peer_generation) return -1;
-  int fd = -1;
-  if (pid == ::getpid()) {
-    // Another stack of this process (a worker thread): the number is ours.
-    fd = ::fcntl(number, F_DUPFD_CLOEXEC, 0);
-  } else {
-    int pidfd = static_cast<int>(::syscall(SYS_pidfd_open, pid, 0));
-    if (pidfd < 0) return -1;
-    // The pidfd names whoever has the pid now; it must be the slot's owner
-    // (the start time tells a recycled pid apart), or we'd take another
-    // process's fd.
-    if (start != 0 && start_time_of(pid) == start)
-      fd = static_cast<int>(::syscall(SYS_pidfd_getfd, pidfd, number, 0));
-    ::close(pidfd);
-  }
-  if (fd < 0) return -1;
-  // Still the same claim, and really an eventfd (never write to anything
-  // else a stale or wrong number might name).
-  if (load_acquire(&s.generation) != peer_generation || !is_eventfd(fd)) {
-    ::close(fd);
-    return -1;
-  }
-  return fd;
-}
-
-std::vector<StackInfo> Fabric::stacks() const {
-  const Impl& m = *impl_;
-  std::vector<StackInfo> out;
-  for (uint32_t s = 0; s < kMaxStacks; ++s) {
-    const Slot& sl = m.slots[s];
-    const LinkAddr a = make_addr(s, load_acquire(&sl.generation));
-    if (!m.alive(a)) continue;
-    StackInfo info;
-    info.addr = a;
-    info.pid = load_relaxed(&sl.pid);
-    info.start_time = load_relaxed(&sl.start_time);
-    char cmd[kCommandBytes];
-    for (size_t i = 0; i < kCommandBytes; ++i) cmd[i] = load_relaxed(&sl.command[i]);
-    cmd[kCommandBytes - 1] = 0;  // untrusted: always terminated
-    info.command = cmd;
-    auto* c = reinterpret_cast<uint64_t*>(&info.counters);
-    for (size_t i = 0; i < kCounterWords; ++i) c[i] = load_relaxed(&sl.counters[i]);
-    const uint64_t mask = load_acquire(&sl.inbound_mask);
-    for (uint32_t p = 0; p < kMaxStacks; ++p) {
-      if (!(mask & (uint64_t{1} << p))) continue;
-      const RingView r = m.ring(p, s);
-      const uint64_t used = load_acquire(&r.header->tail) - load_acquire(&r.header->head);
-      if (used <= m.geo.ring_bytes) info.ring_occupancy += used;  // untrusted: skip nonsense
-    }
-    out.push_back(std::move(info));
-  }
-  return out;
-}
-
-int Fabric::set_mirror(LinkAddr stack, LinkAddr target) {
-  Impl& m = *impl_;
-  if (!m.alive(stack)) return -ESRCH;
-  store_relaxed(&m.slots[slot_of(stack)].mirror, target);
-  return 0;
-}
-
-size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, uint32_t),
-                            void* ctx, size_t budget) {
+size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t), void* ctx, size_t budget) {
   Impl& m = *impl_;
   if (m.in_rx || budget == 0) return 0;  // no re-entrant polls from a callback
-  const uint64_t mask = load_acquire(&m.own().inbound_mask);
-  if (mask == 0) return 0;
   m.in_rx = true;
   struct Sink {
-    void (*fn)(void*, LinkAddr, const uint8_t*, size_t, uint32_t);
+    void (*fn)(void*, LinkAddr, const uint8_t*, size_t);
     void* ctx;
     LinkAddr from;
   } sink{fn, ctx, 0};
   auto deliver = [](void* c, const uint8_t* p, size_t n, uint32_t kind) {
+    if ((kind & 0xff00u) != static_cast<uint32_t>(FrameKind::Packet)) return;
     auto* s = static_cast<Sink*>(c);
-    s->fn(s->ctx, s->from, p, n, kind);
+    s->fn(s->ctx, s->from, p, n);
   };
-  // Share the budget between the rings that hold something, so one busy
-  // peer cannot starve the others within a call.
+  // Share the budget between the pairs that hold something, so one busy
+  // peer cannot starve the others within a call. (The list is copied: a
+  // callback may not change it, but stay safe.)
+  std::vector<uint32_t>& live = m.live;
   size_t busy = 0;
-  for (uint32_t p = 0; p < kMaxStacks; ++p)
-    if ((mask & (uint64_t{1} << p)) && ring_nonempty(m.ring(p, m.slot))) ++busy;
+  for (uint32_t i : live)
+    if (m.pairs[i].state != Pair::State::AwaitHello && ring_nonempty(m.pairs[i].rx)) ++busy;
   if (busy == 0) {
     m.in_rx = false;
     return 0;
@@ -791,119 +377,474 @@ size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, 
   RingConsumeStats stats;
   size_t delivered = 0;
   bool progress = true;
-  const uint32_t start = m.rx_next;
+  const size_t n = live.size();
+  const uint32_t start = m.rx_next % n;
   while (progress && delivered < budget) {
     progress = false;
-    for (uint32_t k = 0; k < kMaxStacks && delivered < budget; ++k) {
-      const uint32_t p = (start + k) % kMaxStacks;
-      if (!(mask & (uint64_t{1} << p))) continue;
-      const RingView r = m.ring(p, m.slot);
-      if (!ring_nonempty(r)) continue;
-      const uint32_t src_gen = load_acquire(&m.slots[p].generation);
-      sink.from = make_addr(p, src_gen);
-      size_t quantum = std::min(share, budget - delivered);
-      size_t n = ring_consume(r, src_gen, m.generation, quantum, deliver, &sink, &stats);
-      if (n) {
+    for (size_t k = 0; k < n && delivered < budget && k < live.size(); ++k) {
+      const uint32_t i = live[(start + k) % live.size()];
+      Pair& p = m.pairs[i];
+      if (p.state == Pair::State::AwaitHello || !ring_nonempty(p.rx)) continue;
+      sink.from = m.addr_of(i);
+      size_t got = ring_consume(p.rx, std::min(share, budget - delivered), deliver, &sink, &stats);
+      if (got) {
         progress = true;
-        delivered += n;
-        m.rx_next = (p + 1) % kMaxStacks;  // the next call starts after the last ring served
+        delivered += got;
+        m.rx_next = static_cast<uint32_t>((start + k + 1) % n);
       }
     }
   }
   m.in_rx = false;
-  if (stats.frames || stats.malformed) {
-    m.counters.frames_in += stats.frames;
-    m.counters.bytes_in += stats.bytes;
-    m.counters.drops_malformed += stats.malformed;
-    m.mirror_counters();
-  }
+  m.counters.frames_in += stats.frames;
+  m.counters.bytes_in += stats.bytes;
+  m.counters.drops_malformed += stats.malformed;
   return delivered;
 }
 
 bool Fabric::rx_pending() const {
   const Impl& m = *impl_;
-  const uint64_t mask = load_acquire(&m.own().inbound_mask);
-  for (uint32_t p = 0; p < kMaxStacks; ++p)
-    if ((mask & (uint64_t{1} << p)) && ring_nonempty(m.ring(p, m.slot))) return true;
+  for (uint32_t i : m.live) {
+    const Pair& p = m.pairs[i];
+    if (p.state != Pair::State::AwaitHello && ring_nonempty(p.rx)) return true;
+  }
   return false;
 }
 
-int Fabric::doorbell_fd() const { return impl_->bell.fd(); }
-int Fabric::doorbell_fallback_fd() const { return impl_->bell.fallback_fd(); }
-
 void Fabric::doorbell_drain() {
-  Impl& m = *impl_;
-  if (m.bell.drain()) {
-    ++m.counters.wakeups;
-    m.mirror_counters();
-  }
-}
-
-void Fabric::doorbell_fallback_drain() {
-  Impl& m = *impl_;
-  if (m.bell.drain_fallback() > 0) {
-    ++m.counters.wakeups;
-    m.mirror_counters();
-  }
+  if (impl_->bell.drain()) ++impl_->counters.wakeups;
 }
 
 bool Fabric::prepare_sleep() {
   Impl& m = *impl_;
-  // Need-wakeup, consumer half: see the comment in tx_commit().
+  // Need-wakeup, consumer half: see tx_commit().
   ++m.counters.arms;
-  __atomic_store_n(&m.own().armed, 1u, __ATOMIC_SEQ_CST);
+  for (uint32_t i : m.live) {
+    Pair& p = m.pairs[i];
+    if (p.state == Pair::State::AwaitHello) continue;
+    __atomic_store_n(&p.rx.header->armed, 1u, __ATOMIC_SEQ_CST);
+  }
   full_fence();
   if (rx_pending()) {
-    store_relaxed(&m.own().armed, 0u);
+    disarm();
     return false;
   }
   return true;
 }
 
-void Fabric::disarm() { store_relaxed(&impl_->own().armed, 0u); }
-
-int Fabric::listener_add(uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only,
-                          uint32_t share_key) {
-  return impl_->registry->add(impl_->self, family, addr, port, v6only, share_key);
+void Fabric::disarm() {
+  Impl& m = *impl_;
+  for (uint32_t i : m.live) {
+    Pair& p = m.pairs[i];
+    if (p.state == Pair::State::AwaitHello) continue;
+    if (load_relaxed(&p.rx.header->armed) != 0) store_relaxed(&p.rx.header->armed, 0u);
+  }
 }
 
-void Fabric::listener_remove(int entry) { impl_->registry->remove(impl_->self, entry); }
+// ---- the control plane ----
 
-int Fabric::listener_lookup(uint8_t family, const uint8_t addr[16], uint16_t port,
-                            LinkAddr* out) {
-  return impl_->registry->lookup(family, addr, port, out);
+int Fabric::Impl::accept_channels() {
+  int accepted = 0;
+  for (size_t li = 0; li < listeners.size(); ++li) {
+    Listener& l = listeners[li];
+    if (l.fd < 0) continue;
+    for (;;) {
+      int fd = control_accept(l.fd);
+      if (fd == -EMFILE || fd == -ENFILE) {
+        // Out of descriptors: take the channel off the queue with the
+        // spare and close it (the client sees the hang-up and uses the
+        // kernel), rather than spin on a readable listener.
+        if (spare_fd >= 0) {
+          ::close(spare_fd);
+          int drop = ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
+          if (drop >= 0) ::close(drop);
+          spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+          ++counters.pairs_refused;
+          continue;
+        }
+        break;
+      }
+      if (fd < 0) break;  // EAGAIN: done
+      PeerCred cred;
+      std::string why;
+      uint32_t i = 0;
+      if (peer_cred(fd, &cred) != 0 || (config.same_uid_only && cred.uid != ::geteuid()) ||
+          new_pair(&i, &why) != 0) {
+        ::close(fd);
+        ++counters.pairs_refused;
+        continue;
+      }
+      Pair& p = pairs[i];
+      p.role = Pair::Role::Acceptor;
+      p.state = Pair::State::AwaitHello;
+      p.channel = fd;
+      p.peer = cred;
+      live.push_back(i);
+      watch(fd, tag(Tag::Channel, i, p.generation));
+      ++accepted;
+    }
+  }
+  return accepted;
 }
 
-int Fabric::port_claim(uint16_t want) { return impl_->ports->claim(impl_->self, want); }
-void Fabric::port_release(uint16_t port) { impl_->ports->release(impl_->self, port); }
+int Fabric::Impl::on_hello(uint32_t i, const ControlMessage& m, int* fds, size_t nfds, std::string* why) {
+  Pair& p = pairs[i];
+  if (m.type != static_cast<uint32_t>(ControlType::Hello) || nfds != 2 ||
+      m.layout_version != kLayoutVersion) {
+    for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
+    *why = m.layout_version != kLayoutVersion ? "the peer speaks another layout version" : "expected a Hello with two descriptors";
+    return -EPROTO;
+  }
+  if (!Doorbell::is_eventfd(fds[1])) {
+    ::close(fds[0]);
+    ::close(fds[1]);
+    *why = "the peer's doorbell is not an eventfd";
+    return -EPROTO;
+  }
+  // Ringing must never block us, whatever the peer made its eventfd.
+  ::fcntl(fds[1], F_SETFL, ::fcntl(fds[1], F_GETFL) | O_NONBLOCK);
+  p.peer_bell = fds[1];
+  if (int r = p.region.adopt(fds[0], m.ring_bytes, m.mtu, m.region_bytes, why); r < 0) return r;
+  set_rings(p);
+  ControlMessage welcome;
+  welcome.type = static_cast<uint32_t>(ControlType::Welcome);
+  welcome.layout_version = kLayoutVersion;
+  const int mine = bell.fd();
+  // Sent before this pair is ever armed (the creator relies on it).
+  if (int r = control_send(p.channel, welcome, &mine, 1); r < 0) {
+    *why = "sending the Welcome: " + errno_text(-r);
+    return r;
+  }
+  p.state = Pair::State::Up;
+  ++counters.pairs_accepted;
+  return 0;
+}
 
-bool Fabric::peer_alive(LinkAddr peer) const { return impl_->alive(peer); }
-
-void Fabric::vouch(LinkAddr peer, bool watched) {
-  const uint32_t s = slot_of(peer);
-  if (s >= kMaxStacks) return;
-  if (watched) {
-    impl_->vouched[s] = peer;
+void Fabric::Impl::read_channel(uint32_t i, std::vector<LinkAddr>* down) {
+  for (;;) {
+    Pair& p = pairs[i];
+    if (p.state == Pair::State::Free || p.channel < 0) return;
+    ControlMessage msg;
+    int fds[kMaxFds];
+    size_t nfds = 0;
+    int r = control_recv(p.channel, &msg, fds, &nfds);
+    if (r == 0) return;
+    if (r < 0) {
+      pair_down(i, down);
+      return;
+    }
+    std::string why;
+    if (p.state == Pair::State::AwaitHello) {
+      if (on_hello(i, msg, fds, nfds, &why) < 0) {
+        ControlMessage refuse;
+        refuse.type = static_cast<uint32_t>(ControlType::Refuse);
+        std::snprintf(refuse.text, sizeof refuse.text, "%s", why.c_str());
+        control_send(p.channel, refuse, nullptr, 0);
+        pair_down(i, down);
+        return;
+      }
+      continue;
+    }
+    if (accept_welcome(p, msg, fds, nfds)) continue;
+    // A Refuse, or anything out of turn: this pair is over.
+    for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
+    pair_down(i, down);
     return;
   }
-  if (impl_->vouched[s] == peer) impl_->vouched[s] = 0;
-  // The watch ends when the peer dies: let go of its eventfd too, so a
-  // server outliving many clients holds no fd for each. (Taken again on the
-  // next ring if the peer was only unwatched.)
-  Impl::PeerBell& b = impl_->peer_bells[s];
-  if (b.generation == generation_of(peer)) {
-    if (b.fd >= 0) ::close(b.fd);
-    b = Impl::PeerBell{};
+}
+
+void Fabric::control_poll(std::vector<LinkAddr>* down) {
+  Impl& m = *impl_;
+  std::vector<uint32_t> failed;
+  failed.swap(m.failed);
+  for (uint32_t i : failed)
+    if (m.pairs[i].state != Pair::State::Free) m.pair_down(i, down);
+  epoll_event events[64];
+  for (;;) {
+    int n = ::epoll_wait(m.epoll, events, 64, 0);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;
+    for (int k = 0; k < n; ++k) {
+      const uint64_t t = events[k].data.u64;
+      const auto kind = static_cast<Tag>(t >> 56);
+      const uint32_t index = static_cast<uint32_t>(t & 0xffffffffu);
+      const uint32_t generation = static_cast<uint32_t>((t >> 32) & 0xffffff);
+      if (kind == Tag::Listener) {
+        m.accept_channels();
+        continue;
+      }
+      if (kind != Tag::Channel || index >= m.pairs.size() || m.pairs[index].generation != generation ||
+          m.pairs[index].state == Pair::State::Free)
+        continue;
+      // Messages first (a Refuse explains a hang-up that follows it).
+      m.read_channel(index, down);
+      Pair& p = m.pairs[index];
+      if (p.state != Pair::State::Free && p.generation == generation &&
+          (events[k].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
+        m.pair_down(index, down);
+    }
+    if (n < 64) return;
   }
 }
 
-int Fabric::peer_pid(LinkAddr peer) const {
-  const Impl& m = *impl_;
-  if (!m.alive(peer)) return -1;
-  if (peer == m.self) return static_cast<int>(::getpid());
-  return load_relaxed(&m.slots[slot_of(peer)].pid);
+// ---- listeners ----
+
+int Fabric::listener_add(int kernel_fd, uint8_t family, const uint8_t addr[16], uint16_t port, std::string* why) {
+  Impl& m = *impl_;
+  uint64_t inode = kernel_fd >= 0 ? socket_inode(kernel_fd) : 0;
+  if (inode == 0) {
+    // A cluster worker's listener is its primary's socket: ask the kernel
+    // which one takes connections to this address.
+    KernelSocket ks;
+    const uint8_t any[16] = {};
+    int r = m.diag.lookup(family, addr, port, any, 0, &ks, why);
+    if (r < 0 || ks.state != kTcpListen) {
+      if (r == -ENOENT || (r == 0 && ks.state != kTcpListen)) *why = "the kernel has no listening socket there";
+      return r < 0 ? r : -ENOENT;
+    }
+    if (ks.uid != ::geteuid()) {
+      *why = "the kernel's listening socket there belongs to uid " + std::to_string(ks.uid);
+      return -EACCES;
+    }
+    inode = ks.inode;
+  }
+  for (uint32_t k = 0; k < kMaxShares; ++k) {
+    int fd = control_listen(listener_name(m.config.name, inode, k));
+    if (fd == -EADDRINUSE) continue;  // a fellow worker's, or a squatter's
+    if (fd < 0) {
+      *why = "binding the rendezvous name: " + errno_text(-fd);
+      return fd;
+    }
+    uint32_t entry = 0;
+    while (entry < m.listeners.size() && m.listeners[entry].fd >= 0) ++entry;
+    if (entry == m.listeners.size()) m.listeners.emplace_back();
+    Listener& l = m.listeners[entry];
+    l.fd = fd;
+    l.inode = inode;
+    l.generation++;
+    m.watch(fd, tag(Tag::Listener, entry, l.generation));
+    return static_cast<int>(entry);
+  }
+  *why = "every rendezvous name of this listener is taken";
+  return -EADDRINUSE;
 }
 
-const FabricCounters& Fabric::counters() const { return impl_->counters; }
+void Fabric::listener_remove(int entry) {
+  Impl& m = *impl_;
+  if (entry < 0 || static_cast<size_t>(entry) >= m.listeners.size()) return;
+  Listener& l = m.listeners[entry];
+  if (l.fd < 0) return;
+  ::epoll_ctl(m.epoll, EPOLL_CTL_DEL, l.fd, nullptr);
+  ::close(l.fd);  // the name is gone with it
+  l.fd = -1;
+  l.inode = 0;
+}
+
+// ---- connecting ----
+
+int Fabric::Impl::verify_peer(int fd, uint64_t inode, uint32_t uid, PeerCred* cred, std::string* why) {
+  if (peer_cred(fd, cred) != 0) {
+    *why = "ownership: SO_PEERCRED failed";
+    return -EPROTO;
+  }
+  if (cred->uid != uid) {
+    *why = "ownership: the rendezvous for listener " + std::to_string(inode) + " was answered by uid " +
+           std::to_string(cred->uid) + ", but the kernel's listening socket belongs to uid " + std::to_string(uid);
+    return -EACCES;
+  }
+  if (config.same_uid_only && cred->uid != ::geteuid()) {
+    *why = "peers: the listener runs as uid " + std::to_string(cred->uid) + " and SIDESTEP_PEERS=same-uid";
+    return -EACCES;
+  }
+  // The process must hold the listening socket, or be a child of the one
+  // that does (a cluster worker, its primary holding the socket). Where we
+  // may not look (another uid, another pid namespace) the uid must do.
+  if (cred->pid <= 0) return 0;
+  int holds = process_holds_socket(cred->pid, inode);
+  if (holds == 0) {
+    const int parent = parent_of(cred->pid);
+    if (parent > 1 && process_holds_socket(parent, inode) == 1) holds = 1;
+  }
+  if (holds == 0) {
+    *why = "ownership: pid " + std::to_string(cred->pid) + " answered the rendezvous for listener " +
+           std::to_string(inode) + " but neither it nor its parent holds that socket";
+    return -EACCES;
+  }
+  return 0;
+}
+
+int Fabric::Impl::open_channel(uint64_t inode, uint32_t uid, uint32_t share, LinkAddr* out, std::string* why) {
+  int fd = control_connect(listener_name(config.name, inode, share));
+  if (fd < 0) {
+    if (fd == -EAGAIN) *why = "the listener's rendezvous queue is full";
+    else if (fd != -ECONNREFUSED && fd != -ENOENT) *why = "rendezvous connect: " + errno_text(-fd);
+    return fd;
+  }
+  PeerCred cred;
+  if (int r = verify_peer(fd, inode, uid, &cred, why); r < 0) {
+    ::close(fd);
+    return r;
+  }
+  uint32_t i = 0;
+  if (int r = new_pair(&i, why); r < 0) {
+    ::close(fd);
+    return r;
+  }
+  Pair& p = pairs[i];
+  p.role = Pair::Role::Creator;
+  p.channel = fd;
+  p.peer = cred;
+  p.inode = inode;
+  p.share = share;
+  auto fail = [&](int r) {
+    p.state = Pair::State::AwaitWelcome;  // so close_pair frees it
+    close_pair(i);
+    return r;
+  };
+  if (int r = p.region.create(config.ring_bytes, config.mtu, why); r < 0) return fail(r);
+  set_rings(p);
+  ControlMessage hello;
+  hello.type = static_cast<uint32_t>(ControlType::Hello);
+  hello.layout_version = kLayoutVersion;
+  hello.ring_bytes = config.ring_bytes;
+  hello.mtu = config.mtu;
+  hello.region_bytes = p.region.geometry().total_bytes;
+  const int fds[2] = {p.region.fd(), bell.fd()};
+  if (int r = control_send(fd, hello, fds, 2); r < 0) {
+    *why = "sending the Hello: " + errno_text(-r);
+    return fail(r);
+  }
+  p.region.close_fd();
+  p.state = Pair::State::AwaitWelcome;
+  live.push_back(i);
+  watch(fd, tag(Tag::Channel, i, p.generation));
+  ++counters.pairs_created;
+  *out = addr_of(i);
+  return 0;
+}
+
+int Fabric::route(uint8_t family, const uint8_t local[16], uint16_t local_port, const uint8_t remote[16],
+                  uint16_t remote_port, LinkAddr* via, std::string* why) {
+  Impl& m = *impl_;
+  KernelSocket ks;
+  int r = m.diag.lookup(family, remote, remote_port, local, local_port, &ks, why);
+  if (r == -ENOENT || (r == 0 && ks.state != kTcpListen)) {
+    *why = "no-listener: the kernel has no listening socket there";
+    return -ENOENT;
+  }
+  if (r < 0) {
+    *why = "fabric: " + *why;
+    return r;
+  }
+  for (const Listener& l : m.listeners) {
+    if (l.fd >= 0 && l.inode == ks.inode) {
+      *via = loopback();
+      return 0;
+    }
+  }
+  Route& rt = m.routes[ks.inode];  // (nothing below erases routes)
+  const uint64_t now = mono_us();
+  // Probe when we have no live pair for this listener, and otherwise now and
+  // then for servers that came since (a cluster's new workers).
+  const bool none = std::none_of(rt.via.begin(), rt.via.end(), [&](LinkAddr v) { return v != 0 && m.find(v); });
+  const bool probe = none || now - rt.probed_at >= kReprobeUs;
+  std::string last_why;
+  if (probe) {
+    rt.probed_at = now;
+    uint32_t misses = 0;
+    for (uint32_t k = 0; k < kMaxShares && misses < kProbeMisses; ++k) {
+      if (k < rt.via.size() && rt.via[k] != 0) {
+        misses = 0;
+        continue;
+      }
+      LinkAddr a = 0;
+      std::string w;
+      int e = m.open_channel(ks.inode, ks.uid, k, &a, &w);
+      if (e == -ECONNREFUSED || e == -ENOENT) {
+        ++misses;
+        continue;
+      }
+      misses = 0;
+      if (e < 0) {
+        last_why = w;
+        continue;
+      }
+      if (rt.via.size() <= k) rt.via.resize(k + 1, 0);
+      rt.via[k] = a;
+    }
+  }
+  // Spread connections over the listener's servers (a cluster's workers).
+  const size_t n = rt.via.size();
+  for (size_t t = 0; t < n; ++t) {
+    LinkAddr a = rt.via[(rt.rotor + t) % n];
+    if (a == 0 || !m.find(a)) continue;
+    rt.rotor = static_cast<uint32_t>((rt.rotor + t + 1) % n);
+    *via = a;
+    return 0;
+  }
+  *why = last_why.empty() ? "no-listener: the listening socket there is not served by a sidestep process" : last_why;
+  return -ENOENT;
+}
+
+void Fabric::hold(LinkAddr via, bool on) {
+  Impl& m = *impl_;
+  Pair* p = m.find(via);
+  if (!p) return;
+  if (on) {
+    ++p->connections;
+    p->idle_since = 0;
+  } else if (p->connections > 0 && --p->connections == 0) {
+    p->idle_since = mono_us();
+  }
+}
+
+void Fabric::trim() {
+  Impl& m = *impl_;
+  const uint64_t now_us = mono_us();
+  for (uint32_t i = 1; i < m.pairs.size(); ++i) {
+    Pair& p = m.pairs[i];
+    if (p.role != Pair::Role::Creator || p.state == Pair::State::Free || p.connections != 0) continue;
+    if (p.idle_since == 0) {
+      p.idle_since = now_us;  // created, never used yet: give it the same grace
+      continue;
+    }
+    if (now_us - p.idle_since < m.config.idle_close_us) continue;
+    ++m.counters.pairs_idle_closed;
+    m.close_pair(i);  // the acceptor sees the hang-up; it has no connection on it either
+  }
+  for (auto it = m.routes.begin(); it != m.routes.end();) {
+    const bool empty = std::all_of(it->second.via.begin(), it->second.via.end(), [](LinkAddr v) { return v == 0; });
+    if (empty && now_us - it->second.probed_at >= kReprobeUs) it = m.routes.erase(it); else ++it;
+  }
+  m.ports.trim();
+}
+
+bool Fabric::control_pending() const { return !impl_->failed.empty(); }
+
+bool Fabric::awaiting_welcome(LinkAddr addr) const {
+  const Pair* p = impl_->find(addr);
+  return p && p->state == Pair::State::AwaitWelcome;
+}
+
+std::vector<PairInfo> Fabric::pairs() const {
+  const Impl& m = *impl_;
+  std::vector<PairInfo> out;
+  for (uint32_t i = 0; i < m.pairs.size(); ++i) {
+    const Pair& p = m.pairs[i];
+    if (p.state == Pair::State::Free) continue;
+    PairInfo info;
+    info.addr = m.addr_of(i);
+    info.creator = p.role == Pair::Role::Creator;
+    info.up = p.state == Pair::State::Up;
+    info.peer_pid = p.peer.pid;
+    info.peer_uid = p.peer.uid;
+    info.connections = p.connections;
+    if (p.state != Pair::State::AwaitHello) {
+      info.ring_in_used = ring_used(p.rx);
+      info.ring_out_used = ring_used(p.tx);
+    }
+    out.push_back(info);
+  }
+  return out;
+}
 
 }  // namespace sidestep::link

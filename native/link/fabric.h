@@ -1,22 +1,23 @@
-// The shared-memory fabric: sidestep's NIC between the stacks of one host.
+// The fabric: sidestep's NIC between the stacks of one network namespace.
 //
-// One file under /dev/shm per user (mode 0600) holds:
-//   - the stack table: one slot per attached stack (process or worker thread),
-//     with its need-wakeup flag, generation and counters; a slot is owned while
-//     its owner holds an OFD lock on the slot's byte of the file, so a process
-//     that dies (even kill -9) frees its slot without running any code;
-//   - the listener registry: (address, port) -> (slot, generation) entries;
-//   - the port table: fabric-wide ephemeral port ownership, so two stacks never
-//     pick the same local port for loopback connections;
-//   - the rings: one single-producer/single-consumer ring per ordered pair of
-//     slots, carrying whole IP packets (frames up to the fabric MTU).
-// Doorbells are eventfds (shared with pidfd_getfd), with abstract-namespace
-// unix datagram sockets as the fallback (no file to leak), rung only when the
-// consumer armed its need-wakeup flag (AF_XDP style).
+// A stack reaches another stack through a *pair*: a region of memory only
+// those two map (pair.h: two SPSC rings of IP packets), made when first
+// needed, and a control channel (control.h: a unix socket over which the
+// region and the doorbells were passed, whose hang-up says the peer is
+// gone). Pairs are found by rendezvous in the abstract unix namespace, which
+// the kernel scopes to the network namespace as it scopes loopback, and a
+// pair is made only with the process that holds the kernel's listening
+// socket for the destination (sock_diag.h): so two processes bypass exactly
+// when a kernel TCP connection between them would stay on this host, in
+// this namespace. Nothing is in /dev/shm or any other path; whatever ends a
+// process, the kernel removes its names and its half of every pair.
 //
-// Nothing here knows about TCP or Node. Everything read from the shared file
-// is untrusted: indices, lengths and offsets are validated before use, and a
-// bad frame is dropped and counted, never followed.
+// Doorbells are eventfds passed with SCM_RIGHTS, rung only when the consumer
+// armed its need-wakeup flag (AF_XDP style): no syscalls under load.
+//
+// Nothing here knows about TCP or Node. Everything read from a pair region
+// or a control channel is untrusted: a bad frame is dropped and counted, a
+// bad message ends that pair, never anything else.
 #pragma once
 
 #include <cstddef>
@@ -26,171 +27,147 @@
 #include <type_traits>
 #include <vector>
 
+#include "link/ports.h"
+
 namespace sidestep::link {
 
-// (generation << 8) | slot. The generation changes every time a slot is
-// claimed, so packets and registrations of a dead stack never reach the new
-// owner of its slot.
+// Which pair a packet goes through: (generation << 16) | index, never 0.
+// Index 0 is the stack's loopback to itself (connections between two
+// sockets of one stack).
 using LinkAddr = uint32_t;
-inline constexpr uint32_t kMaxStacks = 64;
-inline constexpr uint32_t slot_of(LinkAddr a) { return a & 0xff; }
 
-// What a frame carries: the high byte of a frame's kind word. The low byte is
-// kind-specific (for Capture: the slot the original frame was sent to).
+// What a frame carries: the high byte of a frame's kind word.
 enum class FrameKind : uint32_t {
-  Packet = 0,         // an IP packet, for the stack
-  Control = 0x100,    // a message between runtimes or tools (e.g. `sidestep stat`)
-  Capture = 0x200,    // [u64 send time in CLOCK_REALTIME µs][a packet this stack sent], for `sidestep capture`
+  Packet = 0,  // an IP packet, for the stack
 };
-inline constexpr FrameKind frame_kind(uint32_t kind) { return static_cast<FrameKind>(kind & 0xff00u); }
-inline constexpr uint32_t frame_detail(uint32_t kind) { return kind & 0xffu; }
 
 struct FabricConfig {
-  std::string name;          // file name under /dev/shm, e.g. "sidestep-0"
-  uint32_t ring_bytes = 4u << 20;  // data bytes per ring, power of two
-  uint32_t mtu = 65536;      // largest frame (IP packet) in bytes
-  std::string command;       // shown by `sidestep stat` (argv summary)
-  // Ring peers' eventfds (taken with pidfd_getfd); false: always use the
-  // datagram doorbells (tests of the fallback).
-  bool eventfd_doorbells = true;
+  // Rendezvous names start with it (SIDESTEP_FABRIC): stacks configured
+  // with different names never pair.
+  std::string name = "sidestep";
+  uint32_t ring_bytes = 4u << 20;  // data bytes per ring of a pair we create
+  uint32_t mtu = 65536;            // largest frame (IP packet) in bytes
+  // SIDESTEP_PEERS=same-uid: pair only with processes of our own uid.
+  bool same_uid_only = false;
+  // A pair we created that carried no connection this long is closed.
+  uint64_t idle_close_us = 5000000;
 };
 
-// Counters of one stack's view of the fabric (also mirrored in its slot so
-// other processes can read them).
 struct FabricCounters {
   uint64_t frames_out = 0, frames_in = 0;
   uint64_t bytes_out = 0, bytes_in = 0;
   uint64_t drops_ring_full = 0;    // tx_reserve found no room
-  uint64_t drops_peer_gone = 0;    // destination slot dead or re-claimed
-  uint64_t drops_malformed = 0;    // bad frame header / length / generation
-  uint64_t doorbells_rung = 0;     // a doorbell syscall issued (write() or sendto())
+  uint64_t drops_peer_gone = 0;    // the pair is down
+  uint64_t drops_malformed = 0;    // bad frame header / length in a ring
+  uint64_t doorbells_rung = 0;     // a doorbell write() issued
   uint64_t doorbells_suppressed = 0;  // producer saw the flag clear: no syscall
-  uint64_t wakeups = 0;            // doorbell fd became readable
-  uint64_t doorbells_fallback = 0;  // of doorbells_rung: over the datagram socket
-  uint64_t arms = 0;               // prepare_sleep() armed need-wakeup (a producer rings once per arming at most)
+  uint64_t wakeups = 0;            // our doorbell had been rung
+  uint64_t arms = 0;               // prepare_sleep() armed need-wakeup
+  uint64_t pairs_created = 0;      // we connected and sent a region
+  uint64_t pairs_accepted = 0;     // a peer connected and we mapped its region
+  uint64_t pairs_refused = 0;      // a channel we ended before or at its Hello
+  uint64_t pairs_down = 0;         // a pair that was up went down (hang-up, error)
+  uint64_t pairs_idle_closed = 0;  // pairs we closed after carrying nothing for a while
 };
 
-// A live stack on the fabric, as `sidestep stat` lists it.
-struct StackInfo {
+// A pair as `sidestep stat` shows it.
+struct PairInfo {
   LinkAddr addr = 0;
-  int pid = 0;
-  uint64_t start_time = 0;  // /proc/<pid>/stat field 22 (clock ticks after boot)
-  std::string command;
-  FabricCounters counters;
-  // Bytes waiting in its inbound rings (frames not yet taken by the stack).
-  uint64_t ring_occupancy = 0;
+  bool creator = false;  // we connected (false: we accepted, or the loopback)
+  bool up = false;       // false: waiting for the acceptor's Welcome
+  int peer_pid = 0;      // as our pid namespace sees it (0: not visible)
+  uint32_t peer_uid = 0;
+  uint32_t connections = 0;
+  uint64_t ring_in_used = 0, ring_out_used = 0;  // bytes waiting in each ring
 };
 
 class Fabric {
  public:
-  // Attach to (creating if needed) the fabric file and claim a slot. On
-  // failure returns a negative errno and says why in *why.
+  // Make the stack's doorbell, loopback and control plane. On failure
+  // returns a negative errno and says why in *why.
   static int open(const FabricConfig& config, std::unique_ptr<Fabric>* out, std::string* why);
-  // Release the slot, its registrations and ports; remove the file when no
-  // live stack remains.
+  // Closes every pair and name: peers see the hang-up at once.
   ~Fabric();
 
-  LinkAddr self() const;
+  LinkAddr loopback() const;
   uint32_t mtu() const;
 
-  // ---- transmit (the producer side of ring self -> slot_of(to)) ----
-  // Room for one frame of `len` bytes, or nullptr (ring full, peer gone or
-  // len > mtu; counted). Sending to self() is allowed (same-process loopback).
+  // ---- transmit ----
+  // Room for one frame of `len` bytes towards `to`, or nullptr (ring full,
+  // pair gone or len > mtu; counted).
   uint8_t* tx_reserve(LinkAddr to, size_t len);
   // Publish the frame; rings the peer's doorbell iff it armed need-wakeup.
-  // A Packet is also copied to the capture tool named in our slot, if any.
   void tx_commit(LinkAddr to, size_t len, FrameKind kind = FrameKind::Packet);
 
   // ---- receive ----
-  // Deliver up to `budget` frames from all inbound rings, round-robin, as
-  // deliver(LinkAddr from, const uint8_t* packet, size_t len) — IP packets
-  // only, anything else is skipped — or, when `deliver` takes a fourth
-  // argument, deliver(from, packet, len, uint32_t kind) for every frame. The
-  // packet pointer is into shared memory and valid only during the call.
-  // Returns the number of frames delivered.
+  // Deliver up to `budget` frames from all pairs, round-robin, as
+  // deliver(LinkAddr from, const uint8_t* packet, size_t len). The packet
+  // pointer is into shared memory and valid only during the call. Returns
+  // the number of frames delivered.
   template <class Deliver>
   size_t rx_poll(Deliver&& deliver, size_t budget);
-  // Whether any inbound ring holds a frame.
   bool rx_pending() const;
 
   // ---- sleeping and waking (the need-wakeup protocol) ----
-  // The fds to poll for readability (libuv uv_poll_t): the eventfd, and the
-  // datagram socket that producers without pidfd_getfd() ring.
   int doorbell_fd() const;
-  int doorbell_fallback_fd() const;
-  // Reset the doorbell after its fd polled readable.
   void doorbell_drain();
-  void doorbell_fallback_drain();
-  // About to sleep: arm the need-wakeup flag, fence, re-check the rings.
-  // Returns true when it is safe to sleep (flag armed, rings empty); false
-  // when frames arrived meanwhile (flag cleared again; poll again).
+  // About to sleep: arm every pair's flag, fence, re-check the rings. True
+  // when it is safe to sleep; false when frames arrived meanwhile.
   bool prepare_sleep();
-  // Awake and polling: producers need not ring.
   void disarm();
 
-  // ---- listener registry ----
-  // Register this stack as a listener of (addr, port). Several stacks may
-  // register the same (addr, port) when they all pass the same nonzero
-  // share_key (a cluster's workers); lookups spread across them. Returns an
-  // entry id >= 0 or a negative errno (-EADDRINUSE when a live registration
-  // of the same (addr, port) is exclusive or has another key, -ENOSPC when
-  // the registry is full).
-  // addr: family 4 or 6 with 4 or 16 bytes; an unspecified address is a
-  // wildcard for its family, and IPv6 "::" also takes IPv4 unless v6only.
-  int listener_add(uint8_t family, const uint8_t addr[16], uint16_t port, bool v6only,
-                   uint32_t share_key = 0);
+  // ---- the control plane ----
+  // Readable (an epoll fd) when a listener has a new channel, or a channel
+  // has a message or hung up. control_poll() handles all of it without
+  // blocking, and appends the pairs that went down to *down (the caller
+  // ends their connections).
+  int control_fd() const;
+  void control_poll(std::vector<LinkAddr>* down);
+
+  // ---- listeners ----
+  // Serve the kernel listening socket `kernel_fd` (or, with -1, the one the
+  // kernel has on (family, addr, port): a cluster worker's, held by its
+  // primary) under its rendezvous name. Returns an entry >= 0, or a
+  // negative errno and *why.
+  int listener_add(int kernel_fd, uint8_t family, const uint8_t addr[16], uint16_t port, std::string* why);
   void listener_remove(int entry);
-  // Find a live listener for a connection to (addr, port). Returns 0 and the
-  // listener's LinkAddr, or -ENOENT. Exact address matches win over
-  // wildcards; among equals the choice rotates (connections are spread).
-  int listener_lookup(uint8_t family, const uint8_t addr[16], uint16_t port, LinkAddr* out);
 
-  // ---- fabric-wide local ports ----
-  // Claim a free ephemeral port (range 32768..60999, random start), or a
-  // specific port when `want` != 0. Returns the port or a negative errno
-  // (-EADDRINUSE / -EADDRNOTAVAIL).
-  int port_claim(uint16_t want);
-  void port_release(uint16_t port);
-
-  // ---- peers ----
-  // Whether the stack behind `peer` is still the live owner of its slot.
-  bool peer_alive(LinkAddr peer) const;
-  // Its process id (for pidfd-based death notification), or -1.
-  int peer_pid(LinkAddr peer) const;
-  // The caller watches `peer`'s process (a pidfd) and will say when it dies
-  // (watched = false): until then liveness checks of `peer` trust the watch
-  // instead of asking the kernel for the slot's lock (a syscall per connect).
-  void vouch(LinkAddr peer, bool watched);
+  // ---- connecting ----
+  // Where a connection from (local, local_port) to (remote, remote_port)
+  // goes, deciding everything the kernel would: the stack that holds the
+  // kernel socket that would accept it, reached over a pair (made now if
+  // needed) or our loopback. 0 and *via, or a negative errno and *why: then
+  // the caller uses the kernel.
+  int route(uint8_t family, const uint8_t local[16], uint16_t local_port, const uint8_t remote[16],
+            uint16_t remote_port, LinkAddr* via, std::string* why);
+  // The caller's connections through a pair, counted: a pair we created
+  // that carried none for a while is closed by trim().
+  void hold(LinkAddr via, bool on);
+  // Housekeeping, now and then: idle pairs we created, unused ports.
+  void trim();
+  // Whether control_poll() has work that no fd will signal (a pair that
+  // failed inside the data path).
+  bool control_pending() const;
+  PortReservations& ports();
 
   const FabricCounters& counters() const;
-
-  // ---- inspection (sidestep stat / capture) ----
-  // Every live stack on the fabric, ourselves included.
-  std::vector<StackInfo> stacks() const;
-  // Ask `stack` to copy every packet it sends to `target` as Capture frames
-  // (target 0: stop). Returns 0 or -ESRCH when `stack` is not alive.
-  int set_mirror(LinkAddr stack, LinkAddr target);
+  std::vector<PairInfo> pairs() const;
+  // Whether a pair is waiting for its acceptor's Welcome (never answered:
+  // the caller may still give its connections to the kernel).
+  bool awaiting_welcome(LinkAddr addr) const;
 
  private:
   Fabric();
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  size_t rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, uint32_t), void* ctx,
-                      size_t budget);
+  size_t rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t), void* ctx, size_t budget);
 };
 
 template <class Deliver>
 size_t Fabric::rx_poll(Deliver&& deliver, size_t budget) {
   using D = std::remove_reference_t<Deliver>;
   return rx_poll_impl(
-      [](void* ctx, LinkAddr from, const uint8_t* p, size_t n, uint32_t kind) {
-        D& d = *static_cast<D*>(ctx);
-        if constexpr (std::is_invocable_v<D&, LinkAddr, const uint8_t*, size_t, uint32_t>) {
-          d(from, p, n, kind);
-        } else if (frame_kind(kind) == FrameKind::Packet) {
-          d(from, p, n);
-        }
-      },
+      [](void* ctx, LinkAddr from, const uint8_t* p, size_t n) { (*static_cast<D*>(ctx))(from, p, n); },
       const_cast<void*>(static_cast<const void*>(&deliver)), budget);
 }
 

@@ -11,12 +11,9 @@ namespace {
 
 bool misaligned(uint64_t v) { return (v & (kFrameAlign - 1)) != 0; }
 
-void write_frame_header(uint8_t* at, uint32_t len, uint32_t src_gen, uint32_t dst_gen,
-                        uint32_t kind) {
+void write_frame_header(uint8_t* at, uint32_t len, uint32_t kind) {
   auto* h = reinterpret_cast<FrameHeader*>(at);
   layout::store_relaxed(&h->len, len);
-  layout::store_relaxed(&h->src_gen, src_gen);
-  layout::store_relaxed(&h->dst_gen, dst_gen);
   layout::store_relaxed(&h->kind, kind);
 }
 
@@ -26,8 +23,6 @@ FrameHeader read_frame_header(const uint8_t* at) {
   auto* h = reinterpret_cast<const FrameHeader*>(at);
   FrameHeader f;
   f.len = layout::load_relaxed(&h->len);
-  f.src_gen = layout::load_relaxed(&h->src_gen);
-  f.dst_gen = layout::load_relaxed(&h->dst_gen);
   f.kind = layout::load_relaxed(&h->kind);
   return f;
 }
@@ -50,9 +45,9 @@ ReserveResult ring_reserve(const RingView& ring, size_t len, RingReservation* ou
     uint64_t head = layout::load_acquire(&ring.header->head);
     *cached_head = head;
     if (tail - head > size || misaligned(tail)) {
-      // Only we write tail, so an impossible value means a crashed
-      // predecessor in our slot, a punched page or a scribbler. Restart at
-      // the consumer's head; the consumer resynchronises on anything between.
+      // Only we write tail, so an impossible value means a scribbler in the
+      // region (the peer). Restart at the consumer's head; the consumer
+      // resynchronises on anything between.
       tail = (head + kFrameAlign - 1) & ~uint64_t{kFrameAlign - 1};
       layout::store_release(&ring.header->tail, tail);
       *repaired = true;
@@ -67,20 +62,18 @@ ReserveResult ring_reserve(const RingView& ring, size_t len, RingReservation* ou
   return ReserveResult::kOk;
 }
 
-void ring_commit(const RingView& ring, const RingReservation& r, size_t len, uint32_t src_gen,
-                 uint32_t dst_gen, uint32_t kind) {
+void ring_commit(const RingView& ring, const RingReservation& r, size_t len, uint32_t kind) {
   const uint64_t size = ring.ring_bytes;
   if (r.skip)
-    write_frame_header(ring.data + (r.tail & (size - 1)), kWrapMarker, src_gen, dst_gen, 0);
+    write_frame_header(ring.data + (r.tail & (size - 1)), kWrapMarker, 0);
   const uint64_t at = r.tail + r.skip;
-  write_frame_header(ring.data + (at & (size - 1)), static_cast<uint32_t>(len), src_gen, dst_gen,
-                     kind);
+  write_frame_header(ring.data + (at & (size - 1)), static_cast<uint32_t>(len), kind);
   // Release: the headers and the packet are visible before the new tail.
   layout::store_release(&ring.header->tail, at + layout::frame_bytes(len));
 }
 
-size_t ring_consume(const RingView& ring, uint32_t src_gen, uint32_t dst_gen, size_t budget,
-                    FrameSink sink, void* ctx, RingConsumeStats* stats) {
+size_t ring_consume(const RingView& ring, size_t budget, FrameSink sink, void* ctx,
+                    RingConsumeStats* stats) {
   const uint64_t size = ring.ring_bytes;
   const uint64_t tail = layout::load_acquire(&ring.header->tail);
   uint64_t head = layout::load_relaxed(&ring.header->head);
@@ -109,8 +102,8 @@ size_t ring_consume(const RingView& ring, uint32_t src_gen, uint32_t dst_gen, si
       resync = true;
       break;
     }
-    if (f.src_gen != src_gen || f.dst_gen != dst_gen || (f.kind & 0xff00u) > kMaxFrameKind) {
-      // A frame of a previous owner of either slot, or of no kind we know.
+    if ((f.kind & 0xff00u) > kMaxFrameKind) {
+      // A frame of no kind we know.
       ++stats->malformed;
     } else {
       sink(ctx, ring.data + pos + sizeof(FrameHeader), f.len, f.kind);

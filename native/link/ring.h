@@ -43,15 +43,16 @@ enum class ReserveResult { kOk, kFull };
 // *cached_head is the producer's private copy of head: the consumer's line is
 // read only when the copy says the frame does not fit (head only grows, so a
 // stale copy under-reports room, never over-reports). Start it at 0.
+// (`repaired`: a tail inconsistent with head can only come from a scribbler
+// in the region, since only we write tail.)
 ReserveResult ring_reserve(const RingView& ring, size_t len, RingReservation* out,
                            bool* repaired, uint64_t* cached_head);
 // Publishes the reserved frame with `len` <= reservation.len bytes.
 // `kind`: what the frame carries (FrameKind, see fabric.h), opaque here
 // beyond its bound.
-void ring_commit(const RingView& ring, const RingReservation& r, size_t len, uint32_t src_gen,
-                 uint32_t dst_gen, uint32_t kind = 0);
+void ring_commit(const RingView& ring, const RingReservation& r, size_t len, uint32_t kind = 0);
 // Largest valid kind value (kind's high byte; the low byte is kind data).
-inline constexpr uint32_t kMaxFrameKind = 0x0200;
+inline constexpr uint32_t kMaxFrameKind = 0x0100;
 
 struct RingConsumeStats {
   uint64_t frames = 0;
@@ -61,10 +62,16 @@ struct RingConsumeStats {
 
 using FrameSink = void (*)(void* ctx, const uint8_t* packet, size_t len, uint32_t kind);
 
-// Consumer side: delivers up to `budget` frames whose src_gen/dst_gen match.
-// Returns the number delivered.
-size_t ring_consume(const RingView& ring, uint32_t src_gen, uint32_t dst_gen, size_t budget,
-                    FrameSink sink, void* ctx, RingConsumeStats* stats);
+// Consumer side: delivers up to `budget` frames. Returns the number delivered.
+size_t ring_consume(const RingView& ring, size_t budget, FrameSink sink, void* ctx,
+                    RingConsumeStats* stats);
+
+// Bytes between head and tail (what the consumer has yet to take), as the
+// consumer's own view; an impossible value reads as a full ring.
+inline uint64_t ring_used(const RingView& ring) {
+  const uint64_t used = layout::load_acquire(&ring.header->tail) - layout::load_relaxed(&ring.header->head);
+  return used <= ring.ring_bytes ? used : ring.ring_bytes;
+}
 
 // Whether the ring holds unconsumed bytes (valid or not).
 inline bool ring_nonempty(const RingView& ring) {

@@ -577,6 +577,14 @@ int Stack::accept(SocketId s) {
   return -EAGAIN;
 }
 
+bool Stack::can_connect(const Endpoint& local, const Endpoint& remote) const {
+  const Impl& m = *impl_;
+  auto it = m.connections.find(TupleKey{local.addr, remote.addr, local.port, remote.port});
+  if (it == m.connections.end()) return true;
+  const Tcb* old = m.tcb(it->second);
+  return old && old->state == TcpState::TimeWait && old->app_closed;
+}
+
 int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, Micros now) {
   Impl& m = *impl_;
   m.clock = now;

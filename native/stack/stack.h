@@ -223,6 +223,10 @@ class Stack {
   // Drain the event queue, oldest first. Returns false when empty.
   bool next_event(Event* out);
 
+  // Whether connect(local, remote, ...) would find its 4-tuple free (or held
+  // only by a TIME-WAIT connection of ours that it may take over).
+  bool can_connect(const Endpoint& local, const Endpoint& remote) const;
+
   // Passive open. Returns the listener's SocketId or a negative errno
   // (-EADDRINUSE if the same endpoint already listens). Unspecified addresses
   // match any destination address of their family; an IPv6 "::" listener also

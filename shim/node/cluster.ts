@@ -3,19 +3,16 @@
 // SCHED_RR a faux handle (the primary accepts and passes each connection
 // over IPC), under SCHED_NONE the primary's bound TCP handle, shared by all
 // workers. Either way the kernel side stays exactly as Node's cluster makes
-// it, so clients without sidestep still get in. Beside it, each worker
-// registers its own bypass listener for the shared port, with the primary's
-// pid as the fabric registry's share key: the registry admits several live
-// registrations of one (address, port) only when they carry the same key, and
-// a connecting sidestep client's lookup rotates across them, so bypassed
-// connections are spread over the workers without touching the primary.
+// it, so clients without sidestep still get in. Beside it, each worker serves
+// the primary's kernel listening socket over the fabric under its own
+// rendezvous name (the next free share of that socket's names); a client
+// checks that the worker's parent holds the socket, and spreads its
+// connections over the workers without touching the primary.
 import clusterModule = require('node:cluster');
 import { debug } from '../stats';
 
-/** How a worker's handle is to be registered in the fabric. */
+/** How a worker's handle is to be served over the fabric. */
 export interface ClusterShare {
-  /** The registry's share key: the primary's pid (workers die with it). */
-  key: number;
   v6only: boolean;
 }
 
@@ -71,12 +68,12 @@ export function installClusterWorker(TCP: any, beside: ListenBeside): string | n
     const tcp = options && (options.addressType === 4 || options.addressType === 6) &&
       typeof options.port === 'number' && options.port >= 0 && typeof options.fd !== 'number';
     if (!tcp) return original.call(this, obj, options, cb);
-    const share: ClusterShare = { key: process.ppid, v6only: ((options.flags | 0) & UV_TCP_IPV6ONLY) !== 0 };
+    const share: ClusterShare = { v6only: ((options.flags | 0) & UV_TCP_IPV6ONLY) !== 0 };
     return original.call(this, obj, options, (err: number, handle: any) => {
       if (!err && handle && typeof handle === 'object') {
         if (handle instanceof TCP) handle[kClusterShare] = share;
         else wrapFauxHandle(handle, share, beside);
-        debug('cluster worker: %s handle for port %d, share key %d', handle instanceof TCP ? 'shared' : 'round-robin', options.port, share.key);
+        debug('cluster worker: %s handle for port %d', handle instanceof TCP ? 'shared' : 'round-robin', options.port);
       }
       return cb(err, handle);
     });

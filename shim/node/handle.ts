@@ -7,12 +7,23 @@
 import { AsyncResource } from 'node:async_hooks';
 import { EventKind } from '../addon';
 import type { Runtime, EventTarget } from '../runtime';
-import { ownerOf, type Internals } from './internals';
+import { ownerOf, reinitializeHandle, type Internals } from './internals';
 
 const UV_EBADF = -9;
 
 /** Set on a socket when its bypass handle closes: isBypassed() after close. */
 export const kWasBypassed = Symbol('sidestep.wasBypassed');
+/** On a kernel handle: connect through the kernel, for this reason (hooks.ts). */
+export const kKernelOnly = Symbol('sidestep.kernelOnly');
+
+/** What it takes to redo a connect through the kernel. */
+export interface KernelRetry {
+  address: string;
+  port: number;
+  /** The local address and port the application bound, if it did. */
+  local: LocalBinding | null;
+  connect: 'connect' | 'connect6';
+}
 
 interface WriteReq {
   oncomplete?: (this: WriteReq, status: number, handle?: unknown, error?: unknown) => void;
@@ -49,6 +60,9 @@ export class BypassHandle implements EventTarget {
   private pendingWrites: WriteReq[] = [];
   private pendingShutdown: WriteReq | null = null;
   private connectReq: ConnectReq | null = null;
+  private retry: KernelRetry | null = null;
+  /** A fresh kernel handle whose connect hook lets it through (hooks.ts). */
+  static kernelRetry: (reason: string) => any = () => null;
   /** The handle Node's connect completion must see (a TLS wrap over us). */
   private connectCompletesAs: unknown = null;
   private connectResource: AsyncResource | null = null;
@@ -94,14 +108,66 @@ export class BypassHandle implements EventTarget {
   }
 
   // ---- connect ----
-  /** Open over the fabric towards the listener at `via`. */
-  connectVia(req: ConnectReq, local: LocalBinding, address: string, port: number, via: number): number {
-    const id = this.binding.connect(local.address, local.port, address, port, via);
-    if (id < 0) return id;
+  /** The addon's connection `id` (its SYN already sent) completes `req`. */
+  startConnect(id: number, req: ConnectReq, retry: KernelRetry): void {
     this.adopt(id);
     this.connectReq = req;
+    this.retry = retry;
     this.connectResource = new AsyncResource('TCPCONNECTWRAP');
-    return 0;
+  }
+
+  /**
+   * The fabric let go of this connect before it completed (its pair never
+   * came up): the socket takes a kernel handle and connects there; `req`
+   * completes from that connect, so the application sees one connect.
+   */
+  private fallBack(): void {
+    const req = this.connectReq;
+    const retry = this.retry;
+    const socket = ownerOf(this.internals, this);
+    if (!req || !retry || this.closed || !socket) return this.completeConnect(-111 /* ECONNREFUSED */);
+    this.runtime.forget(this.id);
+    this.id = 0;
+    const kernel = BypassHandle.kernelRetry('fabric: the peer never took the pair; connected through the kernel');
+    let err = 0;
+    if (retry.local) {
+      err = retry.connect === 'connect6' ? kernel.bind6(retry.local.address, retry.local.port, 0) : kernel.bind(retry.local.address, retry.local.port);
+    }
+    // The raw socket under a TLS client keeps its place in TLS's stream; a
+    // plain socket's own connect request completes as the kernel's.
+    // Under a TLS client the socket is the raw one inside TLS's stream: it
+    // keeps its place there, and TLS's connect request completes as before.
+    const as = this.connectCompletesAs;
+    const tls = as !== null;
+    reinitializeHandle(this.internals, socket, kernel);
+    if (err === 0) {
+      const wrap = new this.internals.TCPConnectWrap();
+      wrap.oncomplete = (status: number, _h: unknown, _r: unknown, readable: boolean, writable: boolean) => {
+        this.connectReq = null;
+        const resource = this.connectResource;
+        this.connectResource = null;
+        const done = () => req.oncomplete(status, tls ? as : kernel, req, readable, writable);
+        if (resource) {
+          resource.runInAsyncScope(done);
+          resource.emitDestroy();
+        } else done();
+      };
+      wrap.address = retry.address;
+      wrap.port = retry.port;
+      err = kernel[retry.connect](wrap, retry.address, retry.port);
+    }
+    if (err !== 0) {
+      this.connectReq = null;
+      const resource = this.connectResource;
+      this.connectResource = null;
+      const done = () => req.oncomplete(err, tls ? as : kernel, req, false, false);
+      setImmediate(() => {
+        if (resource) {
+          resource.runInAsyncScope(done);
+          resource.emitDestroy();
+        } else done();
+      });
+    }
   }
 
   // ---- reads ----
@@ -131,6 +197,8 @@ export class BypassHandle implements EventTarget {
         return this.resource.runInAsyncScope(this.completeWrites, this, arg);
       case EventKind.Shutdown:
         return this.resource.runInAsyncScope(this.completeShutdown, this, arg);
+      case EventKind.Fallback:
+        return this.fallBack();
     }
   }
 

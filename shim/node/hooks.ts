@@ -3,28 +3,30 @@
 // fetch...) keeps its Node class and behaviour while its handle changes.
 //
 //  - TCP.prototype.connect/connect6: runs after DNS, with the final address.
-//    If policy says bypass, the socket takes a BypassHandle through Node's own
-//    kReinitializeHandle (which closes the unused kernel handle) and the
-//    connect proceeds on it. Otherwise the kernel connect runs unchanged.
+//    The addon decides in one call whether the fabric takes the connection
+//    (and has already sent its SYN when it says yes); only then does the
+//    socket take a BypassHandle through Node's own kReinitializeHandle (which
+//    closes the unused kernel handle). Otherwise the kernel connect runs
+//    unchanged.
 //  - TCP.prototype.bind/bind6: remember the requested local address (and the
 //    v6only flag of a server) for the above and below.
 //  - TCP.prototype.listen: after the kernel listen succeeds (port ownership and
-//    EADDRINUSE stay the kernel's; non-sidestep clients still connect), a
-//    bypass listener is registered beside it. Bypassed connections enter
-//    through the server's own `_handle.onconnection(0, handle)`, so
-//    maxConnections, counting and 'connection' stay Node's.
+//    EADDRINUSE stay the kernel's; non-sidestep clients still connect), the
+//    fabric serves that kernel socket too (its rendezvous name). Bypassed
+//    connections enter through the server's own `_handle.onconnection(0,
+//    handle)`, so maxConnections, counting and 'connection' stay Node's.
 //  - TCP.prototype.close/ref/unref: carry the same to the bypass listener.
 //  - cluster workers: each registers its own bypass listener for the shared
 //    port (cluster.ts), beside the handle Node's cluster machinery gives it.
 import clusterModule = require('node:cluster');
 import * as net from 'node:net';
 import { EventKind } from '../addon';
-import { decideConnect, defaultLocalAddress, type ListenerLookup } from '../policy';
+import { defaultLocalAddress, notLocal } from '../policy';
 import type { Runtime, EventTarget } from '../runtime';
 import type { Fallbacks } from '../stats';
 import { debug } from '../stats';
 import { installClusterWorker, kClusterShare, type ClusterShare } from './cluster';
-import { BypassHandle, kWasBypassed, type LocalBinding } from './handle';
+import { BypassHandle, kKernelOnly, kWasBypassed, type LocalBinding } from './handle';
 import { ownerOf, reinitializeHandle, type Internals } from './internals';
 import { installIpcGuard } from './ipc';
 import { installTlsBridge, isTlsSocket } from './tls';
@@ -32,18 +34,9 @@ import { installTlsBridge, isTlsSocket } from './tls';
 const kBound = Symbol('sidestep.bound');
 const kListener = Symbol('sidestep.listener');
 const UV_TCP_IPV6ONLY = 1;
-const UV_TCP_REUSEPORT = 2; // Node 22.12+: listen({ reusePort: true })
-/**
- * The registry's share key of listeners bound with SO_REUSEPORT: the kernel
- * lets sockets of one user share a port that way, and the fabric belongs to
- * one user, so they all share with each other. (Cluster keys are pids, below
- * 2^22.)
- */
-const REUSEPORT_SHARE_KEY = 0x80000000;
 
 interface Bound extends LocalBinding {
   v6only: boolean;
-  reusePort: boolean;
 }
 
 /**
@@ -135,7 +128,6 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   if (ipcProblem) debug('%s', ipcProblem);
   installResetAndDestroy();
   const proto = internals.TCP.prototype;
-  const registry: ListenerLookup = runtime.binding;
   const orig = {
     connect: proto.connect,
     connect6: proto.connect6,
@@ -160,8 +152,10 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   }
 
   function bypassConnect(kernel: any, req: any, address: string, port: number, original: Function): number {
-    const decision = decideConnect(registry, address, port);
-    if (!decision.bypass) return kernelConnect(kernel, req, address, port, original, decision.reason);
+    const forced: string | undefined = kernel[kKernelOnly];
+    if (forced) return kernelConnect(kernel, req, address, port, original, forced);
+    const remote = notLocal(address);
+    if (remote) return kernelConnect(kernel, req, address, port, original, remote);
     const socket = ownerOf(internals, kernel);
     if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function')
       return kernelConnect(kernel, req, address, port, original, 'unowned-handle: a TCP handle without a net.Socket owner');
@@ -173,31 +167,49 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
       address: bound && bound.address !== '0.0.0.0' && bound.address !== '::' ? bound.address : defaultLocalAddress(address),
       port: bound?.port ?? 0,
     };
+    // A port the application bound is held by Node's handle: the addon keeps
+    // a duplicate of it as the reservation before that handle is closed.
+    const boundFd = bound && bound.port && typeof kernel.fd === 'number' ? kernel.fd : -1;
+    const out: { why?: string } = {};
+    const id = runtime.binding.connect(local.address, local.port, boundFd, address, port, out);
+    if (id < 0) return kernelConnect(kernel, req, address, port, original, out.why || `fabric: errno ${-id}`);
+    // Decided: the SYN is on its way. Only now does the socket change handle.
     const handle = new BypassHandle(runtime, internals);
-    let err: number;
+    const retry = { address, port, local: bound ? local : null, connect: original === orig.connect6 ? 'connect6' : 'connect' } as const;
     if (!tlsClient) {
       reinitializeHandle(internals, socket, handle);
-      err = handle.connectVia(req, local, address, port, decision.via);
+      handle.startConnect(id, req, retry);
     } else {
       // tls.connect() without a socket: its raw handle sits inside TLS's C++
       // wrap. Connect a plain net.Socket over the fabric and let the TLS
       // socket re-wrap itself around it (TLSSocket's own kReinitializeHandle,
       // which tls.ts bridges through JSStreamSocket). The connect completes
       // on the TLS socket, as Node's own would.
-      err = handle.connectVia(req, local, address, port, decision.via);
-      if (err === 0) {
-        const raw = new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
-        raw.on('error', () => {}); // errors reach the TLS socket through the bridge
-        reinitializeHandle(internals, socket, handle);
-        handle.completeConnectAs(socket._handle);
-        bypassedSockets.add(raw);
-      }
+      handle.startConnect(id, req, retry);
+      const raw = new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
+      raw.on('error', () => {}); // errors reach the TLS socket through the bridge
+      reinitializeHandle(internals, socket, handle);
+      handle.completeConnectAs(socket._handle);
+      bypassedSockets.add(raw);
+      bypassedSockets.add(socket);
     }
-    if (err === 0 && tlsClient) bypassedSockets.add(socket);
     // (debuglog's wrapper allocates for its arguments even when disabled.)
-    if (debug.enabled) debug('connect %s:%d via fabric%s: %s', address, port, tlsClient ? ' (TLS)' : '', err === 0 ? 'ok' : err);
-    return err;
+    if (debug.enabled) debug('connect %s:%d via fabric%s', address, port, tlsClient ? ' (TLS)' : '');
+    return 0;
   }
+
+  /**
+   * The fabric gave up on a connect before it completed (its pair never came
+   * up): the socket gets a fresh kernel handle, marked so the connect hook
+   * lets it through, and connects there. The application sees one connect.
+   */
+  function kernelRetry(reason: string): any {
+    fallbacks.record(reason);
+    const kernel = new internals.TCP(internals.TCPSocketType);
+    kernel[kKernelOnly] = reason;
+    return kernel;
+  }
+  BypassHandle.kernelRetry = kernelRetry;
 
   proto.connect = function (this: any, req: any, address: string, port: number) {
     return bypassConnect(this, req, address, port, orig.connect);
@@ -208,17 +220,12 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
 
   proto.bind = function (this: any, address: string, port: number, ...rest: unknown[]) {
     const err = orig.bind.call(this, address, port, ...rest);
-    const flags = Number(rest[0]) | 0; // Node 22.12+ passes flags to bind() too
-    if (err === 0) this[kBound] = { address, port, v6only: false, reusePort: (flags & UV_TCP_REUSEPORT) !== 0 } satisfies Bound;
+    if (err === 0) this[kBound] = { address, port, v6only: false } satisfies Bound;
     return err;
   };
   proto.bind6 = function (this: any, address: string, port: number, flags: number, ...rest: unknown[]) {
     const err = orig.bind6.call(this, address, port, flags, ...rest);
-    if (err === 0) {
-      this[kBound] = {
-        address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0, reusePort: ((flags | 0) & UV_TCP_REUSEPORT) !== 0,
-      } satisfies Bound;
-    }
+    if (err === 0) this[kBound] = { address, port, v6only: ((flags | 0) & UV_TCP_IPV6ONLY) !== 0 } satisfies Bound;
     return err;
   };
 
@@ -234,27 +241,28 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   }
 
   /**
-   * Register a bypass listener beside a listening kernel handle (or a cluster
-   * worker's handle), for the address and port the handle reports.
+   * Serve a listening kernel handle (or a cluster worker's handle) over the
+   * fabric too, for the address and port the handle reports. The fabric
+   * finds the kernel socket by the handle's fd (a worker's faux handle has
+   * none: its primary's socket is found by address).
    */
-  function listenBeside(kernel: any, backlog: number, v6only: boolean, shareKey: number, closeKernel: () => void): void {
+  function listenBeside(kernel: any, backlog: number, v6only: boolean, closeKernel: () => void): void {
     const name: Record<string, any> = {};
     if (typeof kernel.getsockname !== 'function' || kernel.getsockname(name) !== 0 || !name.port) {
       kernelOnlyListen(closeKernel, 'listen-fd: a server listening on a handle without a TCP address');
       return;
     }
-    const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, v6only, shareKey);
+    const fd = typeof kernel.fd === 'number' && kernel.fd >= 0 ? kernel.fd : -1;
+    const out: { why?: string } = {};
+    const id = runtime.binding.listen(name.address, name.port, backlog | 0 || 511, v6only, fd, out);
     if (id < 0) {
-      const why = id === -98 /* EADDRINUSE */
-        ? 'another live sidestep process holds it without sharing it: not a worker of the same cluster, not reusePort'
-        : `errno ${-id}`;
-      kernelOnlyListen(closeKernel, `listen-register: cannot register ${name.address}:${name.port} in the fabric (${why})`);
+      kernelOnlyListen(closeKernel, `listen-register: cannot serve ${name.address}:${name.port} over the fabric (${out.why || `errno ${-id}`})`);
       return;
     }
     const listener = new BypassListener(id, kernel, runtime, internals);
     kernel[kListener] = listener;
     if (typeof kernel.hasRef === 'function' && !kernel.hasRef()) runtime.binding.ref(id, false);
-    debug('listen %s:%d: bypass listener registered%s', name.address, name.port, shareKey ? ` (shared, key ${shareKey})` : '');
+    debug('listen %s:%d: served over the fabric too', name.address, name.port);
   }
 
   function closeBeside(kernel: any): void {
@@ -278,7 +286,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const share: ClusterShare | undefined = this[kClusterShare];
     if (share) {
       // A cluster worker on the primary's shared handle (SCHED_NONE).
-      listenBeside(this, backlog, share.v6only, share.key, closeKernel);
+      listenBeside(this, backlog, share.v6only, closeKernel);
       return err;
     }
     if (!bound) {
@@ -295,12 +303,12 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
       fallbacks.record('cluster: the primary distributes connections to workers; the workers are bypassed');
       return err;
     }
-    listenBeside(this, backlog, bound.v6only, bound.reusePort ? REUSEPORT_SHARE_KEY : 0, closeKernel);
+    listenBeside(this, backlog, bound.v6only, closeKernel);
     return err;
   };
 
   const clusterProblem = installClusterWorker(internals.TCP, {
-    listen: (handle, backlog, share, closeKernel) => listenBeside(handle, backlog, share.v6only, share.key, closeKernel),
+    listen: (handle, backlog, share, closeKernel) => listenBeside(handle, backlog, share.v6only, closeKernel),
     close: closeBeside,
     ref: refBeside,
   });

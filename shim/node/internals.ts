@@ -38,6 +38,10 @@ function older(a: string, b: string): boolean {
 
 export interface Internals {
   TCP: any;
+  /** `new TCP(TCPSocketType)`: a client socket handle (tcp_wrap's constants.SOCKET). */
+  TCPSocketType: number;
+  /** The request object a kernel connect completes through. */
+  TCPConnectWrap: any;
   streamBase: StreamBaseState;
   kReinitializeHandle: symbol;
   writeContract: WriteContract;
@@ -75,7 +79,8 @@ export function loadInternals(): Internals | string {
     (s) => s.description === 'kReinitializeHandle',
   );
   if (!kReinitializeHandle) return 'node-internals: net.Socket has no kReinitializeHandle';
-  if (!tcpWrap?.TCP?.prototype || !(streamWrap?.streamBaseState instanceof Int32Array))
+  if (!tcpWrap?.TCP?.prototype || typeof tcpWrap.TCPConnectWrap !== 'function' ||
+      typeof tcpWrap.constants?.SOCKET !== 'number' || !(streamWrap?.streamBaseState instanceof Int32Array))
     return 'node-internals: tcp_wrap/stream_wrap bindings have an unexpected shape';
   const writeContract = typeof streamCommons === 'string' ? writeContractOf(streamCommons) : undefined;
   if (!writeContract)
@@ -84,6 +89,8 @@ export function loadInternals(): Internals | string {
   if (typeof streamWrap[flag] !== 'number') return `node-internals: stream_wrap has no ${flag}`;
   return {
     TCP: tcpWrap.TCP,
+    TCPSocketType: tcpWrap.constants.SOCKET,
+    TCPConnectWrap: tcpWrap.TCPConnectWrap,
     streamBase: {
       state: streamWrap.streamBaseState,
       kReadBytesOrError: streamWrap.kReadBytesOrError,

@@ -38,6 +38,6 @@ for (const seed of SEEDS) {
     assert.deepStrictEqual(await h.exit(client), { code: 0, signal: null });
     h.send(server, { cmd: 'close' });
     assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
-    assert.ok(!fs.existsSync(h.fabricPath()));
+    assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
   });
 }

@@ -1,4 +1,4 @@
-// Many processes and worker threads on one fabric: one echo server process,
+// Many processes and worker threads in one network namespace: one echo server process,
 // three client processes, each with two worker threads (every thread its own
 // stack), all transferring a seeded pattern both ways, byte-exact.
 'use strict';
@@ -19,7 +19,7 @@ test('4 processes + 6 worker threads: every connection bypassed and byte-exact',
   for (let i = 1; i <= CLIENTS; i++) clients.push(h.start('../fabric/fixtures/bulk-client.js', [port, BYTES, i, WORKERS]));
   const reports = await Promise.all(clients.map((c) => h.next(c, 90000)));
 
-  const slots = new Set();
+  const stacks = new Set();
   for (const report of reports) {
     assert.strictEqual(report.results.length, WORKERS + 1);
     for (const r of report.results) {
@@ -31,13 +31,13 @@ test('4 processes + 6 worker threads: every connection bypassed and byte-exact',
       assert.strictEqual(r.recvBytes, BYTES, who);
       assert.strictEqual(r.recvSha, r.sentSha, `${who}: echo differs`);
       assert.ok(r.stats.connectionsBypassed >= 1 && r.stats.framesOut > 0 && r.stats.framesIn > 0);
-      // The LinkAddr (slot and its claim's generation), not the slot alone:
-      // a thread that finished early frees its slot for a later one.
-      slots.add(r.stats.linkAddr);
+      // Its own stack: it made its own pair to the server.
+      assert.strictEqual(r.stats.pairsCreated, 1, who);
+      stacks.add(`${report.pid}.${r.thread}`);
     }
   }
-  // Every event loop ran its own stack: 9 client stacks, each its own claim.
-  assert.strictEqual(slots.size, CLIENTS * (WORKERS + 1));
+  // Every event loop ran its own stack: 9 client stacks.
+  assert.strictEqual(stacks.size, CLIENTS * (WORKERS + 1));
   for (const c of clients) assert.deepStrictEqual(await h.exit(c), { code: 0, signal: null });
 
   h.send(server, { cmd: 'stats' });
@@ -49,10 +49,10 @@ test('4 processes + 6 worker threads: every connection bypassed and byte-exact',
   assert.strictEqual(conns.length, CLIENTS * (WORKERS + 1));
   assert.ok(conns.every((c) => c.bypassed === true && c.kernel === false), JSON.stringify(conns));
   assert.deepStrictEqual(events.filter((e) => e.event === 'error'), []);
-  assert.ok(!slots.has(stats.linkAddr));
+  assert.strictEqual(stats.pairsAccepted, CLIENTS * (WORKERS + 1), 'one pair per client stack');
   assert.strictEqual(stats.connectionsAccepted, CLIENTS * (WORKERS + 1));
   assert.ok(stats.bytesIn >= CLIENTS * (WORKERS + 1) * BYTES);
   h.send(server, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()), 'the last process to leave removed the fabric file');
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });

@@ -1,7 +1,7 @@
 // kill -9 of a peer mid-stream, over and over: the survivor's socket errors
 // with ECONNRESET within 1 s every time, and nothing leaks — its open sockets
 // and file descriptors return to their baseline, and once every process has
-// gone the fabric file has gone too.
+// gone nothing of theirs is left (no name, no file).
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
@@ -105,7 +105,7 @@ test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server resets within 
 
   for (const s of servers) h.send(s.proc, { cmd: 'close' });
   for (const s of servers) assert.deepStrictEqual(await h.exit(s.proc), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });
 
 test('kill -9 of a process with worker threads: the connections of all its stacks reset within 1 s', async (t) => {
@@ -129,7 +129,7 @@ test('kill -9 of a process with worker threads: the connections of all its stack
   }
   h.send(server, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });
 
 test('kill -9 of a server: its client resets, and its port can be listened on (and bypassed) again at once', async (t) => {
@@ -155,24 +155,28 @@ test('kill -9 of a server: its client resets, and its port can be listened on (a
   assert.deepStrictEqual(await h.exit(bulk), { code: 0, signal: null });
   h.send(second, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(second), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });
 
-test('a fabric left behind by a killed process is reclaimed by the next one, which removes it on a clean exit', async (t) => {
+test('a process killed with -9 leaves nothing behind: its names go with it, and the next server on its port is bypassed', async (t) => {
   const h = new Harness(t);
   const stats = async (proc) => (h.send(proc, { cmd: 'stats' }), (await h.nextMatching(proc, (m) => m.stats)).stats);
   const crashed = h.start('../fabric/fixtures/server.js', ['echo']);
-  await h.next(crashed);
-  const { slot } = await stats(crashed);
+  const { port } = await h.next(crashed);
+  assert.ok(h.leftovers().length > 0, 'a live server has its rendezvous and inspection names bound');
   crashed.child.kill('SIGKILL');
   await h.exit(crashed);
-  assert.ok(fs.existsSync(h.fabricPath()), 'a killed process cannot remove the fabric');
-  const next = h.start('../fabric/fixtures/server.js', ['echo']);
+  // The kernel removed its names with its sockets: nothing for anyone to reclaim.
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind by a killed process');
+  const next = h.start('../fabric/fixtures/server.js', ['echo', '-', port]);
   await h.next(next);
+  const client = h.start('../fabric/fixtures/bulk-client.js', [port, 64 * 1024, 7, 0]);
+  const report = await h.next(client, 30000);
+  assert.deepStrictEqual(report.results.map((r) => [r.bypassed, r.kernel, r.recvBytes]), [[true, false, 64 * 1024]]);
+  assert.deepStrictEqual(await h.exit(client), { code: 0, signal: null });
   const st = await stats(next);
-  assert.strictEqual(st.enabled, true);
-  assert.strictEqual(st.slot, slot, 'the dead process\'s slot was claimed again');
+  assert.strictEqual(st.pairsAccepted, 1);
   h.send(next, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(next), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()), `${h.fabricPath()} left behind`);
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });

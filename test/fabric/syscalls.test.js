@@ -105,7 +105,6 @@ test("bulk transfer, 64 MiB: the sender rings the receiver's eventfd, at most on
   // eventfds: the datagram is only the fallback.
   assert.ok(bells >= rung, `${bells} doorbell syscalls traced, ${rung} counted`);
   assert.strictEqual(calls.sendto ?? 0, 0);
-  assert.strictEqual(delta(r.stats, r.before, 'doorbellsFallback'), 0);
   // How often the sender must ring depends on how often it finds the
   // receiver asleep, which is a matter of their relative speed (measured
   // here with the sender slowed by strace: 2.5-13 per MiB, of 16 frames per
@@ -116,7 +115,7 @@ test("bulk transfer, 64 MiB: the sender rings the receiver's eventfd, at most on
   assert.ok(ss.bytesIn >= BYTES);
   h.send(server, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()));
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });
 
 test('ping-pong, 1000 round trips of 64 B: a few syscalls per round trip, one doorbell decision per frame', async (t) => {
@@ -147,7 +146,6 @@ test('ping-pong, 1000 round trips of 64 B: a few syscalls per round trip, one do
   // Every frame sent made exactly one doorbell decision: rung or suppressed;
   // the rings went to the server's eventfd, not the fallback datagram.
   assert.strictEqual(rung + suppressed, framesOut);
-  assert.strictEqual(delta(r.stats, r.before, 'doorbellsFallback'), 0);
   assert.strictEqual(calls.sendto ?? 0, 0);
   // A kernel socket needs write + epoll_wait + read (+ a read hitting EAGAIN)
   // per round trip; the bypass must not do worse than twice that.
@@ -157,5 +155,5 @@ test('ping-pong, 1000 round trips of 64 B: a few syscalls per round trip, one do
   assert.strictEqual(ss.doorbellsRung + ss.doorbellsSuppressed, ss.framesOut);
   h.send(server, { cmd: 'close' });
   assert.deepStrictEqual(await h.exit(server), { code: 0, signal: null });
-  assert.ok(!fs.existsSync(h.fabricPath()));
+  assert.deepStrictEqual(h.leftovers(), [], 'nothing left behind');
 });

@@ -118,8 +118,13 @@ class Harness {
     return proc;
   }
 
-  fabricPath() {
-    return `/dev/shm/${this.fabric}`;
+  /**
+   * What this test's processes left behind: rendezvous and inspection names
+   * of its fabric still bound in this network namespace, and anything of its
+   * name in /dev/shm. Fails closed: a table it can't read throws.
+   */
+  leftovers() {
+    return [...boundNames(this.fabric), ...fs.readdirSync('/dev/shm').filter((f) => f.includes(this.fabric)).map((f) => `/dev/shm/${f}`)];
   }
 
   async cleanup() {
@@ -129,8 +134,6 @@ class Harness {
         await proc.exitPromise;
       }
     }
-    // A killed process can't remove the fabric; the test that made it does.
-    fs.rmSync(this.fabricPath(), { force: true });
   }
 }
 
@@ -180,6 +183,13 @@ function kernelHasConnection(portA, portB) {
   );
 }
 
+/** Abstract unix names bound under `fabric` in this network namespace (from /proc/net/unix). */
+function boundNames(fabric) {
+  const lines = fs.readFileSync('/proc/net/unix', 'utf8').split('\n');
+  if (!/^Num\s+RefCount\s+Protocol\s+Flags\s+Type\s+St\s+Inode\s+Path/.test(lines[0])) throw new Error(`/proc/net/unix has an unexpected header: ${lines[0]}`);
+  return lines.slice(1).map((l) => l.trim().split(/\s+/)[7]).filter((p) => p && p.startsWith(`@${fabric}/`));
+}
+
 /** User + system CPU time of a process so far, in clock ticks (/proc/<pid>/stat). */
 function cpuTicks(pid) {
   const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
@@ -188,4 +198,4 @@ function cpuTicks(pid) {
 }
 
 module.exports = {
-  cpuTicks, Harness, uniqueFabric, kernelSockets, kernelHasConnection, ROOT, REGISTER, FIXTURES };
+  boundNames, cpuTicks, Harness, uniqueFabric, kernelSockets, kernelHasConnection, ROOT, REGISTER, FIXTURES };

@@ -1,0 +1,158 @@
+// Kernel-reserved local ports: see ports.h.
+#include "link/ports.h"
+
+#include <arpa/inet.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+
+namespace sidestep::link {
+
+PortReservations::~PortReservations() {
+  for (Reservation& r : all_)
+    if (r.fd >= 0) ::close(r.fd);
+}
+
+int PortReservations::store(Reservation r) {
+  ++held_;
+  if (!free_slots_.empty()) {
+    int h = free_slots_.back();
+    free_slots_.pop_back();
+    all_[h] = r;
+    return h;
+  }
+  all_.push_back(r);
+  return static_cast<int>(all_.size() - 1);
+}
+
+namespace {
+// Beyond this many reservations a stack shares ports between connections to
+// different peers (and recycles its own TIME-WAIT 4-tuples, as Linux does
+// on loopback) instead of asking the kernel for more.
+constexpr size_t kSpreadLimit = 256;
+
+int reserve_fresh(uint8_t family, const uint8_t addr[16], uint16_t* port, int* fd_out) {
+  int fd = ::socket(family == 4 ? AF_INET : AF_INET6, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) return -errno;
+  sockaddr_storage ss{};
+  socklen_t len;
+  if (family == 4) {
+    auto* sin = reinterpret_cast<sockaddr_in*>(&ss);
+    sin->sin_family = AF_INET;
+    std::memcpy(&sin->sin_addr, addr, 4);
+    len = sizeof *sin;
+  } else {
+    auto* sin6 = reinterpret_cast<sockaddr_in6*>(&ss);
+    sin6->sin6_family = AF_INET6;
+    std::memcpy(&sin6->sin6_addr, addr, 16);
+    len = sizeof *sin6;
+  }
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&ss), len) != 0 ||
+      ::getsockname(fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) {
+    const int e = errno;
+    ::close(fd);
+    return e == EADDRINUSE ? -EADDRNOTAVAIL : -e;
+  }
+  *port = ntohs(family == 4 ? reinterpret_cast<sockaddr_in*>(&ss)->sin_port
+                            : reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  *fd_out = fd;
+  return 0;
+}
+}  // namespace
+
+int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::vector<uint16_t>& busy,
+                           uint16_t* port) {
+  const size_t alen = family == 4 ? 4 : 16;
+  int shared = -1;
+  for (size_t h = 0; h < all_.size(); ++h) {
+    Reservation& r = all_[h];
+    if (r.fd < 0 || r.family != family || std::memcmp(r.addr, addr, alen) != 0) continue;
+    if (std::find(busy.begin(), busy.end(), r.port) != busy.end()) continue;
+    if (r.users == 0) {
+      shared = static_cast<int>(h);
+      break;
+    }
+    if (shared < 0) shared = static_cast<int>(h);
+  }
+  const bool unused = shared >= 0 && all_[shared].users == 0;
+  // A caller that found our ports taken towards its peer (busy) needs a
+  // fresh one, whatever the spread limit.
+  if (!unused && (held_ < kSpreadLimit || shared < 0 || !busy.empty())) {
+    // A fresh port rather than doubling up, as the kernel's connect() would.
+    Reservation r;
+    int err = reserve_fresh(family, addr, &r.port, &r.fd);
+    if (err == 0) {
+      r.family = family;
+      std::memcpy(r.addr, addr, alen);
+      r.users = 1;
+      r.used_since_trim = true;
+      *port = r.port;
+      return store(r);
+    }
+    if (shared < 0) return err;
+  }
+  Reservation& r = all_[shared];
+  ++r.users;
+  r.used_since_trim = true;
+  *port = r.port;
+  return shared;
+}
+
+int PortReservations::adopt(int fd, uint16_t port) {
+  int mine = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+  if (mine < 0) return -errno;
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  Reservation r;
+  r.fd = mine;
+  r.port = port;
+  r.users = 1;
+  r.used_since_trim = true;
+  if (::getsockname(mine, reinterpret_cast<sockaddr*>(&ss), &len) == 0) {
+    if (ss.ss_family == AF_INET) {
+      r.family = 4;
+      std::memcpy(r.addr, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, 4);
+    } else {
+      r.family = 6;
+      std::memcpy(r.addr, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, 16);
+    }
+  }
+  // An adopted reservation serves its one connection only: family 0 keeps
+  // take() from handing it out again.
+  r.family = 0;
+  return store(r);
+}
+
+void PortReservations::give_back(int handle) {
+  if (handle < 0 || static_cast<size_t>(handle) >= all_.size()) return;
+  Reservation& r = all_[handle];
+  if (r.fd < 0 || r.users == 0) return;
+  if (--r.users == 0 && r.family == 0) {
+    ::close(r.fd);
+    r = Reservation{};
+    free_slots_.push_back(handle);
+    --held_;
+  }
+}
+
+void PortReservations::trim() {
+  for (size_t h = 0; h < all_.size(); ++h) {
+    Reservation& r = all_[h];
+    if (r.fd < 0) continue;
+    if (r.users == 0 && !r.used_since_trim) {
+      ::close(r.fd);
+      r = Reservation{};
+      free_slots_.push_back(static_cast<int>(h));
+      --held_;
+      continue;
+    }
+    r.used_since_trim = false;
+  }
+}
+
+}  // namespace sidestep::link

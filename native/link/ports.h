@@ -1,0 +1,58 @@
+// Local ports for bypassed connections, reserved in the kernel.
+//
+// Loopback connections of different processes share addresses, so a local
+// port must be unique host-wide (per network namespace), or two clients of
+// one server would present the same 4-tuple. The kernel already keeps that
+// table: a port we hold by binding a kernel TCP socket to (address, port)
+// without listening is one no other socket can bind, and one the kernel's
+// own connect() never picks. So each reservation is such a socket; a stack
+// keeps the ones its connections freed for the next ones (a port may serve
+// connections to different peers at once: the stack refuses a 4-tuple that
+// is still in use), and gives back what it has not needed for a while.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <vector>
+
+namespace sidestep::link {
+
+class PortReservations {
+ public:
+  PortReservations() = default;
+  PortReservations(const PortReservations&) = delete;
+  PortReservations& operator=(const PortReservations&) = delete;
+  ~PortReservations();
+
+  // A reserved port on (family, addr) (4 or 16 bytes), other than those in
+  // `busy` (ports this caller found unusable for its destination: then a
+  // fresh one), as a handle >= 0 with *port set; a negative errno when the
+  // kernel has none left (-EADDRNOTAVAIL) or can't bind that address.
+  int take(uint8_t family, const uint8_t addr[16], const std::vector<uint16_t>& busy, uint16_t* port);
+  // A specific port: `fd` is a kernel socket already bound to it (Node's own
+  // handle, bound by the application's `localPort`), which we keep as the
+  // reservation (a dup of it). A handle >= 0 or a negative errno.
+  int adopt(int fd, uint16_t port);
+  // The connection that used `handle` is gone: keep the port for later ones.
+  void give_back(int handle);
+  // Close reservations nobody has taken since the last call (a stack calls
+  // this now and then, while idle).
+  void trim();
+  size_t held() const { return held_; }
+
+ private:
+  struct Reservation {
+    int fd = -1;
+    uint8_t family = 0;
+    uint8_t addr[16] = {};
+    uint16_t port = 0;
+    uint32_t users = 0;
+    bool used_since_trim = false;
+  };
+  std::vector<Reservation> all_;
+  std::vector<int> free_slots_;
+  size_t held_ = 0;
+  int store(Reservation r);
+};
+
+}  // namespace sidestep::link
