@@ -14,6 +14,7 @@ export interface AttachConfig {
   mtu: number;
   timeWaitMs: number;
   spinUs: number;
+  orphanLingerMs: number;
   /** SIDESTEP_PEERS=same-uid. */
   sameUidOnly: boolean;
   faults: FaultSpec | null;

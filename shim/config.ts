@@ -12,6 +12,8 @@ export interface Config {
   timeWaitMs: number;
   /** Spin budget before sleeping, in microseconds (0: never spin). */
   spinUs: number;
+  /** How long a dead peer's unread bytes are kept for a survivor that doesn't read (ms). */
+  orphanLingerMs: number;
   /** Which processes this one pairs with: any that a loopback connection reaches, or only its own uid's. */
   peers: 'any' | 'same-uid';
   /** Whether this process lets `sidestep capture` (of its uid) copy its packets. */
@@ -115,6 +117,9 @@ export const VARIABLES: Variable<keyof Config>[] = [
     describe: 'TIME_WAIT duration on the fabric (ms)', dflt: () => 1000, parse: int(0, 240000) },
   { name: 'SIDESTEP_SPIN_US', key: 'spinUs', accepted: 'an integer from 0 to 1000000',
     describe: 'spin this long for more packets before sleeping (µs; 0 = never spin)', dflt: () => 0, parse: int(0, 1000000) },
+  { name: 'SIDESTEP_ORPHAN_LINGER_MS', key: 'orphanLingerMs', accepted: 'an integer from 0 to 600000',
+    describe: 'how long the bytes a dead peer still owed wait for a survivor that stops reading (ms), as Linux keeps an orphaned socket',
+    dflt: () => 60000, parse: int(0, 600000) },
   { name: 'SIDESTEP_PEERS', key: 'peers', accepted: 'any or same-uid',
     describe: 'pair with any process a loopback connection reaches (its listener verified), or only with processes of this uid',
     dflt: () => 'any', parse: (raw) => (raw === 'any' || raw === 'same-uid' ? raw : undefined) },

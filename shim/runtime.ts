@@ -31,6 +31,7 @@ export class Runtime {
       mtu: config.mtu,
       timeWaitMs: config.timeWaitMs,
       spinUs: config.spinUs,
+      orphanLingerMs: config.orphanLingerMs,
       sameUidOnly: config.peers === 'same-uid',
       faults: config.faults,
       isnSecret: crypto.randomBytes(16),

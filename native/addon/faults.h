@@ -32,6 +32,17 @@ class FaultyLink final : public stack::Link {
 
   uint8_t* tx_reserve(stack::LinkAddr to, size_t len) override;
   void tx_commit(stack::LinkAddr to, size_t len) override;
+  // Packets go through whole (a held or duplicated one must own its bytes),
+  // but connections still keep their send buffers where the link lends
+  // them, so a peer can finish their streams under faults too.
+  bool tx_blocked(stack::LinkAddr to) const override { return inner_.tx_blocked(to); }
+  bool send_memory(stack::LinkAddr to, const stack::Endpoint& local, const stack::Endpoint& remote,
+                   uint32_t seq_base, stack::SendMemory* out) override {
+    return inner_.send_memory(to, local, remote, seq_base, out);
+  }
+  void send_memory_release(stack::LinkAddr to, const stack::SendMemory& m) override {
+    inner_.send_memory_release(to, m);
+  }
 
   // Send the held packets that are due at `now`.
   void release(stack::Micros now);

@@ -41,19 +41,47 @@ void CloseHandle(H*& h) {
 }
 }  // namespace
 
+uint8_t* FabricLink::tx_reserve_headers(stack::LinkAddr to, size_t header_len, const stack::Payload& payload) {
+  payload_ = {};
+  for (int k = 0; k < 2; ++k) {
+    payload_.data[k] = payload.data[k];
+    payload_.len[k] = payload.len[k];
+  }
+  return reserved_ = fabric->tx_reserve_headers(to, header_len, payload_);
+}
+
 void FabricLink::tx_commit(stack::LinkAddr to, size_t len) {
-  // The packet stays intact in the ring until the next reserve: copy it now.
+  // The packet stays intact until the next reserve: copy it now (headers,
+  // then the payload wherever it is).
   if (capture && reserved_) {
     timeval tv;
     ::gettimeofday(&tv, nullptr);
     const uint64_t us = uint64_t(tv.tv_sec) * 1000000u + uint64_t(tv.tv_usec);
-    std::vector<uint8_t> bytes(sizeof us + len);
+    const size_t body = payload_.len[0] + payload_.len[1];
+    std::vector<uint8_t> bytes(sizeof us + len + body);
     std::memcpy(bytes.data(), &us, sizeof us);
     std::memcpy(bytes.data() + sizeof us, reserved_, len);
+    if (payload_.len[0]) std::memcpy(bytes.data() + sizeof us + len, payload_.data[0], payload_.len[0]);
+    if (payload_.len[1]) std::memcpy(bytes.data() + sizeof us + len + payload_.len[0], payload_.data[1], payload_.len[1]);
     capture->emplace_back(to, std::move(bytes));
   }
   reserved_ = nullptr;
+  payload_ = {};
   fabric->tx_commit(to, len);
+}
+
+bool FabricLink::send_memory(stack::LinkAddr to, const stack::Endpoint& local, const stack::Endpoint& remote,
+                             uint32_t seq_base, stack::SendMemory* out) {
+  link::SendSlot slot;
+  if (!fabric->send_memory(to, local.addr.family, local.addr.bytes, local.port, remote.addr.bytes, remote.port,
+                           seq_base, &slot))
+    return false;
+  out->ring = slot.ring;
+  out->capacity = slot.capacity;
+  out->published_end = &slot.descriptor->written_end;
+  out->published_consumed = &slot.descriptor->consumed;
+  out->cookie = slot.cookie;
+  return true;
 }
 
 Runtime::Runtime(Napi::Env env) : env_(env) {
@@ -82,6 +110,7 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   stack_ = std::make_unique<stack::Stack>(sc, *link);
   send_limit_ = sc.send_buffer;
   spin_us_ = config.spin_us;
+  orphan_linger_us_ = config.orphan_linger_us;
   on_event_ = Napi::Persistent(on_event);
   async_context_ = std::make_unique<Napi::AsyncContext>(env_, "sidestep:fabric");
   slabs_ = std::make_unique<ReadSlabs>(env_);
@@ -111,7 +140,6 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   // follows the sockets, as a kernel socket's handle would.
   uv_unref(reinterpret_cast<uv_handle_t*>(timer_));
   uv_unref(reinterpret_cast<uv_handle_t*>(housekeeping_));
-  uv_timer_start(housekeeping_, OnHousekeeping, 1000, 1000);
   uv_poll_start(doorbell_, UV_READABLE, OnDoorbell);
   // New pairs and hang-ups: a listener's ref (on the doorbell) already
   // keeps a server alive; peers alone never do.
@@ -135,10 +163,12 @@ void Runtime::Detach() {
     // Nothing runs after this, so only what the window lets out now is sent;
     // the peer learns the rest from our death (its pidfd watch).
     stack::Micros now = Now();
+    link_.leaving = true;
     for (auto& [id, st] : sockets_) {
       if (!st.closed) stack_->close(id, now);
     }
   }
+  orphans_.clear();
   sockets_.clear();
   draining_.clear();
   stack_.reset();
@@ -153,7 +183,9 @@ void Runtime::Touch(SocketState& st) {
   // A closed socket's unacked data holds the process at most this long (a
   // peer that never reads again must not keep us alive forever).
   constexpr stack::Micros kLingerMax = 30 * 1000 * 1000;
-  const bool unacked = !st.listener && stack_ && stack_->send_queued(st.id) > 0 &&
+  // (Bytes in memory the fabric lent are the peer's to finish if we go:
+  // they hold nothing, as a kernel's send queue holds no process.)
+  const bool unacked = !st.listener && stack_ && stack_->send_queued(st.id) > 0 && !stack_->send_lent(st.id) &&
                        (!st.closed || Now() - st.closed_at < kLingerMax);
   const bool active = unacked || (!st.closed && st.refed &&
                                   (st.listener || st.connecting || st.write_blocked ||
@@ -205,7 +237,22 @@ void Runtime::OnControl(uv_poll_t* h, int status, int events) {
 void Runtime::OnHousekeeping(uv_timer_t* h) {
   auto* self = static_cast<Runtime*>(h->data);
   if (!self || !self->fabric_) return;
+  self->housekeeping_at_ = 0;
   self->fabric_->trim();
+  if (self->fabric_->control_pending()) self->ControlPoll();
+  self->ScheduleHousekeeping();
+}
+
+void Runtime::ScheduleHousekeeping() {
+  // Only while the fabric has something to tidy: an idle stack has no timer.
+  if (!housekeeping_ || !fabric_) return;
+  const uint64_t in = fabric_->trim_in();
+  if (in == UINT64_MAX) return;
+  const uint64_t ms = (in + 999) / 1000 + 1;
+  const uint64_t at = uv_now(loop_) + ms;
+  if (housekeeping_at_ && housekeeping_at_ <= at) return;  // an earlier one is set
+  housekeeping_at_ = at;
+  uv_timer_start(housekeeping_, OnHousekeeping, ms, 0);
 }
 
 void Runtime::ControlPoll() {
@@ -228,6 +275,7 @@ void Runtime::ControlPoll() {
       fallbacks_.push_back(id);
     }
     for (size_t k = first; k < fallbacks_.size(); ++k) stack_->abort(fallbacks_[k], now);
+    AdoptOrphans(link, now);
     stack_->link_down(link, now);
   }
   // A pair that just came up may hold frames already (a new client's SYN
@@ -259,19 +307,35 @@ void Runtime::Pump() {
     stack::Micros now = Now();
     if (faulty_) faulty_->release(now);
     size_t n = fabric_->rx_poll(
-        [&](link::LinkAddr from, const uint8_t* p, size_t len) {
-          if (capturing_) Capture(from, 1, p, len);
-          stack_->input(from, p, len, now);
+        [&](link::LinkAddr from, const uint8_t* p, size_t len, const link::Pieces* payload) {
+          if (!payload) {
+            if (capturing_) Capture(from, 1, p, len, nullptr);
+            stack_->input(from, p, len, now);
+            return;
+          }
+          // Headers here, the payload still in the sender's send memory:
+          // the stack copies it once, straight into the reader or its buffer.
+          stack::Payload body;
+          for (int k = 0; k < 2; ++k) {
+            body.data[k] = payload->data[k];
+            body.len[k] = payload->len[k];
+          }
+          if (capturing_) Capture(from, 1, p, len, payload);
+          stack_->input(from, p, len, body, now);
         },
         kRxBudget);
+    if (stack_->link_waiting()) stack_->link_ready(now);
+    // Orphans' bytes go in as their windows open (the reads open them).
+    bool fed = !orphans_.empty() && FeedOrphans(now);
     if (stack_->poll_at() <= now) stack_->poll(now);
     Dispatch();
     if (!stack_) break;
+    if (!orphans_.empty() && FeedOrphans(Now())) fed = true;
     // JS has run (its callback scope closed, so nextTick'd writes are out):
     // an ACK no reply carried goes now.
     stack_->flush(Now());
-    if (n < kRxBudget && ready_.empty() && shutdowns_.empty() && fallbacks_.empty() && !Spin() &&
-        fabric_->prepare_sleep()) {
+    if (n < kRxBudget && !fed && ready_.empty() && shutdowns_.empty() && fallbacks_.empty() &&
+        !stack_->events_pending() && !Spin() && fabric_->prepare_sleep()) {
       asleep = true;
       break;
     }
@@ -292,6 +356,103 @@ void Runtime::Pump() {
   in_pump_ = false;
   // A pair that failed inside the data path (no fd will say so).
   if (fabric_ && fabric_->control_pending()) ControlPoll();
+  ScheduleHousekeeping();
+}
+
+void Runtime::AdoptOrphans(uint32_t link, stack::Micros now) {
+  // The peer's send memory outlives it: each of its connections with us is
+  // finished from there, as Linux finishes the streams of a dead process —
+  // unless it left bytes we sent it unread (or still on their way), when
+  // Linux resets instead (link_down does, below).
+  bool any = false;
+  for (const link::PeerArena::Live& l : fabric_->orphans(link)) {
+    const link::SlotDescriptor& d = l.descriptor;
+    if (d.family != 4 && d.family != 6) continue;
+    stack::Endpoint ours, theirs;  // its local is our remote
+    ours.addr.family = theirs.addr.family = d.family;
+    std::memcpy(ours.addr.bytes, d.remote, 16);
+    std::memcpy(theirs.addr.bytes, d.local, 16);
+    ours.port = d.remote_port;
+    theirs.port = d.local_port;
+    const stack::SocketId id = stack_->find(ours, theirs);
+    SocketState* st = id ? Find(id) : nullptr;
+    stack::SocketInfo info;
+    if (!st || st->closed || stack_->link_of(id) != link || !stack_->info(id, &info)) continue;
+    const uint32_t owed = d.written_end - info.rcv_nxt;
+    // Untrusted: a stream that claims more than its ring holds, or bytes
+    // before what we already have, is reset.
+    if (owed > l.capacity || d.written_end - d.seq_base > (uint32_t(1) << 31) + l.capacity) continue;
+    if (d.consumed != info.snd_nxt) continue;  // it had not read everything we sent
+    Orphan o;
+    o.id = id;
+    o.via = link;
+    o.ring = l.ring;
+    o.capacity = l.capacity;
+    o.seq_base = d.seq_base;
+    o.end = d.written_end;
+    o.progress_at = now;
+    stack_->orphan(id, now);
+    orphans_.push_back(o);
+    any = true;
+  }
+  if (!any) fabric_->release_orphans(link);
+}
+
+bool Runtime::FeedOrphans(stack::Micros now) {
+  constexpr size_t kChunk = 256 * 1024;
+  bool fed = false;
+  for (size_t k = 0; k < orphans_.size();) {
+    Orphan& o = orphans_[k];
+    stack::SocketInfo info;
+    bool done = !stack_->info(o.id, &info);  // freed: the application closed it
+    if (!done) {
+      const uint32_t at = stack_->receive_point(o.id);
+      const uint32_t left = o.end - at;
+      if (left > 0 && left <= o.capacity) {
+        const size_t len = std::min<size_t>(left, kChunk);
+        const size_t pos = (at - o.seq_base) & (o.capacity - 1);
+        stack::Payload p;
+        p.data[0] = o.ring + pos;
+        p.len[0] = std::min<size_t>(len, o.capacity - pos);
+        if (p.len[0] < len) {
+          p.data[1] = o.ring;
+          p.len[1] = len - p.len[0];
+        }
+        const size_t took = stack_->feed(o.id, p, len == left, now);
+        if (took) {
+          fed = true;
+          o.progress_at = now;
+          orphan_bytes_ += took;
+          if (took == left) o.fin_fed = true;
+        }
+      } else if (left == 0 && !o.fin_fed) {
+        stack_->feed(o.id, stack::Payload{}, true, now);
+        o.fin_fed = fed = true;
+      } else if (left > o.capacity) {
+        stack_->reset_by_peer(o.id, now);  // the stream went where its memory can't follow
+        ++orphans_reset_;
+        done = true;
+      }
+      if (!done && o.fin_fed) {
+        ++orphans_finished_;
+        done = true;
+      } else if (!done && now - o.progress_at > orphan_linger_us_) {
+        stack_->reset_by_peer(o.id, now);
+        ++orphans_reset_;
+        done = true;
+      }
+    }
+    if (done) {
+      const uint32_t via = o.via;
+      orphans_[k] = orphans_.back();
+      orphans_.pop_back();
+      if (std::none_of(orphans_.begin(), orphans_.end(), [&](const Orphan& x) { return x.via == via; }))
+        fabric_->release_orphans(via);
+      continue;
+    }
+    ++k;
+  }
+  return fed;
 }
 
 bool Runtime::Spin() {
@@ -497,6 +658,10 @@ void Runtime::Dispatch() {
         break;
       case stack::EventType::Writable:
         if (st && st->write_blocked && !st->closed) {
+          // The write completes once what the lent memory could not take
+          // went in (a write that still doesn't fit waits for the next).
+          if (!st->overflow.empty()) PushOverflow(ev.socket, *st);
+          if (!st->overflow.empty()) break;
           st->write_blocked = false;
           Touch(*st);
           Emit(kWritable, ev.socket, 0, Napi::Value());
@@ -651,8 +816,20 @@ int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* p
   for (size_t i = 0; i < count; ++i) {
     auto [p, n] = parts[i];
     if (n == 0) continue;
+    // Behind bytes that wait already, or past what the lent memory holds:
+    // kept here, in order, until ACKs make room (as libuv queues a write).
+    if (!st->overflow.empty()) {
+      st->overflow.insert(st->overflow.end(), p, p + n);
+      continue;
+    }
     long r = stack_->send(id, p, n, now);
     if (r < 0) return static_cast<int>(r);
+    if (static_cast<size_t>(r) < n) {
+      st = Find(id);
+      if (!st) return 0;
+      st->overflow.assign(p + r, p + n);
+      st->overflow_at = 0;
+    }
   }
   // A send makes no events (those come with ACKs, from the pump), so unlike
   // other calls it needs no extra turn of the loop: only the timer (and a
@@ -663,12 +840,27 @@ int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* p
   }
   st = Find(id);
   if (!st || !stack_) return 0;
-  if (stack_->send_queued(id) >= send_limit_) {
+  if (!st->overflow.empty() || stack_->send_queued(id) >= send_limit_) {
     st->write_blocked = true;
     Touch(*st);
     return 1;
   }
   return 0;
+}
+
+void Runtime::PushOverflow(stack::SocketId id, SocketState& st) {
+  while (st.overflow_at < st.overflow.size()) {
+    long r = stack_->send(id, st.overflow.data() + st.overflow_at, st.overflow.size() - st.overflow_at, Now());
+    if (r <= 0) {
+      if (r < 0) st.overflow.clear();  // the connection failed: its error comes as an event
+      break;
+    }
+    st.overflow_at += static_cast<size_t>(r);
+  }
+  if (st.overflow_at >= st.overflow.size()) {
+    std::vector<uint8_t>().swap(st.overflow);
+    st.overflow_at = 0;
+  }
 }
 
 int Runtime::ReadStart(stack::SocketId id) {
@@ -677,6 +869,8 @@ int Runtime::ReadStart(stack::SocketId id) {
   st->reading = true;
   Touch(*st);
   if (stack_) stack_->set_reader(id, this);
+  // A dead peer's stream goes on as this socket reads again.
+  if (!orphans_.empty() && idle_) uv_idle_start(idle_, OnIdle);
   if (stack_ && (stack_->recv_available(id) > 0 || (st->eof && !st->eof_delivered) ||
                  (st->error && !st->error_delivered && !st->eof_delivered))) {
     // Deliver from the loop, never from inside readStart (Node expects reads
@@ -802,13 +996,18 @@ int32_t Runtime::PeerPid(uint32_t link) const {
   return 0;
 }
 
-void Runtime::Capture(uint32_t link, int32_t received, const uint8_t* p, size_t len) {
-  Captured c{PeerPid(link), received, std::vector<uint8_t>(8 + len)};
+void Runtime::Capture(uint32_t link, int32_t received, const uint8_t* p, size_t len, const link::Pieces* payload) {
+  const size_t body = payload ? payload->len[0] + payload->len[1] : 0;
+  Captured c{PeerPid(link), received, std::vector<uint8_t>(8 + len + body)};
   timeval tv;
   ::gettimeofday(&tv, nullptr);
   const uint64_t us = uint64_t(tv.tv_sec) * 1000000u + uint64_t(tv.tv_usec);
   std::memcpy(c.bytes.data(), &us, 8);
   std::memcpy(c.bytes.data() + 8, p, len);
+  if (payload) {
+    if (payload->len[0]) std::memcpy(c.bytes.data() + 8 + len, payload->data[0], payload->len[0]);
+    if (payload->len[1]) std::memcpy(c.bytes.data() + 8 + len + payload->len[0], payload->data[1], payload->len[1]);
+  }
   captured_.push_back(std::move(c));
 }
 
@@ -881,6 +1080,7 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("bytesIn", c.bytes_in);
   set("bytesOut", c.bytes_out);
   set("retransmits", c.segments_retransmitted);
+  set("retransmissionTimeouts", c.retransmission_timeouts);
   set("malformed", c.packets_malformed);
   set("resetsIn", c.resets_in);
   set("resetsOut", c.resets_out);
@@ -899,6 +1099,14 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   set("pairs", fabric_->pairs().size() - 1);  // without the loopback
   set("portsReserved", fabric_->ports().held());
   set("connectionsFallbackLate", connections_fallback_late_);
+  set("txBlocked", f.tx_blocked);
+  set("framesByReference", f.frames_by_reference);
+  set("sendSlots", f.send_slots);
+  set("sendSlotsUnavailable", f.send_slots_unavailable);
+  set("orphansFinished", orphans_finished_);
+  set("orphansReset", orphans_reset_);
+  set("orphanBytes", orphan_bytes_);
+  set("deadArenas", fabric_->dead_arenas());
   set("wakeups", f.wakeups);
   set("fabricMalformed", f.drops_malformed);
   set("openSockets", sockets_.size());

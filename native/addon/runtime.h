@@ -43,6 +43,10 @@ struct RuntimeConfig {
   stack::Config stack;
   // Before sleeping, watch the rings this long for more frames (SIDESTEP_SPIN_US).
   uint32_t spin_us = 0;
+  // How long a survivor may leave a dead peer's bytes unread before they are
+  // dropped and the connection reset (SIDESTEP_ORPHAN_LINGER_MS): Linux
+  // keeps an orphaned socket about this long (tcp_fin_timeout).
+  uint64_t orphan_linger_us = 60 * 1000 * 1000;
   FaultSpec faults;
 };
 
@@ -57,6 +61,11 @@ struct SocketState {
   int error = 0;                // pending failure (negative errno)
   bool error_delivered = false;
   bool write_blocked = false;   // JS waits for kWritable
+  // Bytes a write gave us that the stack's lent send memory had no room for
+  // yet (libuv keeps the same in its write queue): pushed as ACKs free room,
+  // the write completing once they are all in.
+  std::vector<uint8_t> overflow;
+  size_t overflow_at = 0;
   bool refed = true;
   bool shutdown_pending = false;  // a shutdown waits for kShutdown
   bool counted = false;           // counted in refs_ (see Runtime::Touch)
@@ -70,20 +79,48 @@ struct SocketState {
   bool v4_mapped = false;
 };
 
-// Adapts the fabric to the stack's Link interface (both speak LinkAddr), and
-// copies packets for `sidestep capture` while a capture runs.
+// Adapts the fabric to the stack's Link interface (both speak LinkAddr):
+// packets, payloads by reference into the pair's send arena, send memory
+// lent from that arena; and copies packets for `sidestep capture` while a
+// capture runs.
 class FabricLink final : public stack::Link {
  public:
   link::Fabric* fabric = nullptr;
   // Non-null while capturing: each packet sent, as [u64 µs][packet].
   std::vector<std::pair<uint32_t, std::vector<uint8_t>>>* capture = nullptr;
+  // The process is leaving: connections' send memory stays as it is, for
+  // the peers to finish the streams from (no release).
+  bool leaving = false;
   uint8_t* tx_reserve(stack::LinkAddr to, size_t len) override {
+    payload_ = {};
     return reserved_ = fabric->tx_reserve(to, len);
   }
+  bool gathers() const override { return true; }
+  uint8_t* tx_reserve_headers(stack::LinkAddr to, size_t header_len, const stack::Payload& payload) override;
   void tx_commit(stack::LinkAddr to, size_t len) override;
+  bool tx_blocked(stack::LinkAddr to) const override { return fabric->tx_blocked(to); }
+  bool send_memory(stack::LinkAddr to, const stack::Endpoint& local, const stack::Endpoint& remote,
+                   uint32_t seq_base, stack::SendMemory* out) override;
+  void send_memory_release(stack::LinkAddr to, const stack::SendMemory& m) override {
+    if (!leaving) fabric->send_memory_release(to, m.cookie);
+  }
 
  private:
   uint8_t* reserved_ = nullptr;
+  link::Pieces payload_;  // of the frame being built by reference (for capture)
+};
+
+// A connection whose peer vanished, being finished from the peer's send
+// memory (link::PeerArena): the rest of its stream, then its end.
+struct Orphan {
+  stack::SocketId id = 0;
+  uint32_t via = 0;
+  const uint8_t* ring = nullptr;
+  uint64_t capacity = 0;
+  uint32_t seq_base = 0;
+  uint32_t end = 0;        // the peer's written_end: the stream stops here
+  bool fin_fed = false;
+  uint64_t progress_at = 0;  // µs: when bytes last went in
 };
 
 // The Runtime is its stack's Reader (stack::Stack::set_reader): while JS
@@ -135,12 +172,19 @@ class Runtime final : private stack::Reader {
   static void OnControl(uv_poll_t* h, int status, int events);
   static void OnTimer(uv_timer_t* h);
   static void OnHousekeeping(uv_timer_t* h);
+  void ScheduleHousekeeping();
   static void OnIdle(uv_idle_t* h);
 
   // The control plane: pairs made and lost. Connections through a pair that
-  // never came up go to the kernel (kFallback); the others end as TCP
-  // connections end when their peer vanishes.
+  // never came up go to the kernel (kFallback); those whose peer's send
+  // memory still holds their stream are finished from it (orphans); the
+  // others end as TCP connections end when their peer vanishes.
   void ControlPoll();
+  void AdoptOrphans(uint32_t link, stack::Micros now);
+  // Feed orphans what their windows take; true if anything went in.
+  bool FeedOrphans(stack::Micros now);
+  // Push a socket's overflow into the stack's send memory as far as it goes.
+  void PushOverflow(stack::SocketId id, SocketState& st);
 
   stack::Micros Now() const;
   // Watch the rings for up to spin_us_; true if frames arrived.
@@ -176,6 +220,7 @@ class Runtime final : private stack::Reader {
   std::unique_ptr<stack::Stack> stack_;
   uint32_t send_limit_ = 0;
   uint32_t spin_us_ = 0;
+  uint64_t orphan_linger_us_ = 60 * 1000 * 1000;
   // True when a spin ended because frames arrived (counted in stats()).
   uint64_t spins_won_ = 0, spins_lost_ = 0;
   uint64_t spin_sent_mark_ = 0;  // frames_out at the last spin decision
@@ -191,7 +236,8 @@ class Runtime final : private stack::Reader {
   uv_poll_t* doorbell_ = nullptr;  // our eventfd
   uv_poll_t* control_ = nullptr;   // the fabric's control plane (an epoll fd)
   uv_timer_t* timer_ = nullptr;
-  uv_timer_t* housekeeping_ = nullptr;  // idle pairs and ports, once a second (unref'd)
+  uv_timer_t* housekeeping_ = nullptr;  // unanswered and idle pairs, unused ports (unref'd)
+  uint64_t housekeeping_at_ = 0;        // uv_now() it is set for (0: not set)
   uv_idle_t* idle_ = nullptr;
   stack::Micros timer_deadline_ = stack::kNever;
 
@@ -200,6 +246,8 @@ class Runtime final : private stack::Reader {
   std::vector<stack::SocketId> ready_;  // sockets with deliveries to make
   std::vector<stack::SocketId> shutdowns_;  // shutdowns to complete on the next pump
   std::vector<stack::SocketId> fallbacks_;  // connects to hand to the kernel (kFallback)
+  std::vector<Orphan> orphans_;
+  uint64_t orphans_finished_ = 0, orphan_bytes_ = 0, orphans_reset_ = 0;
   // Packets captured (sidestep capture), delivered to JS at the next
   // dispatch: (peer pid, 0 sent / 1 received) and [u64 µs][packet].
   struct Captured {
@@ -210,7 +258,9 @@ class Runtime final : private stack::Reader {
   std::vector<Captured> captured_;
   std::vector<std::pair<uint32_t, std::vector<uint8_t>>> captured_out_;  // FabricLink's (link, bytes)
   bool capturing_ = false;
-  void Capture(uint32_t link, int32_t received, const uint8_t* p, size_t len);
+  // A packet of `len` bytes at `p`, or its headers there and its payload in
+  // `payload`.
+  void Capture(uint32_t link, int32_t received, const uint8_t* p, size_t len, const link::Pieces* payload);
   int32_t PeerPid(uint32_t link) const;
   // Bytes the stack handed over directly (take()), to emit as reads at the
   // next dispatch; consecutive pieces of one socket in one slab coalesce.

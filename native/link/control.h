@@ -34,6 +34,18 @@ enum class ControlType : uint32_t {
   Hello = 1,    // creator -> acceptor: fds [region memfd, creator's doorbell]
   Welcome = 2,  // acceptor -> creator: fds [acceptor's doorbell]
   Refuse = 3,   // acceptor -> creator: the pair won't be used (reason text)
+  Segment = 4,  // either way: fds [a segment of the sender's arena]; reserved = its
+                // index, ring_bytes = slots, region_bytes = its size, mtu = slot_bytes >> 12
+  // Where the creator can't see whether the acceptor holds the listening
+  // socket (another uid's or pid namespace's /proc), it asks for proof
+  // before any memory leaves it: Prove{reserved = nonce}; the acceptor moves
+  // that socket's backlog to proof_backlog(current, nonce) (only its holder
+  // can) and answers Proved; the creator sees the new backlog in the
+  // kernel's table (sock_diag), says Checked (the acceptor puts the backlog
+  // back), and only then sends its Hello.
+  Prove = 5,
+  Proved = 6,
+  Checked = 7,
 };
 
 struct ControlMessage {

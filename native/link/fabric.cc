@@ -3,7 +3,10 @@
 #include "link/fabric.h"
 
 #include <fcntl.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/epoll.h>
+#include <sys/random.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -27,6 +30,13 @@ namespace sidestep::link {
 
 using namespace layout;
 
+// A sock_diag question, kept to ask again.
+struct KernelQuery {
+  uint8_t family = 0;
+  uint8_t local[16] = {}, remote[16] = {};
+  uint16_t local_port = 0, remote_port = 0;
+};
+
 namespace {
 
 constexpr size_t kRxQuantum = 32;      // frames per pair per round-robin turn
@@ -36,6 +46,11 @@ constexpr uint32_t kMaxPairs = 65535;  // index bits of a LinkAddr
 constexpr uint32_t kProbeMisses = 4;
 constexpr uint32_t kMaxShares = 4096;  // names per listening socket
 constexpr uint64_t kReprobeUs = 1000000;
+// An acceptor that hasn't answered a Hello by then never will in time: the
+// pair goes down and its connects move to the kernel (a stuck or busy server,
+// or a squatter that accepts and says nothing, costs at most this).
+constexpr uint64_t kWelcomeUs = 1000000;
+constexpr uint64_t kPortIdleUs = 5000000;
 constexpr uint8_t kTcpListen = 10;
 
 enum class Tag : uint64_t { Listener = 1, Channel = 2, Spare = 3 };
@@ -59,7 +74,9 @@ uint32_t generation_of(LinkAddr a) { return a >> 16; }
 
 struct Pair {
   enum class Role { Loopback, Creator, Acceptor };
-  enum class State { Free, AwaitHello, AwaitWelcome, Up };
+  // Creator: AwaitProof (its Prove sent, the region not yet) -> AwaitWelcome
+  // (Hello sent) -> Up. Acceptor: AwaitHello (possibly proving) -> Up.
+  enum class State { Free, AwaitHello, AwaitProof, AwaitWelcome, Up };
   Role role = Role::Loopback;
   State state = State::Free;
   uint32_t generation = 0;  // bumped each time the index is reused (never 0 in use)
@@ -73,12 +90,26 @@ struct Pair {
   uint32_t share = 0;       // creator: which of its names
   uint32_t connections = 0;
   uint64_t idle_since = 0;  // creator: when connections reached 0 (0: busy or never used)
+  uint64_t created_at = 0;  // creator: when its Hello (or Prove) went (µs)
+  // Creator, AwaitProof: the backlog the listener must show, and how to ask.
+  uint32_t proof_backlog = 0;
+  KernelQuery query;
+  // Acceptor: which listener it came through, and whether it is proving.
+  int listener_entry = -1;
+  bool proving = false;
+  bool tx_full = false;     // the last reservation found the ring full
+  std::unique_ptr<SendArena> ours;    // our connections' send buffers on this pair
+  std::unique_ptr<PeerArena> theirs;  // the peer's, read-only
 };
 
 struct Listener {
   int fd = -1;
   uint64_t inode = 0;
   uint32_t generation = 0;
+  int kernel_fd = -1;        // our dup of the listening socket (-1: a cluster worker's, held by its primary)
+  uint32_t backlog = 0;      // while proving: the backlog to put back
+  int proving_pair = -1;     // the pair a proof is under way for
+  uint64_t proof_started = 0;
 };
 
 // The pairs a client reached for one listening socket (its shares).
@@ -109,7 +140,14 @@ struct Fabric::Impl {
     bool valid = false;
     LinkAddr to = 0;
     RingReservation r;
+    FrameKind kind = FrameKind::Packet;
+    size_t extra = 0;  // bytes in the frame beyond what the caller commits (a reference, a copied payload)
   } pending;
+  // What dead pairs' peers still owed (their arenas), by the pair's address.
+  std::unordered_map<LinkAddr, std::unique_ptr<PeerArena>> dead;
+  // Our arenas of pairs that are gone, while connections still point into
+  // them (until the stack releases their slots).
+  std::unordered_map<LinkAddr, std::unique_ptr<SendArena>> retired;
   // Pairs that failed where they could not be closed at once (inside the
   // data path): closed, and reported, by the next control_poll().
   std::vector<uint32_t> failed;
@@ -117,8 +155,10 @@ struct Fabric::Impl {
   ~Impl() {
     for (uint32_t i = 0; i < pairs.size(); ++i)
       if (pairs[i].state != Pair::State::Free) close_pair(i);
-    for (Listener& l : listeners)
+    for (Listener& l : listeners) {
       if (l.fd >= 0) ::close(l.fd);
+      if (l.kernel_fd >= 0) ::close(l.kernel_fd);
+    }
     if (epoll >= 0) ::close(epoll);
     if (spare_fd >= 0) ::close(spare_fd);
   }
@@ -168,11 +208,14 @@ struct Fabric::Impl {
   // Forget a pair entirely: its memory, its channel, its doorbell.
   void close_pair(uint32_t i) {
     Pair& p = pairs[i];
+    if (p.proving && p.listener_entry >= 0 && static_cast<size_t>(p.listener_entry) < listeners.size())
+      end_proof(listeners[p.listener_entry]);
     if (p.channel >= 0) {
       ::epoll_ctl(epoll, EPOLL_CTL_DEL, p.channel, nullptr);
       ::close(p.channel);
     }
     if (p.peer_bell >= 0 && p.peer_bell != bell.fd()) ::close(p.peer_bell);
+    if (p.ours && p.ours->in_use() > 0) retired[addr_of(i)] = std::move(p.ours);
     if (p.role == Pair::Role::Creator) {
       auto it = routes.find(p.inode);
       if (it != routes.end())
@@ -188,8 +231,11 @@ struct Fabric::Impl {
   }
 
   void pair_down(uint32_t i, std::vector<LinkAddr>* down) {
-    if (pairs[i].state == Pair::State::Up || pairs[i].state == Pair::State::AwaitWelcome) {
+    if (pairs[i].state == Pair::State::Up || pairs[i].state == Pair::State::AwaitWelcome ||
+        pairs[i].state == Pair::State::AwaitProof) {
       ++counters.pairs_down;
+      // What the peer still owed its connections stays readable for them.
+      if (pairs[i].theirs && !pairs[i].theirs->live().empty()) dead[addr_of(i)] = std::move(pairs[i].theirs);
       if (down) down->push_back(addr_of(i));
     } else {
       ++counters.pairs_refused;
@@ -197,21 +243,39 @@ struct Fabric::Impl {
     close_pair(i);
   }
 
-  // A creator whose acceptor armed before we read its Welcome: the Welcome
-  // is already in our socket (the acceptor sends it before it ever arms).
-  // Called from the data path, where pairs must not disappear: a failure is
-  // left for control_poll().
-  void take_welcome(uint32_t i) {
+  // Messages the data path needs before it can go on: a Welcome (the
+  // acceptor armed before we read it: it is already in our socket, sent
+  // before it ever armed) or a Segment a frame names (sent before that
+  // frame). Pairs must not disappear here: a failure is left for
+  // control_poll().
+  void take_messages(uint32_t i) {
     Pair& p = pairs[i];
-    ControlMessage msg;
-    int fds[kMaxFds];
-    size_t nfds = 0;
-    int r = control_recv(p.channel, &msg, fds, &nfds);
-    if (r == 0) return;
-    if (r > 0 && accept_welcome(p, msg, fds, nfds)) return;
-    if (r > 0)
-      for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
-    failed.push_back(i);
+    for (;;) {
+      ControlMessage msg;
+      int fds[kMaxFds];
+      size_t nfds = 0;
+      int r = control_recv(p.channel, &msg, fds, &nfds);
+      if (r == 0) return;
+      if (r > 0 && accept_welcome(p, msg, fds, nfds)) continue;
+      const int seg = r > 0 ? accept_segment(p, msg, fds, nfds) : -1;
+      if (seg > 0) continue;
+      if (seg == 0)
+        for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
+      failed.push_back(i);
+      return;
+    }
+  }
+
+  // 1: a segment of the peer's arena, mapped; 0: not a Segment message
+  // (descriptors untouched); -1: a bad one (its descriptor closed).
+  int accept_segment(Pair& p, const ControlMessage& msg, int* fds, size_t nfds) {
+    if (p.state != Pair::State::Up || msg.type != static_cast<uint32_t>(ControlType::Segment) || nfds != 1)
+      return 0;
+    if (!p.theirs) p.theirs = std::make_unique<PeerArena>();
+    std::string why;
+    return p.theirs->adopt(msg.reserved, fds[0], msg.ring_bytes, uint64_t(msg.mtu) << 12, msg.region_bytes, &why) == 0
+               ? 1
+               : -1;
   }
 
   bool accept_welcome(Pair& p, const ControlMessage& msg, int* fds, size_t nfds) {
@@ -226,7 +290,7 @@ struct Fabric::Impl {
   }
 
   void ring_peer(Pair& p, uint32_t i) {
-    if (p.peer_bell < 0 && p.role == Pair::Role::Creator) take_welcome(i);
+    if (p.peer_bell < 0 && p.role == Pair::Role::Creator) take_messages(i);
     if (p.peer_bell < 0) return;
     ++counters.doorbells_rung;
     Doorbell::ring(p.peer_bell);
@@ -235,8 +299,13 @@ struct Fabric::Impl {
   int accept_channels();
   void read_channel(uint32_t i, std::vector<LinkAddr>* down);
   int on_hello(uint32_t i, const ControlMessage& m, int* fds, size_t nfds, std::string* why);
-  int open_channel(uint64_t inode, uint32_t uid, uint32_t share, LinkAddr* out, std::string* why);
+  int open_channel(const KernelSocket& ks, const KernelQuery& q, uint32_t share, LinkAddr* out, std::string* why);
+  int send_hello(Pair& p, std::string* why);
+  // The proof exchange (control.h's Prove): the creator's and the acceptor's halves.
+  bool on_proof_message(uint32_t i, const ControlMessage& msg, std::string* why);
+  void end_proof(Listener& l);
   int verify_peer(int fd, uint64_t inode, uint32_t uid, PeerCred* cred, std::string* why);
+  uint8_t* reserve_on(Pair& p, size_t len, RingReservation* r);
 };
 
 // ---- opening ----
@@ -254,6 +323,11 @@ int Fabric::open(const FabricConfig& config, std::unique_ptr<Fabric>* out, std::
   if (!Geometry::valid(config.ring_bytes, config.mtu)) {
     *why = "fabric ring_bytes " + std::to_string(config.ring_bytes) + " / mtu " + std::to_string(config.mtu) +
            " out of bounds (ring_bytes a power of two from 64 KiB holding two frames)";
+    return -EINVAL;
+  }
+  if (config.send_slot_bytes < layout::kPage || config.send_slot_bytes > (uint64_t(1) << 30) ||
+      (config.send_slot_bytes & (config.send_slot_bytes - 1))) {
+    *why = "fabric send_slot_bytes " + std::to_string(config.send_slot_bytes) + " must be a power of two from 4 KiB to 1 GiB";
     return -EINVAL;
   }
   std::unique_ptr<Fabric> f(new Fabric());
@@ -295,6 +369,31 @@ int Fabric::control_fd() const { return impl_->epoll; }
 
 // ---- transmit ----
 
+namespace {
+constexpr size_t kRefBytes = sizeof(SlotRef);
+}
+
+// Room for `len` bytes on `to`'s ring: on a full ring, the need-room flag
+// (the consumer rings us back once it freed some) and one more look, so a
+// consumer that emptied the ring meanwhile can't leave us waiting.
+uint8_t* Fabric::Impl::reserve_on(Pair& p, size_t len, RingReservation* r) {
+  bool repaired = false;
+  p.tx_full = false;
+  if (ring_reserve(p.tx, len, r, &repaired, &p.tx_head) != ReserveResult::kOk) {
+    __atomic_store_n(&p.tx.header->blocked, 1u, __ATOMIC_SEQ_CST);
+    full_fence();
+    if (ring_reserve(p.tx, len, r, &repaired, &p.tx_head) != ReserveResult::kOk) {
+      // Not a drop: the stack keeps the segment and sends it when we say
+      // there is room (Stack::link_ready).
+      ++counters.tx_blocked;
+      p.tx_full = true;
+      return nullptr;
+    }
+  }
+  if (repaired) ++counters.drops_malformed;
+  return r->payload;
+}
+
 uint8_t* Fabric::tx_reserve(LinkAddr to, size_t len) {
   Impl& m = *impl_;
   m.pending.valid = false;
@@ -308,28 +407,64 @@ uint8_t* Fabric::tx_reserve(LinkAddr to, size_t len) {
     ++m.counters.drops_malformed;
     return nullptr;
   }
-  RingReservation r;
-  bool repaired = false;
-  if (ring_reserve(p->tx, len, &r, &repaired, &p->tx_head) != ReserveResult::kOk) {
-    ++m.counters.drops_ring_full;
-    return nullptr;
-  }
-  if (repaired) ++m.counters.drops_malformed;
-  m.pending.valid = true;
-  m.pending.to = to;
-  m.pending.r = r;
-  return r.payload;
+  uint8_t* at = m.reserve_on(*p, len, &m.pending.r);
+  if (!at) return nullptr;
+  m.pending = {true, to, m.pending.r, FrameKind::Packet, 0};
+  return at;
 }
 
-void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
+uint8_t* Fabric::tx_reserve_headers(LinkAddr to, size_t header_len, const Pieces& payload) {
   Impl& m = *impl_;
-  if (!m.pending.valid || m.pending.to != to || len > m.pending.r.len) return;
+  m.pending.valid = false;
+  Pair* p = m.find(to);
+  if (!p || p->state == Pair::State::AwaitHello) {
+    ++m.counters.drops_peer_gone;
+    return nullptr;
+  }
+  const size_t n = payload.len[0] + payload.len[1];
+  // By reference when the payload is one range of one of our slots (its
+  // second piece, if any, the start of that same slot's ring).
+  SlotRef ref;
+  bool by_ref = p->ours && p->ours->locate(payload.data[0], payload.len[0], &ref);
+  if (by_ref && payload.len[1]) {
+    SlotRef second;
+    by_ref = p->ours->locate(payload.data[1], payload.len[1], &second) && second.segment == ref.segment &&
+             second.slot == ref.slot && second.offset == 0 && ref.offset + payload.len[0] == p->ours->slot_bytes();
+  }
+  if (by_ref) {
+    ref.len = static_cast<uint32_t>(n);
+    uint8_t* at = m.reserve_on(*p, kRefBytes + header_len, &m.pending.r);
+    if (!at) return nullptr;
+    std::memcpy(at, &ref, kRefBytes);
+    m.pending = {true, to, m.pending.r, FrameKind::Reference, kRefBytes};
+    return at + kRefBytes;
+  }
+  if (header_len + n > p->tx.mtu) {
+    ++m.counters.drops_malformed;
+    return nullptr;
+  }
+  uint8_t* at = m.reserve_on(*p, header_len + n, &m.pending.r);
+  if (!at) return nullptr;
+  std::memcpy(at + header_len, payload.data[0], payload.len[0]);
+  if (payload.len[1]) std::memcpy(at + header_len + payload.len[0], payload.data[1], payload.len[1]);
+  m.pending = {true, to, m.pending.r, FrameKind::Packet, n};
+  return at;
+}
+
+void Fabric::tx_commit(LinkAddr to, size_t len) {
+  Impl& m = *impl_;
+  if (!m.pending.valid || m.pending.to != to) return;
+  // The frame is what the caller wrote plus what we put beside it (the
+  // reference before, or the copied payload after, its headers).
+  const size_t frame = len + m.pending.extra;
+  if (frame > m.pending.r.len) return;
   m.pending.valid = false;
   Pair* p = m.find(to);
   if (!p) return;
-  ring_commit(p->tx, m.pending.r, len, static_cast<uint32_t>(kind));
+  ring_commit(p->tx, m.pending.r, frame, static_cast<uint32_t>(m.pending.kind));
   ++m.counters.frames_out;
-  m.counters.bytes_out += len;
+  m.counters.bytes_out += frame;
+  if (m.pending.kind == FrameKind::Reference) ++m.counters.frames_by_reference;
   // Need-wakeup, producer half. Why no wakeup is lost (Dekker style):
   //   producer: store tail;      FENCE; load armed
   //   consumer: store armed = 1; FENCE; load tail
@@ -346,29 +481,127 @@ void Fabric::tx_commit(LinkAddr to, size_t len, FrameKind kind) {
     ++m.counters.doorbells_suppressed;
 }
 
+bool Fabric::tx_blocked(LinkAddr to) const {
+  const Pair* p = impl_->find(to);
+  return p && p->tx_full;
+}
+
+// ---- send memory ----
+
+bool Fabric::send_memory(LinkAddr to, uint8_t family, const uint8_t local[16], uint16_t local_port,
+                         const uint8_t remote[16], uint16_t remote_port, uint32_t seq_base, SendSlot* out) {
+  Impl& m = *impl_;
+  Pair* p = m.find(to);
+  // (Not before the acceptor proved itself: nothing of ours may reach it yet.)
+  if (!p || p->role == Pair::Role::Loopback || p->state == Pair::State::AwaitHello ||
+      p->state == Pair::State::AwaitProof)
+    return false;
+  if (!p->ours) p->ours = std::make_unique<SendArena>(m.config.send_slot_bytes);
+  int segment_fd = -1;
+  uint32_t segment = 0;
+  std::string why;
+  if (p->ours->allocate(load_acquire(&p->tx.header->head), out, &segment_fd, &segment, &why) != 0) {
+    ++m.counters.send_slots_unavailable;
+    return false;
+  }
+  if (segment_fd >= 0) {
+    // Before any frame names it (the peer reads its channel first when a
+    // frame names a segment it hasn't seen).
+    ControlMessage msg;
+    msg.type = static_cast<uint32_t>(ControlType::Segment);
+    msg.layout_version = kLayoutVersion;
+    msg.reserved = segment;
+    msg.ring_bytes = kArenaSlots;
+    msg.mtu = static_cast<uint32_t>(p->ours->slot_bytes() >> 12);
+    msg.region_bytes = p->ours->segment_bytes();
+    const int r = control_send(p->channel, msg, &segment_fd, 1);
+    ::close(segment_fd);
+    if (r < 0) {
+      // The peer will never see this segment: none of its slots may be used.
+      p->ours->release(out->cookie, ~uint64_t(0) >> 2);
+      ++m.counters.send_slots_unavailable;
+      return false;
+    }
+  }
+  SlotDescriptor* d = out->descriptor;
+  d->family = family;
+  d->local_port = local_port;
+  d->remote_port = remote_port;
+  std::memcpy(d->local, local, 16);
+  std::memcpy(d->remote, remote, 16);
+  d->seq_base = seq_base;
+  d->consumed = 0;
+  store_release(&d->written_end, seq_base);
+  // Odd: in use, published last.
+  store_release(&d->generation, load_relaxed(&d->generation) | 1u);
+  ++m.counters.send_slots;
+  return true;
+}
+
+void Fabric::send_memory_release(LinkAddr to, uint64_t cookie) {
+  Impl& m = *impl_;
+  Pair* p = m.find(to);
+  if (p && p->ours) {
+    p->ours->release(cookie, load_relaxed(&p->tx.header->tail));
+    return;
+  }
+  // A pair that went down: its memory goes with the last connection in it.
+  auto it = m.retired.find(to);
+  if (it == m.retired.end()) return;
+  it->second->release(cookie, 0);
+  if (it->second->in_use() == 0) m.retired.erase(it);
+}
+
+std::vector<PeerArena::Live> Fabric::orphans(LinkAddr addr) const {
+  auto it = impl_->dead.find(addr);
+  return it == impl_->dead.end() ? std::vector<PeerArena::Live>{} : it->second->live();
+}
+
+void Fabric::release_orphans(LinkAddr addr) { impl_->dead.erase(addr); }
+size_t Fabric::dead_arenas() const { return impl_->dead.size(); }
+
 // ---- receive ----
 
-size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t), void* ctx, size_t budget) {
+size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, const Pieces*), void* ctx,
+                            size_t budget) {
   Impl& m = *impl_;
   if (m.in_rx || budget == 0) return 0;  // no re-entrant polls from a callback
   m.in_rx = true;
   struct Sink {
-    void (*fn)(void*, LinkAddr, const uint8_t*, size_t);
+    void (*fn)(void*, LinkAddr, const uint8_t*, size_t, const Pieces*);
     void* ctx;
     LinkAddr from;
-  } sink{fn, ctx, 0};
+    Fabric::Impl* m;
+    uint32_t index;
+    uint64_t unresolved;
+  } sink{fn, ctx, 0, &m, 0, 0};
   auto deliver = [](void* c, const uint8_t* p, size_t n, uint32_t kind) {
-    if ((kind & 0xff00u) != static_cast<uint32_t>(FrameKind::Packet)) return;
     auto* s = static_cast<Sink*>(c);
-    s->fn(s->ctx, s->from, p, n);
+    const uint32_t k = kind & 0xff00u;
+    if (k == static_cast<uint32_t>(FrameKind::Packet)) {
+      s->fn(s->ctx, s->from, p, n, nullptr);
+      return;
+    }
+    if (k != static_cast<uint32_t>(FrameKind::Reference) || n < kRefBytes) return;
+    SlotRef ref;
+    std::memcpy(&ref, p, kRefBytes);  // a copy: the sender may rewrite it
+    Pair& pair = s->m->pairs[s->index];
+    Pieces payload;
+    if (!pair.theirs || !pair.theirs->has(ref.segment)) s->m->take_messages(s->index);
+    if (!pair.theirs || !pair.theirs->resolve(ref, &payload)) {
+      ++s->unresolved;  // names nothing we map: dropped (TCP resends or the pair fails)
+      return;
+    }
+    s->fn(s->ctx, s->from, p + kRefBytes, n - kRefBytes, &payload);
   };
   // Share the budget between the pairs that hold something, so one busy
-  // peer cannot starve the others within a call. (The list is copied: a
-  // callback may not change it, but stay safe.)
+  // peer cannot starve the others within a call.
   std::vector<uint32_t>& live = m.live;
   size_t busy = 0;
   for (uint32_t i : live)
-    if (m.pairs[i].state != Pair::State::AwaitHello && ring_nonempty(m.pairs[i].rx)) ++busy;
+    if (m.pairs[i].state != Pair::State::AwaitHello && m.pairs[i].state != Pair::State::AwaitProof &&
+        ring_nonempty(m.pairs[i].rx))
+      ++busy;
   if (busy == 0) {
     m.in_rx = false;
     return 0;
@@ -384,20 +617,26 @@ size_t Fabric::rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t),
     for (size_t k = 0; k < n && delivered < budget && k < live.size(); ++k) {
       const uint32_t i = live[(start + k) % live.size()];
       Pair& p = m.pairs[i];
-      if (p.state == Pair::State::AwaitHello || !ring_nonempty(p.rx)) continue;
+      if (p.state == Pair::State::AwaitHello || p.state == Pair::State::AwaitProof || !ring_nonempty(p.rx)) continue;
       sink.from = m.addr_of(i);
+      sink.index = i;
       size_t got = ring_consume(p.rx, std::min(share, budget - delivered), deliver, &sink, &stats);
       if (got) {
         progress = true;
         delivered += got;
         m.rx_next = static_cast<uint32_t>((start + k + 1) % n);
+        // Need-room, consumer half: a producer that found this ring full
+        // waits for our word that there is room again (see reserve_on).
+        full_fence();
+        uint32_t* blocked = &p.rx.header->blocked;
+        if (load_relaxed(blocked) != 0 && exchange(blocked, 0u) != 0) m.ring_peer(p, i);
       }
     }
   }
   m.in_rx = false;
   m.counters.frames_in += stats.frames;
   m.counters.bytes_in += stats.bytes;
-  m.counters.drops_malformed += stats.malformed;
+  m.counters.drops_malformed += stats.malformed + sink.unresolved;
   return delivered;
 }
 
@@ -405,7 +644,7 @@ bool Fabric::rx_pending() const {
   const Impl& m = *impl_;
   for (uint32_t i : m.live) {
     const Pair& p = m.pairs[i];
-    if (p.state != Pair::State::AwaitHello && ring_nonempty(p.rx)) return true;
+    if (p.state != Pair::State::AwaitHello && p.state != Pair::State::AwaitProof && ring_nonempty(p.rx)) return true;
   }
   return false;
 }
@@ -453,11 +692,14 @@ int Fabric::Impl::accept_channels() {
         // Out of descriptors: take the channel off the queue with the
         // spare and close it (the client sees the hang-up and uses the
         // kernel), rather than spin on a readable listener.
+        // (accept4 says EMFILE before it looks at the queue: an empty
+        // queue shows only here, and then we are done.)
         if (spare_fd >= 0) {
           ::close(spare_fd);
           int drop = ::accept4(l.fd, nullptr, nullptr, SOCK_CLOEXEC);
           if (drop >= 0) ::close(drop);
           spare_fd = ::open("/dev/null", O_RDONLY | O_CLOEXEC);
+          if (drop < 0) break;
           ++counters.pairs_refused;
           continue;
         }
@@ -478,6 +720,7 @@ int Fabric::Impl::accept_channels() {
       p.state = Pair::State::AwaitHello;
       p.channel = fd;
       p.peer = cred;
+      p.listener_entry = static_cast<int>(li);
       live.push_back(i);
       watch(fd, tag(Tag::Channel, i, p.generation));
       ++accepted;
@@ -533,6 +776,13 @@ void Fabric::Impl::read_channel(uint32_t i, std::vector<LinkAddr>* down) {
       return;
     }
     std::string why;
+    const auto type = static_cast<ControlType>(msg.type);
+    if (type == ControlType::Prove || type == ControlType::Proved || type == ControlType::Checked) {
+      for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
+      if (nfds == 0 && on_proof_message(i, msg, &why)) continue;
+      pair_down(i, down);
+      return;
+    }
     if (p.state == Pair::State::AwaitHello) {
       if (on_hello(i, msg, fds, nfds, &why) < 0) {
         ControlMessage refuse;
@@ -545,8 +795,11 @@ void Fabric::Impl::read_channel(uint32_t i, std::vector<LinkAddr>* down) {
       continue;
     }
     if (accept_welcome(p, msg, fds, nfds)) continue;
-    // A Refuse, or anything out of turn: this pair is over.
-    for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
+    const int seg = accept_segment(p, msg, fds, nfds);
+    if (seg > 0) continue;
+    // A Refuse, a bad segment, or anything out of turn: this pair is over.
+    if (seg == 0)
+      for (size_t k = 0; k < nfds; ++k) ::close(fds[k]);
     pair_down(i, down);
     return;
   }
@@ -586,6 +839,81 @@ void Fabric::control_poll(std::vector<LinkAddr>* down) {
   }
 }
 
+// ---- proof of holding the listening socket (control.h: Prove) ----
+
+void Fabric::Impl::end_proof(Listener& l) {
+  if (l.proving_pair < 0) return;
+  if (l.kernel_fd >= 0) ::listen(l.kernel_fd, static_cast<int>(l.backlog));  // as it was
+  if (static_cast<size_t>(l.proving_pair) < pairs.size()) pairs[l.proving_pair].proving = false;
+  l.proving_pair = -1;
+}
+
+bool Fabric::Impl::on_proof_message(uint32_t i, const ControlMessage& msg, std::string* why) {
+  Pair& p = pairs[i];
+  const auto type = static_cast<ControlType>(msg.type);
+  if (p.role == Pair::Role::Acceptor && p.state == Pair::State::AwaitHello && type == ControlType::Prove) {
+    if (p.listener_entry < 0 || static_cast<size_t>(p.listener_entry) >= listeners.size()) return false;
+    Listener& l = listeners[p.listener_entry];
+    // One proof at a time per socket (a second asker falls back); a worker
+    // whose primary holds the socket can't prove (its client falls back).
+    if (l.kernel_fd < 0 || l.proving_pair >= 0) {
+      *why = "can't prove holding the listening socket now";
+      return false;
+    }
+    // The backlog as it is now: our socket's own line in the kernel's table.
+    sockaddr_storage ss{};
+    socklen_t len = sizeof ss;
+    if (::getsockname(l.kernel_fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
+    KernelSocket ks;
+    uint8_t addr[16] = {}, any[16] = {};
+    uint8_t family;
+    uint16_t port;
+    if (ss.ss_family == AF_INET) {
+      family = 4;
+      std::memcpy(addr, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, 4);
+      port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+    } else {
+      family = 6;
+      std::memcpy(addr, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, 16);
+      port = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+    }
+    if (diag.lookup(family, addr, port, any, 0, &ks, why) != 0 || ks.inode != l.inode) return false;
+    l.backlog = ks.backlog;
+    if (::listen(l.kernel_fd, static_cast<int>(proof_backlog(ks.backlog, msg.reserved))) != 0) return false;
+    l.proving_pair = static_cast<int>(i);
+    l.proof_started = mono_us();
+    p.proving = true;
+    ControlMessage proved;
+    proved.type = static_cast<uint32_t>(ControlType::Proved);
+    proved.layout_version = kLayoutVersion;
+    if (control_send(p.channel, proved, nullptr, 0) != 0) {
+      end_proof(l);
+      return false;
+    }
+    return true;
+  }
+  if (p.role == Pair::Role::Acceptor && type == ControlType::Checked) {
+    if (p.proving && p.listener_entry >= 0) end_proof(listeners[p.listener_entry]);
+    return true;
+  }
+  if (p.role == Pair::Role::Creator && p.state == Pair::State::AwaitProof && type == ControlType::Proved) {
+    // The kernel's table must now show the backlog only the holder could set.
+    KernelSocket ks;
+    const KernelQuery& q = p.query;
+    if (diag.lookup(q.family, q.remote, q.remote_port, q.local, q.local_port, &ks, why) != 0 ||
+        ks.inode != p.inode || ks.backlog != p.proof_backlog) {
+      *why = "ownership: the peer could not prove it holds the listening socket";
+      return false;
+    }
+    ControlMessage checked;
+    checked.type = static_cast<uint32_t>(ControlType::Checked);
+    checked.layout_version = kLayoutVersion;
+    if (control_send(p.channel, checked, nullptr, 0) != 0) return false;
+    return send_hello(p, why) == 0;
+  }
+  return false;
+}
+
 // ---- listeners ----
 
 int Fabric::listener_add(int kernel_fd, uint8_t family, const uint8_t addr[16], uint16_t port, std::string* why) {
@@ -621,6 +949,10 @@ int Fabric::listener_add(int kernel_fd, uint8_t family, const uint8_t addr[16], 
     l.fd = fd;
     l.inode = inode;
     l.generation++;
+    // Our own reference to the listening socket, to prove we hold it to
+    // clients that can't look (Prove); Node may close its handle first.
+    l.kernel_fd = kernel_fd >= 0 ? ::fcntl(kernel_fd, F_DUPFD_CLOEXEC, 0) : -1;
+    l.proving_pair = -1;
     m.watch(fd, tag(Tag::Listener, entry, l.generation));
     return static_cast<int>(entry);
   }
@@ -635,7 +967,9 @@ void Fabric::listener_remove(int entry) {
   if (l.fd < 0) return;
   ::epoll_ctl(m.epoll, EPOLL_CTL_DEL, l.fd, nullptr);
   ::close(l.fd);  // the name is gone with it
-  l.fd = -1;
+  m.end_proof(l);
+  if (l.kernel_fd >= 0) ::close(l.kernel_fd);
+  l.fd = l.kernel_fd = -1;
   l.inode = 0;
 }
 
@@ -657,22 +991,46 @@ int Fabric::Impl::verify_peer(int fd, uint64_t inode, uint32_t uid, PeerCred* cr
   }
   // The process must hold the listening socket, or be a child of the one
   // that does (a cluster worker, its primary holding the socket). Where we
-  // may not look (another uid, another pid namespace) the uid must do.
-  if (cred->pid <= 0) return 0;
+  // may not look (another uid's process, another pid namespace, a process
+  // that made itself non-dumpable), it must prove it (1: see Prove).
+  if (cred->pid <= 0) return 1;
   int holds = process_holds_socket(cred->pid, inode);
   if (holds == 0) {
     const int parent = parent_of(cred->pid);
-    if (parent > 1 && process_holds_socket(parent, inode) == 1) holds = 1;
+    if (parent > 1) {
+      const int by_parent = process_holds_socket(parent, inode);
+      if (by_parent != 0) holds = by_parent;
+    }
   }
   if (holds == 0) {
     *why = "ownership: pid " + std::to_string(cred->pid) + " answered the rendezvous for listener " +
            std::to_string(inode) + " but neither it nor its parent holds that socket";
     return -EACCES;
   }
+  return holds == 1 ? 0 : 1;
+}
+
+int Fabric::Impl::send_hello(Pair& p, std::string* why) {
+  ControlMessage hello;
+  hello.type = static_cast<uint32_t>(ControlType::Hello);
+  hello.layout_version = kLayoutVersion;
+  hello.ring_bytes = config.ring_bytes;
+  hello.mtu = config.mtu;
+  hello.region_bytes = p.region.geometry().total_bytes;
+  const int fds[2] = {p.region.fd(), bell.fd()};
+  if (int r = control_send(p.channel, hello, fds, 2); r < 0) {
+    *why = "sending the Hello: " + errno_text(-r);
+    return r;
+  }
+  p.region.close_fd();
+  p.state = Pair::State::AwaitWelcome;
+  p.created_at = mono_us();
   return 0;
 }
 
-int Fabric::Impl::open_channel(uint64_t inode, uint32_t uid, uint32_t share, LinkAddr* out, std::string* why) {
+int Fabric::Impl::open_channel(const KernelSocket& ks, const KernelQuery& q, uint32_t share, LinkAddr* out,
+                               std::string* why) {
+  const uint64_t inode = ks.inode;
   int fd = control_connect(listener_name(config.name, inode, share));
   if (fd < 0) {
     if (fd == -EAGAIN) *why = "the listener's rendezvous queue is full";
@@ -680,9 +1038,10 @@ int Fabric::Impl::open_channel(uint64_t inode, uint32_t uid, uint32_t share, Lin
     return fd;
   }
   PeerCred cred;
-  if (int r = verify_peer(fd, inode, uid, &cred, why); r < 0) {
+  const int verified = verify_peer(fd, inode, ks.uid, &cred, why);
+  if (verified < 0) {
     ::close(fd);
-    return r;
+    return verified;
   }
   uint32_t i = 0;
   if (int r = new_pair(&i, why); r < 0) {
@@ -702,19 +1061,28 @@ int Fabric::Impl::open_channel(uint64_t inode, uint32_t uid, uint32_t share, Lin
   };
   if (int r = p.region.create(config.ring_bytes, config.mtu, why); r < 0) return fail(r);
   set_rings(p);
-  ControlMessage hello;
-  hello.type = static_cast<uint32_t>(ControlType::Hello);
-  hello.layout_version = kLayoutVersion;
-  hello.ring_bytes = config.ring_bytes;
-  hello.mtu = config.mtu;
-  hello.region_bytes = p.region.geometry().total_bytes;
-  const int fds[2] = {p.region.fd(), bell.fd()};
-  if (int r = control_send(fd, hello, fds, 2); r < 0) {
-    *why = "sending the Hello: " + errno_text(-r);
-    return fail(r);
+  if (verified == 0) {
+    if (int r = send_hello(p, why); r < 0) return fail(r);
+  } else {
+    // Nothing of ours leaves until it proves it holds the socket; our SYN
+    // waits in the region meanwhile.
+    uint32_t nonce = 0;
+    if (::getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != sizeof nonce) nonce = static_cast<uint32_t>(mono_us());
+    nonce %= 1024;
+    ControlMessage prove;
+    prove.type = static_cast<uint32_t>(ControlType::Prove);
+    prove.layout_version = kLayoutVersion;
+    prove.reserved = nonce;
+    if (int r = control_send(fd, prove, nullptr, 0); r < 0) {
+      *why = "asking for proof: " + errno_text(-r);
+      return fail(r);
+    }
+    p.proof_backlog = proof_backlog(ks.backlog, nonce);
+    p.query = q;
+    p.state = Pair::State::AwaitProof;
+    p.created_at = mono_us();
+    ++counters.pairs_proved;
   }
-  p.region.close_fd();
-  p.state = Pair::State::AwaitWelcome;
   live.push_back(i);
   watch(fd, tag(Tag::Channel, i, p.generation));
   ++counters.pairs_created;
@@ -758,7 +1126,13 @@ int Fabric::route(uint8_t family, const uint8_t local[16], uint16_t local_port, 
       }
       LinkAddr a = 0;
       std::string w;
-      int e = m.open_channel(ks.inode, ks.uid, k, &a, &w);
+      KernelQuery q;
+      q.family = family;
+      std::memcpy(q.local, local, family == 4 ? 4 : 16);
+      std::memcpy(q.remote, remote, family == 4 ? 4 : 16);
+      q.local_port = local_port;
+      q.remote_port = remote_port;
+      int e = m.open_channel(ks, q, k, &a, &w);
       if (e == -ECONNREFUSED || e == -ENOENT) {
         ++misses;
         continue;
@@ -802,6 +1176,12 @@ void Fabric::trim() {
   const uint64_t now_us = mono_us();
   for (uint32_t i = 1; i < m.pairs.size(); ++i) {
     Pair& p = m.pairs[i];
+    if (p.role == Pair::Role::Creator &&
+        (p.state == Pair::State::AwaitWelcome || p.state == Pair::State::AwaitProof) &&
+        now_us - p.created_at >= kWelcomeUs) {
+      m.failed.push_back(i);  // reported down at the next control_poll()
+      continue;
+    }
     if (p.role != Pair::Role::Creator || p.state == Pair::State::Free || p.connections != 0) continue;
     if (p.idle_since == 0) {
       p.idle_since = now_us;  // created, never used yet: give it the same grace
@@ -811,6 +1191,8 @@ void Fabric::trim() {
     ++m.counters.pairs_idle_closed;
     m.close_pair(i);  // the acceptor sees the hang-up; it has no connection on it either
   }
+  for (Listener& l : m.listeners)
+    if (l.proving_pair >= 0 && now_us - l.proof_started >= kWelcomeUs) m.end_proof(l);
   for (auto it = m.routes.begin(); it != m.routes.end();) {
     const bool empty = std::all_of(it->second.via.begin(), it->second.via.end(), [](LinkAddr v) { return v == 0; });
     if (empty && now_us - it->second.probed_at >= kReprobeUs) it = m.routes.erase(it); else ++it;
@@ -820,9 +1202,26 @@ void Fabric::trim() {
 
 bool Fabric::control_pending() const { return !impl_->failed.empty(); }
 
+uint64_t Fabric::trim_in() const {
+  const Impl& m = *impl_;
+  const uint64_t now = mono_us();
+  uint64_t at = UINT64_MAX;
+  for (uint32_t i = 1; i < m.pairs.size(); ++i) {
+    const Pair& p = m.pairs[i];
+    if (p.role != Pair::Role::Creator || p.state == Pair::State::Free) continue;
+    if (p.state == Pair::State::AwaitWelcome || p.state == Pair::State::AwaitProof)
+      at = std::min(at, p.created_at + kWelcomeUs);
+    else if (p.connections == 0) at = std::min(at, (p.idle_since ? p.idle_since : now) + m.config.idle_close_us);
+  }
+  if (m.ports.any_unused()) at = std::min(at, now + kPortIdleUs);
+  for (const Listener& l : m.listeners)
+    if (l.proving_pair >= 0) at = std::min(at, l.proof_started + kWelcomeUs);
+  return at == UINT64_MAX ? UINT64_MAX : (at > now ? at - now : 0);
+}
+
 bool Fabric::awaiting_welcome(LinkAddr addr) const {
   const Pair* p = impl_->find(addr);
-  return p && p->state == Pair::State::AwaitWelcome;
+  return p && (p->state == Pair::State::AwaitWelcome || p->state == Pair::State::AwaitProof);
 }
 
 std::vector<PairInfo> Fabric::pairs() const {

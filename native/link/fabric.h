@@ -27,6 +27,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "link/arena.h"
 #include "link/ports.h"
 
 namespace sidestep::link {
@@ -38,7 +39,8 @@ using LinkAddr = uint32_t;
 
 // What a frame carries: the high byte of a frame's kind word.
 enum class FrameKind : uint32_t {
-  Packet = 0,  // an IP packet, for the stack
+  Packet = 0,       // an IP packet, for the stack
+  Reference = 0x100,  // [SlotRef][IP and TCP headers]: the payload is in the sender's arena
 };
 
 struct FabricConfig {
@@ -51,6 +53,9 @@ struct FabricConfig {
   bool same_uid_only = false;
   // A pair we created that carried no connection this long is closed.
   uint64_t idle_close_us = 5000000;
+  // Each connection's send buffer in its pair's arena (arena.h): a power of
+  // two, at least the stack's send buffer size.
+  uint64_t send_slot_bytes = 8u << 20;
 };
 
 struct FabricCounters {
@@ -66,8 +71,13 @@ struct FabricCounters {
   uint64_t pairs_created = 0;      // we connected and sent a region
   uint64_t pairs_accepted = 0;     // a peer connected and we mapped its region
   uint64_t pairs_refused = 0;      // a channel we ended before or at its Hello
+  uint64_t pairs_proved = 0;       // pairs whose acceptor had to prove it holds its listener
   uint64_t pairs_down = 0;         // a pair that was up went down (hang-up, error)
   uint64_t pairs_idle_closed = 0;  // pairs we closed after carrying nothing for a while
+  uint64_t tx_blocked = 0;         // a frame waited for room (the consumer rang us back)
+  uint64_t frames_by_reference = 0;  // data frames whose payload stayed in our arena
+  uint64_t send_slots = 0;         // arena slots lent to connections (ever)
+  uint64_t send_slots_unavailable = 0;  // a connection that got none (memory limits)
 };
 
 // A pair as `sidestep stat` shows it.
@@ -96,14 +106,32 @@ class Fabric {
   // Room for one frame of `len` bytes towards `to`, or nullptr (ring full,
   // pair gone or len > mtu; counted).
   uint8_t* tx_reserve(LinkAddr to, size_t len);
+  // Room for a packet's `header_len` bytes of headers whose payload is
+  // `payload`: named by reference when it lies in a slot of our arena, else
+  // copied into the frame right after the headers. Then tx_commit(to,
+  // header_len).
+  uint8_t* tx_reserve_headers(LinkAddr to, size_t header_len, const Pieces& payload);
   // Publish the frame; rings the peer's doorbell iff it armed need-wakeup.
-  void tx_commit(LinkAddr to, size_t len, FrameKind kind = FrameKind::Packet);
+  void tx_commit(LinkAddr to, size_t len);
+  // Whether the last reservation towards `to` failed because its ring was
+  // full (the consumer rings us when it frees room), not because it's gone.
+  bool tx_blocked(LinkAddr to) const;
+
+  // ---- send memory (arena.h) ----
+  // A slot of our arena on the pair to `to` for a new connection (the
+  // descriptor filled: its 4-tuple as we see it and its first data byte's
+  // sequence number). false: none (the loopback, or no memory).
+  bool send_memory(LinkAddr to, uint8_t family, const uint8_t local[16], uint16_t local_port,
+                   const uint8_t remote[16], uint16_t remote_port, uint32_t seq_base, SendSlot* out);
+  void send_memory_release(LinkAddr to, uint64_t cookie);
 
   // ---- receive ----
   // Deliver up to `budget` frames from all pairs, round-robin, as
-  // deliver(LinkAddr from, const uint8_t* packet, size_t len). The packet
-  // pointer is into shared memory and valid only during the call. Returns
-  // the number of frames delivered.
+  // deliver(LinkAddr from, const uint8_t* packet, size_t len, const Pieces*
+  // payload): a whole packet (payload null), or its headers and, by
+  // reference, its payload in the sender's arena. Pointers are into shared
+  // memory and valid only during the call. Returns the number of frames
+  // delivered.
   template <class Deliver>
   size_t rx_poll(Deliver&& deliver, size_t budget);
   bool rx_pending() const;
@@ -143,8 +171,12 @@ class Fabric {
   // The caller's connections through a pair, counted: a pair we created
   // that carried none for a while is closed by trim().
   void hold(LinkAddr via, bool on);
-  // Housekeeping, now and then: idle pairs we created, unused ports.
+  // Housekeeping: pairs whose acceptor never answered (they go down, so
+  // their connects move to the kernel), idle pairs we created, unused ports.
   void trim();
+  // Microseconds until trim() has something to do (UINT64_MAX: nothing; an
+  // idle stack sets no timer).
+  uint64_t trim_in() const;
   // Whether control_poll() has work that no fd will signal (a pair that
   // failed inside the data path).
   bool control_pending() const;
@@ -156,18 +188,39 @@ class Fabric {
   // the caller may still give its connections to the kernel).
   bool awaiting_welcome(LinkAddr addr) const;
 
+  // ---- a peer that vanished ----
+  // The slots a pair that went down still had in use: what its peer had
+  // written for each connection, readable until release_orphans(addr).
+  std::vector<PeerArena::Live> orphans(LinkAddr addr) const;
+  void release_orphans(LinkAddr addr);
+  size_t dead_arenas() const;
+
  private:
   Fabric();
   struct Impl;
   std::unique_ptr<Impl> impl_;
-  size_t rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t), void* ctx, size_t budget);
+  size_t rx_poll_impl(void (*fn)(void*, LinkAddr, const uint8_t*, size_t, const Pieces*), void* ctx,
+                      size_t budget);
 };
 
 template <class Deliver>
 size_t Fabric::rx_poll(Deliver&& deliver, size_t budget) {
   using D = std::remove_reference_t<Deliver>;
   return rx_poll_impl(
-      [](void* ctx, LinkAddr from, const uint8_t* p, size_t n) { (*static_cast<D*>(ctx))(from, p, n); },
+      [](void* ctx, LinkAddr from, const uint8_t* p, size_t n, const Pieces* payload) {
+        D& d = *static_cast<D*>(ctx);
+        if constexpr (std::is_invocable_v<D&, LinkAddr, const uint8_t*, size_t, const Pieces*>) {
+          d(from, p, n, payload);
+        } else {
+          // A caller that takes whole packets only gets a referenced payload
+          // copied behind its headers.
+          if (!payload) return d(from, p, n);
+          thread_local std::vector<uint8_t> whole;
+          whole.assign(p, p + n);
+          for (int k = 0; k < 2; ++k) whole.insert(whole.end(), payload->data[k], payload->data[k] + payload->len[k]);
+          d(from, whole.data(), whole.size());
+        }
+      },
       const_cast<void*>(static_cast<const void*>(&deliver)), budget);
 }
 

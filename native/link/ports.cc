@@ -140,6 +140,12 @@ void PortReservations::give_back(int handle) {
   }
 }
 
+bool PortReservations::any_unused() const {
+  for (const Reservation& r : all_)
+    if (r.fd >= 0 && r.users == 0) return true;
+  return false;
+}
+
 void PortReservations::trim() {
   for (size_t h = 0; h < all_.size(); ++h) {
     Reservation& r = all_[h];

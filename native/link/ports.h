@@ -39,6 +39,8 @@ class PortReservations {
   // this now and then, while idle).
   void trim();
   size_t held() const { return held_; }
+  // Whether some reservation serves no connection (trim() may close it).
+  bool any_unused() const;
 
  private:
   struct Reservation {

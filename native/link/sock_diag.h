@@ -14,7 +14,13 @@ struct KernelSocket {
   uint8_t state = 0;   // TCP_LISTEN (10), TCP_ESTABLISHED (1), ...
   uint32_t uid = 0;    // owner, as our user namespace sees it
   uint64_t inode = 0;  // the socket's inode (unique among live sockets)
+  uint32_t backlog = 0;  // a listener's backlog (what its holder last gave listen())
 };
+
+// The backlog a listening socket's holder sets to prove it holds it (see
+// control.h's Prove): `was` moved by 1 + nonce, up unless that passes
+// net.core.somaxconn (the kernel would cut it), else down.
+uint32_t proof_backlog(uint32_t was, uint32_t nonce);
 
 class SockDiag {
  public:

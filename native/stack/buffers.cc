@@ -31,30 +31,60 @@ static void ring_write(uint8_t* ring, size_t cap, size_t at, const uint8_t* data
   if (first < n) std::memcpy(ring, data + first, n - first);
 }
 
-void SendBuffer::push(const uint8_t* data, size_t n) {
-  if (n == 0) return;
+SendBuffer::~SendBuffer() {
+  if (!external_) delete[] buf_;
+}
+
+void SendBuffer::use_external(const SendMemory& m, uint32_t seq_base) {
+  if (size_ != 0 || !m.ring || m.capacity == 0 || (m.capacity & (m.capacity - 1))) return;
+  if (!external_) delete[] buf_;
+  buf_ = m.ring;
+  cap_ = m.capacity;
+  head_ = 0;  // the byte seq_base lives at offset 0: (seq - seq_base) % cap
+  external_ = true;
+  published_end_ = m.published_end;
+  end_seq_ = seq_base;
+  if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
+}
+
+size_t SendBuffer::push(const uint8_t* data, size_t n) {
+  if (n == 0) return 0;
+  if (external_) {
+    // Positions follow sequence numbers (the peer finds a byte by its
+    // number), so nothing moves and nothing grows: what fits, fits.
+    n = std::min(n, cap_ - size_);
+    size_t tail = (head_ + size_) & (cap_ - 1);
+    ring_write(buf_, cap_, tail, data, n);
+    size_ += n;
+    end_seq_ += uint32_t(n);
+    // After the bytes: a peer that sees the new end sees them.
+    if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
+    return n;
+  }
   if (size_ + n > cap_) {
     size_t cap = cap_ ? cap_ : (n <= kFirstSmall ? kFirstSmall : 16384);
     while (cap < size_ + n) cap = cap < limit_ ? cap * 2 : (cap + cap / 4 + 63) & ~size_t(63);
-    std::unique_ptr<uint8_t[]> grown(new uint8_t[cap]);
+    uint8_t* grown = new uint8_t[cap];
     // The kept bytes end where the new ones start: at the position aligned
     // with them, so a stream written from one contiguous region copies
     // aligned from then on.
-    size_t head = (aligned_with(grown.get(), 0, data) + cap - size_) % cap;
+    size_t head = (aligned_with(grown, 0, data) + cap - size_) % cap;
     Payload kept;
     pieces(0, size_, &kept);
-    ring_write(grown.get(), cap, head, kept.data[0], kept.len[0]);
-    ring_write(grown.get(), cap, (head + kept.len[0]) % cap, kept.data[1], kept.len[1]);
-    buf_ = std::move(grown);
+    ring_write(grown, cap, head, kept.data[0], kept.len[0]);
+    ring_write(grown, cap, (head + kept.len[0]) % cap, kept.data[1], kept.len[1]);
+    delete[] buf_;
+    buf_ = grown;
     cap_ = cap;
     head_ = head;
   } else if (size_ == 0) {
-    head_ = aligned_with(buf_.get(), 0, data);  // nothing kept: start where it suits
+    head_ = aligned_with(buf_, 0, data);  // nothing kept: start where it suits
   }
   size_t tail = head_ + size_;
   if (tail >= cap_) tail -= cap_;
-  ring_write(buf_.get(), cap_, tail, data, n);
+  ring_write(buf_, cap_, tail, data, n);
   size_ += n;
+  return n;
 }
 
 namespace {
@@ -69,16 +99,15 @@ void SendBuffer::pop(size_t n) {
   head_ += n;
   if (head_ >= cap_) head_ -= cap_;
   size_ -= n;
-  if (size_ == 0) {
-    if (cap_ <= kSmallBuffer) {
-      buf_.reset();
-      cap_ = 0;
-    }
+  if (size_ == 0 && !external_ && cap_ <= kSmallBuffer) {
+    delete[] buf_;
+    buf_ = nullptr;
+    cap_ = 0;
   }
 }
 
 bool SendBuffer::frees_on_pop(size_t n) const {
-  return cap_ > 0 && cap_ <= kSmallBuffer && n >= size_;
+  return !external_ && cap_ > 0 && cap_ <= kSmallBuffer && n >= size_;
 }
 
 void SendBuffer::pieces(size_t offset, size_t n, Payload* out) const {
@@ -87,10 +116,10 @@ void SendBuffer::pieces(size_t offset, size_t n, Payload* out) const {
   size_t pos = head_ + offset;
   if (pos >= cap_) pos -= cap_;
   size_t first = std::min(n, cap_ - pos);
-  out->data[0] = buf_.get() + pos;
+  out->data[0] = buf_ + pos;
   out->len[0] = first;
   if (first < n) {
-    out->data[1] = buf_.get();
+    out->data[1] = buf_;
     out->len[1] = n - first;
   }
 }

@@ -269,6 +269,7 @@ void Stack::Impl::reap_dead() {
     if (s.kind != SlotKind::Tcb) continue;
     bool announced = s.tcb->accepted;  // a Closed event is queued: free the id when drained
     if (tx_refs_out && s.tcb->sndbuf.allocated()) release_tx_refs();
+    if (s.tcb->send_memory.ring) link.send_memory_release(s.tcb->via, s.tcb->send_memory);
     s.tcb.reset();
     if (announced) {
       s.kind = SlotKind::Reserved;
@@ -514,6 +515,8 @@ Micros Stack::poll_at() const {
   return e ? e->at : kNever;
 }
 
+bool Stack::events_pending() const { return impl_->events_head < impl_->events.size(); }
+
 bool Stack::next_event(Event* out) {
   Impl& m = *impl_;
   while (m.events_head < m.events.size()) {
@@ -619,6 +622,7 @@ int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, 
   t.snd_nxt = t.snd_max = t.iss + 1;
   t.sndbuf_seq = t.iss + 1;
   t.recover = t.iss;
+  m.lend_send_memory(t);
   t.rcv_wscale = m.our_window_shift();
   t.mss = m.mss_cap(local.addr.family);
   t.rto = m.config.rto_initial;
@@ -637,6 +641,13 @@ long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now) {
   Tcb* t = m.tcb(s);
   if (!t || t->app_closed) return -EBADF;
   if (t->fin_queued) return -EPIPE;
+  if (t->orphaned) {
+    // Bytes for a peer that is gone: its kernel would take this write and
+    // answer it with an RST (after its FIN: EPIPE on the next write).
+    m.fail(*t, t->fin_received ? -EPIPE : -ECONNRESET);
+    m.reap_dead();
+    return long(len);
+  }
   switch (t->state) {
     case TcpState::SynSent:
     case TcpState::SynReceived:
@@ -648,12 +659,12 @@ long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now) {
   }
   if (len == 0) return 0;
   if (m.tx_refs_out && t->sndbuf.moves_on_push(len)) m.release_tx_refs();
-  t->sndbuf.push(data, len);
-  if (t->sndbuf.size() >= m.config.send_buffer) t->writable_armed = true;
+  const size_t took = t->sndbuf.push(data, len);
+  if (t->sndbuf.size() >= m.config.send_buffer || t->sndbuf.full()) t->writable_armed = true;
   m.output(*t, now);
   m.reschedule(*t);
   m.reap_dead();
-  return long(len);
+  return long(took);
 }
 
 size_t Stack::send_queued(SocketId s) const {
@@ -661,13 +672,42 @@ size_t Stack::send_queued(SocketId s) const {
   return t ? t->sndbuf.size() : 0;
 }
 
+bool Stack::send_full(SocketId s) const {
+  Tcb* t = impl_->tcb(s);
+  return t && t->sndbuf.full();
+}
+
+void Stack::link_ready(Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  std::vector<std::pair<SocketId, uint32_t>> waiters;
+  waiters.swap(m.link_waiters);
+  for (auto [id, generation] : waiters) {
+    if (id >= m.slots.size() || m.slots[id].generation != generation) continue;
+    Tcb* t = m.tcb(id);
+    if (!t || t->dead) continue;
+    t->link_waiting = false;
+    if (t->state == TcpState::SynSent || t->state == TcpState::SynReceived)
+      m.send_syn(*t, now);
+    else
+      m.output(*t, now);
+    m.reschedule(*t);
+  }
+  m.reap_dead();
+}
+
+bool Stack::link_waiting() const { return !impl_->link_waiters.empty(); }
+
 size_t Stack::recv(SocketId s, uint8_t* out, size_t cap, Micros now) {
   Impl& m = *impl_;
   m.clock = now;
   Tcb* t = m.tcb(s);
   if (!t) return 0;
   size_t n = t->rcvbuf.read(out, cap);
-  if (n) m.recved(*t, now);
+  if (n) {
+    Impl::publish_consumed(*t);
+    m.recved(*t, now);
+  }
   if (t->rcvbuf.size() == 0 && t->ooo.empty()) t->rcvbuf.release_if_idle();
   if (t->fin_received && t->rcvbuf.size() == 0 && !t->eof_reported && !t->app_closed) {
     t->eof_reported = true;
@@ -710,8 +750,8 @@ void Stack::close(SocketId s, Micros now) {
   Tcb* t = m.tcb(s);
   if (!t || t->app_closed) return;
   t->app_closed = true;
-  if (t->state == TcpState::Closed || t->state == TcpState::SynSent) {
-    m.finish(*t);
+  if (t->state == TcpState::Closed || t->state == TcpState::SynSent || t->orphaned) {
+    m.finish(*t);  // (an orphan's peer is gone: nothing to say goodbye to)
   } else if (t->rcvbuf.size() > 0) {
     m.send_rst(*t, now);  // RFC 2525 2.17: unread data means data loss
     m.finish(*t);
@@ -815,11 +855,108 @@ void Stack::link_down(LinkAddr link, Micros) {
     Tcb& t = *s.tcb;
     // After the peer's FIN its socket would answer our next segment with an
     // RST, which ends a CLOSE_WAIT connection with EPIPE (see tcp.cc).
-    if (t.via == link && t.state != TcpState::Closed)
+    if (t.via == link && t.state != TcpState::Closed && !t.orphaned)
       m.fail(t, t.state == TcpState::CloseWait ? -EPIPE : -ECONNRESET);
     m.reschedule(t);
   }
   m.reap_dead();
+}
+
+SocketId Stack::find(const Endpoint& local, const Endpoint& remote) const {
+  const Impl& m = *impl_;
+  auto it = m.connections.find(TupleKey{local.addr, remote.addr, local.port, remote.port});
+  return it == m.connections.end() ? 0 : it->second;
+}
+
+void Stack::orphan(SocketId s, Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  Tcb* t = m.tcb(s);
+  if (!t || t->dead || t->orphaned) return;
+  t->orphaned = true;
+  // Nothing more goes to the peer, nothing more is awaited from it: what we
+  // sent it (a FIN included) counts as taken, as its kernel would have.
+  t->rtx_at = t->persist_at = t->keepalive_at = t->delack_at = kNever;
+  t->ack_now = false;
+  t->snd_una = t->snd_nxt = t->snd_max;
+  t->sndbuf.pop(t->sndbuf.size());
+  t->sndbuf_seq = t->snd_max;
+  switch (t->state) {
+    case TcpState::FinWait1: t->state = TcpState::FinWait2; break;
+    case TcpState::Closing:
+    case TcpState::LastAck: m.finish(*t); break;
+    default: break;
+  }
+  m.reschedule(*t);
+  m.reap_dead();
+}
+
+size_t Stack::feed(SocketId s, const Payload& bytes, bool fin, Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  Tcb* t = m.tcb(s);
+  if (!t || t->dead || !t->orphaned || t->fin_received) return 0;
+  const size_t n = bytes.size();
+  size_t took = 0;
+  // As a segment's in-order bytes: to the reader while nothing waits, else
+  // into the receive buffer as far as the window goes.
+  auto piece = [&](size_t at, size_t* len) {
+    const size_t first = bytes.len[0];
+    if (at < first) {
+      *len = first - at;
+      return bytes.data[0] + at;
+    }
+    *len = bytes.len[1] - (at - first);
+    return bytes.data[1] + (at - first);
+  };
+  if (t->reader && t->accepted && !t->app_closed && t->rcvbuf.size() == 0) {
+    while (took < n) {
+      size_t len;
+      const uint8_t* p = piece(took, &len);
+      const size_t k = std::min(t->reader->take(t->id, p, len), len);
+      took += k;
+      if (k < len) break;
+    }
+  }
+  size_t buffered = 0;
+  while (took + buffered < n && buffered < t->rcvbuf.free_space()) {
+    size_t len;
+    const uint8_t* p = piece(took + buffered, &len);
+    len = std::min(len, t->rcvbuf.free_space() - buffered);
+    t->rcvbuf.write_at(buffered, p, len);
+    buffered += len;
+  }
+  t->rcvbuf.commit(buffered);
+  t->rcv_nxt += uint32_t(took + buffered);
+  t->last_rx = now;
+  m.counters.bytes_in += took + buffered;
+  if (buffered && t->accepted && !t->app_closed) m.emit(t->id, EventType::Readable);
+  if (fin && took + buffered == n) m.apply_fin(*t, now);
+  if (t->state == TcpState::TimeWait) m.finish(*t);  // nobody to wait for
+  m.reschedule(*t);
+  m.reap_dead();
+  return took + buffered;
+}
+
+uint32_t Stack::receive_point(SocketId s) const {
+  Tcb* t = impl_->tcb(s);
+  return t ? t->rcv_nxt : 0;
+}
+
+void Stack::reset_by_peer(SocketId s, Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  Tcb* t = m.tcb(s);
+  if (!t || t->dead || t->state == TcpState::Closed) return;
+  ++m.counters.resets_in;
+  m.fail(*t, -ECONNRESET);
+  m.reschedule(*t);
+  m.reap_dead();
+}
+
+bool Stack::send_lent(SocketId s) const {
+  Tcb* t = impl_->tcb(s);
+  return t && t->sndbuf.external();
 }
 
 bool Stack::info(SocketId s, SocketInfo* out) const {
@@ -840,6 +977,9 @@ bool Stack::info(SocketId s, SocketInfo* out) const {
   out->srtt_us = uint32_t(std::min<Micros>(t->srtt, UINT32_MAX));
   out->retransmits = t->retransmits;
   out->buffer_bytes = uint32_t(std::min<size_t>(t->sndbuf.allocated() + t->rcvbuf.allocated(), UINT32_MAX));
+  out->snd_una = t->snd_una;
+  out->snd_nxt = t->snd_nxt;
+  out->rcv_nxt = t->rcv_nxt;
   return true;
 }
 

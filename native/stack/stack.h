@@ -54,6 +54,21 @@ struct Payload {
   size_t size() const { return len[0] + len[1]; }
 };
 
+// Memory a link lends a connection for its unacknowledged bytes, where the
+// peer can read them too (the fabric: so a peer can finish the stream of a
+// process that vanished). A ring of `capacity` bytes (a power of two) in
+// which the byte with sequence number s lives at (s - seq_base) % capacity;
+// the stack stores in `published_end` (release) the sequence number after
+// the last byte it holds, and in `published_consumed` the sequence number up
+// to which the application has read the peer's stream.
+struct SendMemory {
+  uint8_t* ring = nullptr;
+  size_t capacity = 0;
+  uint32_t* published_end = nullptr;
+  uint32_t* published_consumed = nullptr;
+  uint64_t cookie = 0;  // the link's own reference, given back at release
+};
+
 // The link below the stack: a NIC-like packet sink. TX is pulled into link
 // memory: the stack asks for room, writes the IP packet in place, commits it.
 class Link {
@@ -83,6 +98,23 @@ class Link {
   }
   // Be done with every payload reference given so far (deliver or copy it).
   virtual void tx_release() {}
+
+  // After tx_reserve*() returned nullptr: whether the link is full (waiting
+  // helps: the stack retries at Stack::link_ready()) rather than gone.
+  virtual bool tx_blocked(LinkAddr to) const {
+    (void)to;
+    return false;
+  }
+
+  // Lend a new connection towards `to` memory for its send buffer (see
+  // SendMemory): false to let the stack use its own. The stack gives it back
+  // with send_memory_release() when the connection is gone.
+  virtual bool send_memory(LinkAddr to, const Endpoint& local, const Endpoint& remote, uint32_t seq_base,
+                           SendMemory* out) {
+    (void)to, (void)local, (void)remote, (void)seq_base, (void)out;
+    return false;
+  }
+  virtual void send_memory_release(LinkAddr to, const SendMemory& m) { (void)to, (void)m; }
 };
 
 // Receive without the receive buffer: while a socket has a Reader, in-order
@@ -173,6 +205,7 @@ struct SocketInfo {
   uint32_t srtt_us;
   uint32_t retransmits;
   uint32_t buffer_bytes;  // memory held by its send and receive buffers
+  uint32_t snd_una, snd_nxt, rcv_nxt;  // sequence numbers
 };
 
 enum class TcpState : uint8_t {
@@ -214,6 +247,9 @@ class Stack {
   // keepalive, TIME_WAIT, SYN timeout).
   void poll(Micros now);
   // Earliest time poll() has work; kNever when the stack is idle.
+  // Whether next_event() has something (a call the app made queued events
+  // that no packet will come to announce).
+  bool events_pending() const;
   Micros poll_at() const;
   // Send the ACKs held back by Config::defer_acks that no data segment has
   // carried since.
@@ -241,12 +277,21 @@ class Stack {
   // SocketId or a negative errno (-EADDRINUSE when the 4-tuple is taken).
   int connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, Micros now);
 
-  // Queue bytes to send; copies all of them (the caller applies backpressure
-  // with send_queued()/Writable). Returns bytes accepted or a negative errno
-  // (-EPIPE after shutdown/reset, -ENOTCONN before connected is allowed: data
-  // queued in SYN-SENT is sent once established, so it returns len there).
+  // Queue bytes to send (the caller applies backpressure with
+  // send_queued()/Writable). Copies all of them into the stack's own memory;
+  // into memory the link lent (Link::send_memory) only what fits, the caller
+  // keeping the rest until Writable. Returns bytes accepted or a negative
+  // errno (-EPIPE after shutdown/reset; data queued in SYN-SENT is sent once
+  // established).
   long send(SocketId s, const uint8_t* data, size_t len, Micros now);
   size_t send_queued(SocketId s) const;
+  // Whether the send buffer can't take another byte (lent memory, full).
+  bool send_full(SocketId s) const;
+
+  // The link said it was full (Link::tx_blocked) and has room again:
+  // connections that had something to send try now.
+  void link_ready(Micros now);
+  bool link_waiting() const;
   // Take up to `cap` in-order bytes; reopens the window as the app consumes
   // (sends a window update when it grew significantly). Returns bytes copied,
   // 0 if none available.
@@ -271,8 +316,29 @@ class Stack {
   bool remote_endpoint(SocketId s, Endpoint* out) const;
   LinkAddr link_of(SocketId s) const;
   // The stack behind `link` is gone (its process died): every connection
-  // whose next hop is `link` fails with -ECONNRESET, without sending anything.
+  // whose next hop is `link` fails with -ECONNRESET, without sending anything
+  // (except those being finished as orphans, below).
   void link_down(LinkAddr link, Micros now);  // next hop of a connection
+
+  // ---- finishing the stream of a peer that vanished ----
+  // As a kernel finishes the streams of a process that died, a link that
+  // still holds what the peer of `s` had written (Link::send_memory) hands
+  // the rest over: orphan() turns `s` into a connection whose peer sends
+  // nothing more by itself (no ACK is awaited, nothing is sent to it; the
+  // application's close frees it at once), feed() delivers the next bytes of
+  // its stream, as far as the receive window lets them (returns how many),
+  // and, with `fin` once they all went in, its end.
+  SocketId find(const Endpoint& local, const Endpoint& remote) const;
+  void orphan(SocketId s, Micros now);
+  size_t feed(SocketId s, const Payload& bytes, bool fin, Micros now);
+  // The sequence number the stream of `s` continues at (rcv_nxt).
+  uint32_t receive_point(SocketId s) const;
+  // Ends `s` with ECONNRESET (a peer that had not read what it was sent, or
+  // an orphan nobody reads).
+  void reset_by_peer(SocketId s, Micros now);
+  // Whether the unacknowledged bytes of `s` are in memory its link lent
+  // (the peer can finish the stream without us).
+  bool send_lent(SocketId s) const;
   bool info(SocketId s, SocketInfo* out) const;
   const Counters& counters() const;
 

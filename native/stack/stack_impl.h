@@ -123,6 +123,21 @@ struct Stack::Impl {
   std::vector<SocketId> reap;
   // Config::defer_acks: connections with an ACK owed until flush().
   std::vector<std::pair<SocketId, uint32_t>> ack_pending;
+  // Connections that found the link full (Link::tx_blocked), with their
+  // slot's generation: link_ready() lets them try again.
+  std::vector<std::pair<SocketId, uint32_t>> link_waiters;
+  // The link lends the connection its send memory (Link::send_memory).
+  void lend_send_memory(Tcb& t) {
+    if (link.send_memory(t.via, t.local, t.remote, t.iss + 1, &t.send_memory))
+      t.sndbuf.use_external(t.send_memory, t.iss + 1);
+  }
+  // Where the application has read the peer's stream to, for a link that
+  // lent memory (so a peer that finishes our stream after we vanished
+  // knows whether we left its bytes unread).
+  static void publish_consumed(Tcb& t) {
+    if (t.send_memory.published_consumed)
+      __atomic_store_n(t.send_memory.published_consumed, t.rcv_nxt - uint32_t(t.rcvbuf.size()), __ATOMIC_RELAXED);
+  }
   Micros clock = 0;  // the latest `now` the caller gave us (for calls without one)
   mutable std::vector<TimerEntry> timer_heap;  // min-heap on `at`
   uint8_t hash_key[16];

@@ -206,6 +206,12 @@ bool Stack::Impl::transmit(Tcb& t, uint32_t seq, uint8_t flags, uint32_t len, Mi
   }
   h.window = (flags & kRst) ? 0 : window_field(t, syn);
   if (!put(t.via, t.local.addr, t.remote.addr, h, &t.sndbuf, seq - t.sndbuf_seq, len)) {
+    // A full link (not a gone one) gets a second chance when it has room,
+    // rather than a retransmission timeout later.
+    if (!t.link_waiting && link.tx_blocked(t.via)) {
+      t.link_waiting = true;
+      link_waiters.emplace_back(t.id, slots[t.id].generation);
+    }
     return false;
   }
   if (t.sack_ok && !(flags & (kSyn | kRst)) && (len || (flags & kFin))) {
@@ -288,7 +294,7 @@ void Stack::Impl::retransmit_first(Tcb& t, Micros now) {
 }
 
 void Stack::Impl::output(Tcb& t, Micros now) {
-  if (t.dead || t.state == TcpState::Closed) return;
+  if (t.dead || t.state == TcpState::Closed || t.orphaned) return;
   bool can_send = t.state == TcpState::Established || t.state == TcpState::CloseWait ||
                   t.state == TcpState::FinWait1 || t.state == TcpState::LastAck ||
                   t.state == TcpState::Closing;
@@ -432,6 +438,7 @@ void Stack::Impl::on_syn_sent(Tcb& t, const Segment& seg, Micros now) {
   if (!seg.has(kSyn)) return;
   t.irs = h.seq;
   t.rcv_nxt = h.seq + 1;
+  publish_consumed(t);
   start_connection(t, h.options, now);
   t.snd_wnd = h.window;  // a SYN's window is never scaled
   t.max_snd_wnd = t.snd_wnd;
@@ -499,6 +506,8 @@ void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now)
   t.snd_nxt = t.snd_max = t.iss + 1;
   t.sndbuf_seq = t.iss + 1;
   t.recover = t.iss;
+  lend_send_memory(t);
+  publish_consumed(t);
   start_connection(t, seg.tcp.options, now);
   t.snd_wnd = t.max_snd_wnd = seg.tcp.window;
   t.snd_wl1 = seg.tcp.seq;
@@ -817,6 +826,7 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
       uint32_t end = t.ooo.advance(seq + n);
       t.rcvbuf.commit(end - t.rcv_nxt - taken);
       t.rcv_nxt = end;
+      publish_consumed(t);
       t.unacked_bytes += n;
       const bool quick = t.quick_acks_left > 0;
       if (quick) --t.quick_acks_left;

@@ -36,9 +36,20 @@ class SendBuffer {
   // 256 KiB ring for a 200-byte overshoot would hold 512 KiB and, for a bulk
   // stream, spread the copies over twice the cache.
   explicit SendBuffer(size_t limit = SIZE_MAX) : limit_(limit) {}
+  ~SendBuffer();
+  SendBuffer(const SendBuffer&) = delete;
+  SendBuffer& operator=(const SendBuffer&) = delete;
   size_t size() const { return size_; }
-  size_t allocated() const { return cap_; }
-  void push(const uint8_t* data, size_t n);
+  // Memory of its own (lent memory is the link's).
+  size_t allocated() const { return external_ ? 0 : cap_; }
+  // Keep the bytes in memory a link lent instead (see SendMemory), from the
+  // connection's first data byte `seq_base`. Only before the first push.
+  void use_external(const SendMemory& m, uint32_t seq_base);
+  bool external() const { return external_; }
+  // Copies what fits (everything in own memory; up to the lent ring's free
+  // room) and returns how much that was.
+  size_t push(const uint8_t* data, size_t n);
+  bool full() const { return external_ && size_ == cap_; }
   // Drops acknowledged bytes; a small buffer left empty is given back.
   void pop(size_t n);
   // Copies `n` bytes starting `offset` bytes after the oldest one.
@@ -48,13 +59,16 @@ class SendBuffer {
   void pieces(size_t offset, size_t n, Payload* out) const;
   // Whether push(n) / pop(n) would move or free the memory (a gathering
   // link must let go of its references first).
-  bool moves_on_push(size_t n) const { return n > 0 && size_ + n > cap_; }
+  bool moves_on_push(size_t n) const { return !external_ && n > 0 && size_ + n > cap_; }
   bool frees_on_pop(size_t n) const;
 
  private:
-  std::unique_ptr<uint8_t[]> buf_;
+  uint8_t* buf_ = nullptr;  // own (new[]) or lent
   size_t limit_;
   size_t cap_ = 0, head_ = 0, size_ = 0;
+  bool external_ = false;
+  uint32_t* published_end_ = nullptr;
+  uint32_t end_seq_ = 0;
 };
 
 // In-order bytes waiting for recv(), followed (in the same ring) by
@@ -257,6 +271,8 @@ struct Tcb {
   uint32_t snd_wnd = 0, max_snd_wnd = 0, snd_wl1 = 0, snd_wl2 = 0;
   SendBuffer sndbuf;
   uint32_t sndbuf_seq = 0;  // sequence number of sndbuf's oldest byte
+  SendMemory send_memory;   // lent by the link (ring == nullptr: none)
+  bool link_waiting = false;  // in link_waiters: something to send when the link has room
   bool fin_queued = false;  // shutdown_write(): FIN at sndbuf's end
 
   // Receive sequence space.
@@ -264,6 +280,7 @@ struct Tcb {
   ReceiveBuffer rcvbuf;
   SeqRanges ooo;  // received out of order
   bool fin_received = false;
+  bool orphaned = false;  // the peer vanished; the link feeds what it still owed
   bool rcv_fin_pending = false;  // FIN seen beyond a hole
   uint32_t rcv_fin_seq = 0;
   bool eof_reported = false;

@@ -69,6 +69,8 @@ export class BypassHandle implements EventTarget {
   private userBuffer: Uint8Array | null = null;
   private refed = true;
   private closed = false;
+  /** Its connect went to the kernel after all: the socket was never bypassed. */
+  private fellBack = false;
 
   constructor(
     private readonly runtime: Runtime,
@@ -128,6 +130,7 @@ export class BypassHandle implements EventTarget {
     if (!req || !retry || this.closed || !socket) return this.completeConnect(-111 /* ECONNREFUSED */);
     this.runtime.forget(this.id);
     this.id = 0;
+    this.fellBack = true;
     const kernel = BypassHandle.kernelRetry('fabric: the peer never took the pair; connected through the kernel');
     let err = 0;
     if (retry.local) {
@@ -355,7 +358,7 @@ export class BypassHandle implements EventTarget {
     if (this.closed) return;
     this.closed = true;
     const owner = ownerOf(this.internals, this);
-    if (owner && typeof owner === 'object') owner[kWasBypassed] = true;
+    if (owner && typeof owner === 'object' && !this.fellBack) owner[kWasBypassed] = true;
     if (this.id) {
       this.binding.close(this.id);
       this.runtime.forget(this.id);

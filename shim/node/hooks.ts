@@ -204,7 +204,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
    * lets it through, and connects there. The application sees one connect.
    */
   function kernelRetry(reason: string): any {
-    fallbacks.record(reason);
+    // (Counted once, when its connect comes through bypassConnect.)
     const kernel = new internals.TCP(internals.TCPSocketType);
     kernel[kKernelOnly] = reason;
     return kernel;

@@ -696,3 +696,133 @@ TEST(the_kernel_picks_among_reuseport_listeners_as_it_would_for_that_4_tuple) {
   }
   CHECK(seen.count(socket_inode(a.fd)) == 1 && seen.count(socket_inode(b.fd)) == 1);
 }
+
+namespace {
+// A child that serves (or, with `hijack`, only squats the name of) listener
+// `kl`, made non-dumpable so that we can't read its /proc/<pid>/fd: the
+// client must ask for proof. Returns the child's pid once it is ready.
+pid_t opaque_server(const std::string& name, KernelListener& kl, bool hijack, int* ready_fd) {
+  int ready[2];
+  if (::pipe(ready) != 0) return -1;
+  pid_t child = ::fork();
+  if (child == 0) {
+    ::prctl(PR_SET_DUMPABLE, 0);
+    if (hijack) {
+      // Double fork: neither it nor its parent holds the socket.
+      if (::fork() != 0) _exit(0);
+      ::prctl(PR_SET_DUMPABLE, 0);
+      const uint64_t inode = socket_inode(kl.fd);
+      ::close(kl.fd);
+      int fd = control_listen(listener_name(name, inode, 0));
+      char ok = 'y';
+      (void)!::write(ready[1], &ok, 1);
+      // Answer any Prove with a Proved it can't back, then wait for a Hello.
+      for (int rounds = 0; rounds < 200; ++rounds) {
+        if (!fd_readable(fd, 25)) continue;
+        int c = control_accept(fd);
+        if (c < 0) continue;
+        ControlMessage m;
+        int fds[kMaxFds];
+        size_t n = 0;
+        if (fd_readable(c, 1000) && control_recv(c, &m, fds, &n) > 0 && m.type == uint32_t(ControlType::Prove)) {
+          ControlMessage proved;
+          proved.type = uint32_t(ControlType::Proved);
+          control_send(c, proved, nullptr, 0);
+          // A Hello would bring the region: report whether one came.
+          char got = '-';
+          if (fd_readable(c, 1000) && control_recv(c, &m, fds, &n) > 0) got = n > 0 ? 'F' : 'h';
+          for (size_t k = 0; k < n; ++k) ::close(fds[k]);
+          (void)!::write(ready[1], &got, 1);
+        }
+        ::close(c);
+      }
+      _exit(0);
+    }
+    auto f = open_fabric(small_config(name));
+    if (!f || serve(*f, kl) < 0) _exit(1);
+    char ok = 'y';
+    (void)!::write(ready[1], &ok, 1);
+    for (;;) {
+      auto got = wait_frames(*f, 100);
+      for (auto& r : got) send_text(*f, r.from, "echo:" + r.bytes);
+    }
+  }
+  char ok = 0;
+  if (!fd_readable(ready[0], 5000) || ::read(ready[0], &ok, 1) != 1 || ok != 'y') return -1;
+  *ready_fd = ready[0];
+  ::close(ready[1]);
+  return child;
+}
+}  // namespace
+
+namespace {
+// Runs `fn` in a child as uid/gid 65534 (a client that can't read root's
+// /proc/<pid>/fd: it must ask for proof); its return value is the child's
+// exit status. -1 when we can't (not root).
+int as_nobody(const std::function<int()>& fn) {
+  if (::geteuid() != 0) return -1;
+  pid_t child = ::fork();
+  if (child == 0) {
+    if (::setgid(65534) != 0 || ::setuid(65534) != 0) _exit(99);
+    _exit(fn());
+  }
+  return reap(child);
+}
+}  // namespace
+
+TEST(an_acceptor_we_cannot_inspect_proves_it_holds_the_listener_before_any_memory_leaves) {
+  const std::string name = unique_name();
+  KernelListener kl;
+  int ready = -1;
+  pid_t child = opaque_server(name, kl, false, &ready);
+  REQUIRE(child > 0);
+  const uint16_t port = kl.port;
+  const int status = as_nobody([&]() {
+    auto client = open_fabric(small_config(name));
+    if (!client) return 1;
+    LinkAddr via = 0;
+    if (route_to(*client, port, &via) != 0) return 2;
+    if (!client->awaiting_welcome(via) || client->counters().pairs_proved != 1) return 3;
+    if (!send_text(*client, via, "ping")) return 4;  // waits in our region during the proof
+    auto got = wait_frames(*client, 3000);
+    if (got.size() != 1 || got[0].bytes != "echo:ping") return 5;
+    return client->awaiting_welcome(via) ? 6 : 0;
+  });
+  if (status == -1) std::fprintf(stderr, "  (skipped: needs root to run a client as another uid)\n");
+  else CHECK_EQ(status, 0);
+  ::kill(child, SIGKILL);
+  reap(child);
+  ::close(ready);
+}
+
+TEST(a_squatter_we_cannot_inspect_fails_the_proof_and_gets_no_region) {
+  const std::string name = unique_name();
+  KernelListener kl;
+  int ready = -1;
+  pid_t child = opaque_server(name, kl, true, &ready);
+  REQUIRE(child > 0);
+  REQUIRE(reap(child) == 0);  // the intermediate; the squatter lives on
+  const uint16_t port = kl.port;
+  const int status = as_nobody([&]() {
+    auto client = open_fabric(small_config(name));
+    if (!client) return 1;
+    LinkAddr via = 0;
+    if (route_to(*client, port, &via) != 0) return 2;  // a proof is asked for
+    if (!send_text(*client, via, "SYN")) return 3;
+    std::vector<LinkAddr> down;
+    for (int i = 0; i < 200 && down.empty(); ++i) {
+      fd_readable(client->control_fd(), 10);
+      client->control_poll(&down);
+    }
+    return down.size() == 1 && down[0] == via ? 0 : 4;  // the pair failed: its connects go to the kernel
+  });
+  if (status == -1) {
+    std::fprintf(stderr, "  (skipped: needs root to run a client as another uid)\n");
+  } else {
+    CHECK_EQ(status, 0);
+    char got = 0;
+    REQUIRE(fd_readable(ready, 3000) && ::read(ready, &got, 1) == 1);
+    CHECK(got != 'F');  // no Hello with our memfd ever reached it
+  }
+  ::close(ready);
+}

@@ -138,23 +138,26 @@ TEST(max_size_frames_round_trip_and_larger_ones_are_refused) {
   }
 }
 
-TEST(full_ring_refuses_reserve_and_counts_the_drop) {
-  const std::string name = unique_name();
-  {
-    auto f = open_fabric(small_config(name));
-    REQUIRE(f);
-    std::string s(4000, 'x');  // 4032 bytes per frame: 16 fit in 64 KiB
-    int sent = 0;
-    while (send_frame(*f, f->loopback(), s.data(), s.size())) ++sent;
-    CHECK_EQ(sent, 16);
-    CHECK_EQ(f->counters().drops_ring_full, 1u);
-    CHECK(f->tx_reserve(f->loopback(), 1100) == nullptr);  // 1152 bytes; 1024 are left
-    CHECK_EQ(f->counters().drops_ring_full, 2u);
-    CHECK_EQ(poll_all(*f, 1).size(), 1u);  // frees one frame's room
-    CHECK(send_frame(*f, f->loopback(), s.data(), s.size()));
-    CHECK_EQ(poll_all(*f).size(), 16u);
-    CHECK(!f->rx_pending());
-  }
+TEST(full_ring_refuses_reserve_says_so_and_the_consumer_rings_back_when_it_frees_room) {
+  auto f = open_fabric(small_config(unique_name()));
+  REQUIRE(f);
+  std::string s(4000, 'x');  // 4032 bytes per frame: 16 fit in 64 KiB
+  int sent = 0;
+  while (send_frame(*f, f->loopback(), s.data(), s.size())) ++sent;
+  CHECK_EQ(sent, 16);
+  CHECK_EQ(f->counters().tx_blocked, 1u);
+  CHECK(f->tx_blocked(f->loopback()));  // full, not gone: waiting helps
+  CHECK(f->tx_reserve(f->loopback(), 1100) == nullptr);  // 1152 bytes; 1024 are left
+  CHECK_EQ(f->counters().tx_blocked, 2u);
+  CHECK_EQ(f->counters().drops_ring_full, 0u);  // nothing was dropped
+  // The consumer frees one frame's room and rings the producer (here: us).
+  f->doorbell_drain();
+  CHECK_EQ(poll_all(*f, 1).size(), 1u);
+  CHECK(fd_readable(f->doorbell_fd(), 1000));
+  CHECK(send_frame(*f, f->loopback(), s.data(), s.size()));
+  CHECK(!f->tx_blocked(f->loopback()));
+  CHECK_EQ(poll_all(*f).size(), 16u);
+  CHECK(!f->rx_pending());
 }
 
 TEST(rx_poll_budget_caps_frames_per_call) {

@@ -8,6 +8,7 @@
 #include <cstring>
 #include <deque>
 #include <functional>
+#include <memory>
 #include <vector>
 
 #include "check.h"
@@ -23,11 +24,14 @@ struct Packet {
   std::vector<uint8_t> bytes;
 };
 
-// Records every packet; can be told to refuse room (a full ring).
+// Records every packet; can be told to refuse room (a full ring), saying it
+// will have room again (`blocking`) or not.
 class RecordingLink : public Link {
  public:
   std::vector<Packet> sent;
   bool full = false;
+  bool blocking = false;
+  bool tx_blocked(LinkAddr) const override { return full && blocking; }
   uint8_t* tx_reserve(LinkAddr to, size_t len) override {
     if (full) return nullptr;
     staging_.assign(len, 0);
@@ -164,10 +168,38 @@ class Wire {
     Micros delay = 10, jitter = 0;
   };
 
+  // Send memory a test's link lends (Link::send_memory): the stack keeps a
+  // connection's bytes there, where the "peer" (the test) can read them.
+  struct Lent {
+    std::vector<uint8_t> ring;
+    uint32_t end = 0, consumed = 0, seq_base = 0;
+    Endpoint local, remote;
+    bool released = false;
+  };
+
   class End : public Link {
    public:
     Wire* wire = nullptr;
     int side = 0;
+    size_t lend_bytes = 0;  // > 0: lend each new connection a ring this big
+    std::vector<std::unique_ptr<Lent>> lent;
+    bool send_memory(LinkAddr, const Endpoint& local, const Endpoint& remote, uint32_t seq_base,
+                     SendMemory* out) override {
+      if (!lend_bytes) return false;
+      auto l = std::make_unique<Lent>();
+      l->ring.assign(lend_bytes, 0);
+      l->seq_base = seq_base;
+      l->local = local;
+      l->remote = remote;
+      out->ring = l->ring.data();
+      out->capacity = lend_bytes;
+      out->published_end = &l->end;
+      out->published_consumed = &l->consumed;
+      out->cookie = lent.size();
+      lent.push_back(std::move(l));
+      return true;
+    }
+    void send_memory_release(LinkAddr, const SendMemory& m) override { lent[m.cookie]->released = true; }
     uint8_t* tx_reserve(LinkAddr, size_t len) override {
       buf_.resize(len);
       return buf_.data();

@@ -1,0 +1,179 @@
+// Send memory a link lends (Link::send_memory), a peer that vanished and is
+// finished from it (Stack::orphan / feed), and a full link that holds
+// segments back until it has room (Link::tx_blocked / Stack::link_ready).
+#include "stack/test/harness.h"
+
+using namespace sidestep::stack;
+using namespace sidestep::stack::test;
+
+namespace {
+
+struct Pair {
+  SocketId client = 0, server = 0;
+};
+
+Pair connect(Wire& w) {
+  Pair p;
+  int l = w.b.listen(ep4(2, 80), 16, false);
+  int c = w.a.connect(ep4(1, 40000), ep4(2, 80), 1, w.now);
+  if (l <= 0 || c <= 0) return p;
+  p.client = SocketId(c);
+  w.run(w.now + 1000000);
+  int s = w.b.accept(SocketId(l));
+  if (s > 0) p.server = SocketId(s);
+  return p;
+}
+
+std::vector<uint8_t> pattern(size_t n, uint32_t seed) {
+  std::vector<uint8_t> v(n);
+  uint32_t x = seed * 2654435761u + 1;
+  for (auto& b : v) {
+    x ^= x << 13;
+    x ^= x >> 17;
+    x ^= x << 5;
+    b = uint8_t(x);
+  }
+  return v;
+}
+
+}  // namespace
+
+TEST(lent_send_memory_keeps_each_byte_at_its_sequence_number) {
+  Wire w;
+  w.ends[0].lend_bytes = 64 * 1024;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  REQUIRE(w.ends[0].lent.size() == 1u);
+  Wire::Lent& l = *w.ends[0].lent[0];
+  CHECK(l.local == ep4(1, 40000) && l.remote == ep4(2, 80));
+  CHECK(w.a.send_lent(p.client));
+  // More than the lent ring holds: what fits is taken, the rest is the
+  // caller's to offer again once ACKs free room.
+  auto data = pattern(200 * 1024, 3);
+  size_t offered = 0, received = 0;
+  std::vector<uint8_t> got(data.size()), buf(32768);
+  while (received < data.size()) {
+    if (offered < data.size()) {
+      long took = w.a.send(p.client, data.data() + offered, data.size() - offered, w.now);
+      REQUIRE(took >= 0);
+      CHECK(size_t(took) <= 64 * 1024);
+      offered += size_t(took);
+      CHECK_EQ(l.end, l.seq_base + uint32_t(offered));  // published as it is written
+    }
+    w.run(w.now + 1000);
+    for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0; received += n)
+      std::memcpy(got.data() + received, buf.data(), n);
+  }
+  CHECK(got == data);
+  // The last bytes are where their sequence numbers say.
+  const uint32_t last = l.end - 1;
+  CHECK_EQ(l.ring[(last - l.seq_base) % l.ring.size()], data.back());
+  // The peer's reading is published on its side of the connection.
+  CHECK(w.ends[1].lent.empty());
+  // Given back once the connection is gone (after TIME-WAIT).
+  w.a.close(p.client, w.now);
+  w.b.close(p.server, w.now);
+  w.run(w.now + 1000000);
+  CHECK(!l.released);
+  w.run(w.now + w.config.time_wait + 2000000);
+  CHECK(l.released);
+}
+
+TEST(a_vanished_peers_stream_is_finished_from_its_send_memory) {
+  Config c = test_config();
+  c.recv_buffer = 16 * 1024;  // the survivor's window: most bytes stay owed
+  Wire w(c);
+  w.ends[0].lend_bytes = 256 * 1024;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  auto data = pattern(100 * 1024, 9);
+  REQUIRE(w.a.send(p.client, data.data(), data.size(), w.now) == long(data.size()));
+  w.a.shutdown_write(p.client, w.now);
+  w.run(w.now + 1000);
+  Wire::Lent& l = *w.ends[0].lent[0];
+  CHECK_EQ(l.end - l.seq_base, uint32_t(data.size()));
+  // The client's process dies: nothing more comes from it. The survivor
+  // takes what it still owed from its memory, as far as its window goes.
+  w.faults.loss = 1.0;
+  drain(w.b);
+  w.b.orphan(p.server, w.now);
+  std::vector<uint8_t> got;
+  std::vector<uint8_t> buf(4096);
+  bool eof = false;
+  for (int round = 0; round < 1000 && !eof; ++round) {
+    const uint32_t at = w.b.receive_point(p.server);
+    const uint32_t left = l.end - at;
+    Payload bytes;
+    const size_t pos = (at - l.seq_base) % l.ring.size();
+    bytes.data[0] = l.ring.data() + pos;
+    bytes.len[0] = std::min<size_t>(left, l.ring.size() - pos);
+    if (bytes.len[0] < left) {
+      bytes.data[1] = l.ring.data();
+      bytes.len[1] = left - bytes.len[0];
+    }
+    w.b.feed(p.server, bytes, true, w.now);
+    for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0;)
+      got.insert(got.end(), buf.begin(), buf.begin() + n);
+    for (auto& e : drain(w.b)) eof |= e.type == EventType::PeerClosed && e.socket == p.server;
+  }
+  CHECK(eof);
+  CHECK(got == data);
+  // Nothing was sent to the dead peer for it, and closing frees it at once.
+  const uint64_t out = w.b.counters().packets_out;
+  w.b.close(p.server, w.now);
+  CHECK_EQ(w.b.counters().packets_out, out);
+  CHECK_EQ(count_events(drain(w.b), EventType::Closed, p.server), 1u);
+}
+
+TEST(writing_to_an_orphan_draws_the_reset_its_dead_peer_would_send) {
+  Wire w;
+  w.ends[0].lend_bytes = 64 * 1024;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  w.faults.loss = 1.0;
+  drain(w.b);
+  w.b.orphan(p.server, w.now);
+  auto msg = pattern(10, 1);
+  CHECK_EQ(w.b.send(p.server, msg.data(), msg.size(), w.now), 10);  // taken, as a kernel takes it
+  CHECK(has_event(drain(w.b), EventType::Error, p.server, -ECONNRESET));
+}
+
+TEST(link_down_spares_orphans) {
+  Wire w;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  w.b.orphan(p.server, w.now);
+  drain(w.b);
+  w.b.link_down(0, w.now);
+  CHECK(!has_event(drain(w.b), EventType::Error, p.server, -ECONNRESET));
+}
+
+TEST(a_full_link_holds_segments_until_it_has_room_instead_of_losing_them) {
+  Rig r;
+  Accepted a = accept_from(r, ep4(1, 80), ep4(9, 5000));
+  REQUIRE(a.id > 0);
+  r.sent();
+  r.link.full = true;
+  r.link.blocking = true;
+  auto msg = pattern(1000, 2);
+  r.stack.send(a.id, msg.data(), msg.size(), r.now);
+  CHECK(r.sent().empty());
+  CHECK(r.stack.link_waiting());
+  r.link.full = false;
+  r.stack.link_ready(r.now);
+  auto out = r.sent();
+  REQUIRE(out.size() == 1u);
+  CHECK(out[0].payload == msg);
+  CHECK(!r.stack.link_waiting());
+  CHECK_EQ(r.stack.counters().segments_retransmitted, 0u);
+}
+
+TEST(a_gone_link_is_not_waited_for) {
+  Rig r;
+  Accepted a = accept_from(r, ep4(1, 80), ep4(9, 5000));
+  REQUIRE(a.id > 0);
+  r.link.full = true;  // and not blocking: the peer is gone
+  auto msg = pattern(100, 2);
+  r.stack.send(a.id, msg.data(), msg.size(), r.now);
+  CHECK(!r.stack.link_waiting());
+}
