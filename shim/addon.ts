@@ -43,6 +43,8 @@ export interface Binding {
   close(id: number): void;
   reset(id: number): void;
   setNoDelay(id: number, on: boolean): number;
+  /** Bytes a connection holds that have not been acknowledged, with those still waiting to go in. */
+  queued(id: number): number;
   setKeepAlive(id: number, on: boolean, delayMs: number): number;
   ref(id: number, on: boolean): void;
   endpoint(id: number, local: boolean): [number, string, number] | undefined;

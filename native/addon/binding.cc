@@ -168,6 +168,9 @@ Napi::Value Reset(const Napi::CallbackInfo& info) {
   Rt(info)->Reset(U32(info, 0));
   return info.Env().Undefined();
 }
+Napi::Value Queued(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), static_cast<double>(Rt(info)->Queued(U32(info, 0))));
+}
 Napi::Value SetNoDelay(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), Rt(info)->SetNoDelay(U32(info, 0), info[1].ToBoolean()));
 }
@@ -234,6 +237,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("reset", Napi::Function::New(env, Reset, "reset"));
   exports.Set("setNoDelay", Napi::Function::New(env, SetNoDelay, "setNoDelay"));
+  exports.Set("queued", Napi::Function::New(env, Queued, "queued"));
   exports.Set("setKeepAlive", Napi::Function::New(env, SetKeepAlive, "setKeepAlive"));
   exports.Set("ref", Napi::Function::New(env, Ref, "ref"));
   exports.Set("endpoint", Napi::Function::New(env, Endpoint, "endpoint"));

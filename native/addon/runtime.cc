@@ -757,6 +757,12 @@ int Runtime::Connect(const stack::Endpoint& local, int bound_fd, const stack::En
   int r = fabric_->route(l.addr.family, l.addr.bytes, l.port, remote.addr.bytes, remote.port, &via, why);
   if (r < 0) {
     ports.give_back(port);
+    // Out of descriptors: the kernel connect we fall back to needs one.
+    if (r == -EMFILE || r == -ENFILE) ports.release_unused();
+    // Every reason starts with its kind (stats().fallbackReasons counts by it).
+    static const char* const kinds[] = {"no-listener:", "ownership:", "peers:", "fabric:", "remote:"};
+    if (std::none_of(std::begin(kinds), std::end(kinds), [&](const char* k) { return why->rfind(k, 0) == 0; }))
+      *why = "fabric: " + *why;
     return r;
   }
   int id = stack_->connect(l, remote, via, Now());
@@ -924,6 +930,12 @@ void Runtime::Reset(stack::SocketId id) {
   if (!st || st->closed || !stack_) return;
   stack_->abort(id, Now());
   Close(id);
+}
+
+size_t Runtime::Queued(stack::SocketId id) {
+  SocketState* st = Find(id);
+  if (!st || !stack_) return 0;
+  return stack_->send_queued(id) + (st->overflow.size() - st->overflow_at);
 }
 
 int Runtime::SetNoDelay(stack::SocketId id, bool on) {

@@ -157,6 +157,8 @@ class Runtime final : private stack::Reader {
   void Close(stack::SocketId id);
   void Reset(stack::SocketId id);
   int SetNoDelay(stack::SocketId id, bool on);
+  // Bytes not yet acknowledged, and those a write still has to put in.
+  size_t Queued(stack::SocketId id);
   int SetKeepAlive(stack::SocketId id, bool on, uint32_t delay_ms);
   void Ref(stack::SocketId id, bool on);
   bool Endpoints(stack::SocketId id, bool local, stack::Endpoint* out);

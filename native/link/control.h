@@ -38,11 +38,13 @@ enum class ControlType : uint32_t {
                 // index, ring_bytes = slots, region_bytes = its size, mtu = slot_bytes >> 12
   // Where the creator can't see whether the acceptor holds the listening
   // socket (another uid's or pid namespace's /proc), it asks for proof
-  // before any memory leaves it: Prove{reserved = nonce}; the acceptor moves
-  // that socket's backlog to proof_backlog(current, nonce) (only its holder
-  // can) and answers Proved; the creator sees the new backlog in the
-  // kernel's table (sock_diag), says Checked (the acceptor puts the backlog
-  // back), and only then sends its Hello.
+  // before any memory leaves it: Prove; the acceptor moves that socket's
+  // backlog to a new random value (only its holder can; one value per
+  // round for every client asking at once) and answers Proved{reserved =
+  // that value}; the creator sees that value, not the one it saw before
+  // asking, in the kernel's table (sock_diag), says Checked (the acceptor
+  // puts the backlog back when the round's last one did), and only then
+  // sends its Hello.
   Prove = 5,
   Proved = 6,
   Checked = 7,

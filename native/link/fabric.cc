@@ -51,6 +51,7 @@ constexpr uint64_t kReprobeUs = 1000000;
 // or a squatter that accepts and says nothing, costs at most this).
 constexpr uint64_t kWelcomeUs = 1000000;
 constexpr uint64_t kPortIdleUs = 5000000;
+constexpr uint64_t kShunUs = 5000000;
 constexpr uint8_t kTcpListen = 10;
 
 enum class Tag : uint64_t { Listener = 1, Channel = 2, Spare = 3 };
@@ -91,8 +92,9 @@ struct Pair {
   uint32_t connections = 0;
   uint64_t idle_since = 0;  // creator: when connections reached 0 (0: busy or never used)
   uint64_t created_at = 0;  // creator: when its Hello (or Prove) went (µs)
-  // Creator, AwaitProof: the backlog the listener must show, and how to ask.
-  uint32_t proof_backlog = 0;
+  // Creator, AwaitProof: the listener's backlog before we asked (the proof
+  // must show another), and how to ask the kernel again.
+  uint32_t backlog_before = 0;
   KernelQuery query;
   // Acceptor: which listener it came through, and whether it is proving.
   int listener_entry = -1;
@@ -107,14 +109,23 @@ struct Listener {
   uint64_t inode = 0;
   uint32_t generation = 0;
   int kernel_fd = -1;        // our dup of the listening socket (-1: a cluster worker's, held by its primary)
-  uint32_t backlog = 0;      // while proving: the backlog to put back
-  int proving_pair = -1;     // the pair a proof is under way for
+  // Proofs go in rounds: one backlog value shown to every pair of the round
+  // at once; pairs that ask meanwhile wait for the next round's value (a
+  // client that read the backlog during a round must see it change).
+  uint32_t backlog = 0;               // while a round runs: the backlog to put back
+  std::vector<uint32_t> proving;      // the round's pairs still to say Checked
+  std::vector<uint32_t> proof_queue;  // the next round's
   uint64_t proof_started = 0;
+  bool round = false;
 };
 
 // The pairs a client reached for one listening socket (its shares).
 struct Route {
   std::vector<LinkAddr> via;  // by share: 0 where none
+  // By share: until when (µs) not to try it again — a name that answered
+  // but never came up (a squatter, a server that can't prove itself): every
+  // connect meanwhile goes straight to the kernel instead of waiting again.
+  std::vector<uint64_t> shunned_until;
   uint32_t rotor = 0;
   uint64_t probed_at = 0;
 };
@@ -208,8 +219,9 @@ struct Fabric::Impl {
   // Forget a pair entirely: its memory, its channel, its doorbell.
   void close_pair(uint32_t i) {
     Pair& p = pairs[i];
-    if (p.proving && p.listener_entry >= 0 && static_cast<size_t>(p.listener_entry) < listeners.size())
-      end_proof(listeners[p.listener_entry]);
+    if (p.role == Pair::Role::Acceptor && p.listener_entry >= 0 &&
+        static_cast<size_t>(p.listener_entry) < listeners.size())
+      proof_done(listeners[p.listener_entry], i);
     if (p.channel >= 0) {
       ::epoll_ctl(epoll, EPOLL_CTL_DEL, p.channel, nullptr);
       ::close(p.channel);
@@ -231,6 +243,13 @@ struct Fabric::Impl {
   }
 
   void pair_down(uint32_t i, std::vector<LinkAddr>* down) {
+    if (pairs[i].role == Pair::Role::Creator &&
+        (pairs[i].state == Pair::State::AwaitWelcome || pairs[i].state == Pair::State::AwaitProof)) {
+      // It never came up: don't make the next connects wait for it again.
+      Route& rt = routes[pairs[i].inode];
+      if (rt.shunned_until.size() <= pairs[i].share) rt.shunned_until.resize(pairs[i].share + 1, 0);
+      rt.shunned_until[pairs[i].share] = mono_us() + kShunUs;
+    }
     if (pairs[i].state == Pair::State::Up || pairs[i].state == Pair::State::AwaitWelcome ||
         pairs[i].state == Pair::State::AwaitProof) {
       ++counters.pairs_down;
@@ -303,6 +322,8 @@ struct Fabric::Impl {
   int send_hello(Pair& p, std::string* why);
   // The proof exchange (control.h's Prove): the creator's and the acceptor's halves.
   bool on_proof_message(uint32_t i, const ControlMessage& msg, std::string* why);
+  void start_round(Listener& l);
+  void proof_done(Listener& l, uint32_t i);
   void end_proof(Listener& l);
   int verify_peer(int fd, uint64_t inode, uint32_t uid, PeerCred* cred, std::string* why);
   uint8_t* reserve_on(Pair& p, size_t len, RingReservation* r);
@@ -842,10 +863,70 @@ void Fabric::control_poll(std::vector<LinkAddr>* down) {
 // ---- proof of holding the listening socket (control.h: Prove) ----
 
 void Fabric::Impl::end_proof(Listener& l) {
-  if (l.proving_pair < 0) return;
+  if (!l.round) return;
   if (l.kernel_fd >= 0) ::listen(l.kernel_fd, static_cast<int>(l.backlog));  // as it was
-  if (static_cast<size_t>(l.proving_pair) < pairs.size()) pairs[l.proving_pair].proving = false;
-  l.proving_pair = -1;
+  for (uint32_t i : l.proving)
+    if (i < pairs.size()) pairs[i].proving = false;
+  l.proving.clear();
+  l.round = false;
+  if (!l.proof_queue.empty()) start_round(l);
+}
+
+void Fabric::Impl::proof_done(Listener& l, uint32_t i) {
+  if (i < pairs.size()) pairs[i].proving = false;
+  l.proving.erase(std::remove(l.proving.begin(), l.proving.end(), i), l.proving.end());
+  l.proof_queue.erase(std::remove(l.proof_queue.begin(), l.proof_queue.end(), i), l.proof_queue.end());
+  if (l.round && l.proving.empty()) end_proof(l);
+}
+
+void Fabric::Impl::start_round(Listener& l) {
+  std::vector<uint32_t> asking;
+  asking.swap(l.proof_queue);
+  // The backlog as it is now: our socket's own line in the kernel's table.
+  sockaddr_storage ss{};
+  socklen_t len = sizeof ss;
+  KernelSocket ks;
+  uint8_t addr[16] = {}, any[16] = {};
+  uint8_t family = 0;
+  uint16_t port = 0;
+  std::string why;
+  bool ok = ::getsockname(l.kernel_fd, reinterpret_cast<sockaddr*>(&ss), &len) == 0;
+  if (ok && ss.ss_family == AF_INET) {
+    family = 4;
+    std::memcpy(addr, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, 4);
+    port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
+  } else if (ok) {
+    family = 6;
+    std::memcpy(addr, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, 16);
+    port = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
+  }
+  uint32_t nonce = 0;
+  if (::getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != sizeof nonce) nonce = static_cast<uint32_t>(mono_us());
+  ok = ok && diag.lookup(family, addr, port, any, 0, &ks, &why) == 0 && ks.inode == l.inode;
+  const uint32_t shown = ok ? proof_backlog(ks.backlog, nonce) : 0;
+  ok = ok && shown != ks.backlog && ::listen(l.kernel_fd, static_cast<int>(shown)) == 0;
+  if (!ok) {
+    for (uint32_t i : asking) failed.push_back(i);  // they fall back (control_poll)
+    return;
+  }
+  l.backlog = ks.backlog;
+  l.round = true;
+  l.proof_started = mono_us();
+  ControlMessage proved;
+  proved.type = static_cast<uint32_t>(ControlType::Proved);
+  proved.layout_version = kLayoutVersion;
+  proved.reserved = shown;
+  for (uint32_t i : asking) {
+    if (i >= pairs.size() || pairs[i].state != Pair::State::AwaitHello || pairs[i].role != Pair::Role::Acceptor)
+      continue;
+    if (control_send(pairs[i].channel, proved, nullptr, 0) != 0) {
+      failed.push_back(i);
+      continue;
+    }
+    pairs[i].proving = true;
+    l.proving.push_back(i);
+  }
+  if (l.proving.empty()) end_proof(l);
 }
 
 bool Fabric::Impl::on_proof_message(uint32_t i, const ControlMessage& msg, std::string* why) {
@@ -854,54 +935,29 @@ bool Fabric::Impl::on_proof_message(uint32_t i, const ControlMessage& msg, std::
   if (p.role == Pair::Role::Acceptor && p.state == Pair::State::AwaitHello && type == ControlType::Prove) {
     if (p.listener_entry < 0 || static_cast<size_t>(p.listener_entry) >= listeners.size()) return false;
     Listener& l = listeners[p.listener_entry];
-    // One proof at a time per socket (a second asker falls back); a worker
-    // whose primary holds the socket can't prove (its client falls back).
-    if (l.kernel_fd < 0 || l.proving_pair >= 0) {
-      *why = "can't prove holding the listening socket now";
+    // A worker whose primary holds the socket can't prove (its client
+    // falls back).
+    if (l.kernel_fd < 0) {
+      *why = "can't prove holding the listening socket";
       return false;
     }
-    // The backlog as it is now: our socket's own line in the kernel's table.
-    sockaddr_storage ss{};
-    socklen_t len = sizeof ss;
-    if (::getsockname(l.kernel_fd, reinterpret_cast<sockaddr*>(&ss), &len) != 0) return false;
-    KernelSocket ks;
-    uint8_t addr[16] = {}, any[16] = {};
-    uint8_t family;
-    uint16_t port;
-    if (ss.ss_family == AF_INET) {
-      family = 4;
-      std::memcpy(addr, &reinterpret_cast<sockaddr_in*>(&ss)->sin_addr, 4);
-      port = ntohs(reinterpret_cast<sockaddr_in*>(&ss)->sin_port);
-    } else {
-      family = 6;
-      std::memcpy(addr, &reinterpret_cast<sockaddr_in6*>(&ss)->sin6_addr, 16);
-      port = ntohs(reinterpret_cast<sockaddr_in6*>(&ss)->sin6_port);
-    }
-    if (diag.lookup(family, addr, port, any, 0, &ks, why) != 0 || ks.inode != l.inode) return false;
-    l.backlog = ks.backlog;
-    if (::listen(l.kernel_fd, static_cast<int>(proof_backlog(ks.backlog, msg.reserved))) != 0) return false;
-    l.proving_pair = static_cast<int>(i);
-    l.proof_started = mono_us();
-    p.proving = true;
-    ControlMessage proved;
-    proved.type = static_cast<uint32_t>(ControlType::Proved);
-    proved.layout_version = kLayoutVersion;
-    if (control_send(p.channel, proved, nullptr, 0) != 0) {
-      end_proof(l);
-      return false;
-    }
+    l.proof_queue.push_back(i);
+    if (!l.round) start_round(l);
     return true;
   }
   if (p.role == Pair::Role::Acceptor && type == ControlType::Checked) {
-    if (p.proving && p.listener_entry >= 0) end_proof(listeners[p.listener_entry]);
+    if (p.listener_entry >= 0 && static_cast<size_t>(p.listener_entry) < listeners.size())
+      proof_done(listeners[p.listener_entry], i);
     return true;
   }
   if (p.role == Pair::Role::Creator && p.state == Pair::State::AwaitProof && type == ControlType::Proved) {
     // The kernel's table must now show the backlog only the holder could set.
     KernelSocket ks;
     const KernelQuery& q = p.query;
+    // (A value other than the one we saw before asking: a squatter can only
+    // claim the backlog as it is.)
     if (diag.lookup(q.family, q.remote, q.remote_port, q.local, q.local_port, &ks, why) != 0 ||
-        ks.inode != p.inode || ks.backlog != p.proof_backlog) {
+        ks.inode != p.inode || ks.backlog != msg.reserved || msg.reserved == p.backlog_before) {
       *why = "ownership: the peer could not prove it holds the listening socket";
       return false;
     }
@@ -952,7 +1008,7 @@ int Fabric::listener_add(int kernel_fd, uint8_t family, const uint8_t addr[16], 
     // Our own reference to the listening socket, to prove we hold it to
     // clients that can't look (Prove); Node may close its handle first.
     l.kernel_fd = kernel_fd >= 0 ? ::fcntl(kernel_fd, F_DUPFD_CLOEXEC, 0) : -1;
-    l.proving_pair = -1;
+    l.round = false;
     m.watch(fd, tag(Tag::Listener, entry, l.generation));
     return static_cast<int>(entry);
   }
@@ -1019,7 +1075,7 @@ int Fabric::Impl::send_hello(Pair& p, std::string* why) {
   hello.region_bytes = p.region.geometry().total_bytes;
   const int fds[2] = {p.region.fd(), bell.fd()};
   if (int r = control_send(p.channel, hello, fds, 2); r < 0) {
-    *why = "sending the Hello: " + errno_text(-r);
+    *why = "fabric: sending the Hello: " + errno_text(-r);
     return r;
   }
   p.region.close_fd();
@@ -1033,8 +1089,8 @@ int Fabric::Impl::open_channel(const KernelSocket& ks, const KernelQuery& q, uin
   const uint64_t inode = ks.inode;
   int fd = control_connect(listener_name(config.name, inode, share));
   if (fd < 0) {
-    if (fd == -EAGAIN) *why = "the listener's rendezvous queue is full";
-    else if (fd != -ECONNREFUSED && fd != -ENOENT) *why = "rendezvous connect: " + errno_text(-fd);
+    if (fd == -EAGAIN) *why = "fabric: the listener's rendezvous queue is full";
+    else if (fd != -ECONNREFUSED && fd != -ENOENT) *why = "fabric: rendezvous connect: " + errno_text(-fd);
     return fd;
   }
   PeerCred cred;
@@ -1066,18 +1122,14 @@ int Fabric::Impl::open_channel(const KernelSocket& ks, const KernelQuery& q, uin
   } else {
     // Nothing of ours leaves until it proves it holds the socket; our SYN
     // waits in the region meanwhile.
-    uint32_t nonce = 0;
-    if (::getrandom(&nonce, sizeof nonce, GRND_NONBLOCK) != sizeof nonce) nonce = static_cast<uint32_t>(mono_us());
-    nonce %= 1024;
     ControlMessage prove;
     prove.type = static_cast<uint32_t>(ControlType::Prove);
     prove.layout_version = kLayoutVersion;
-    prove.reserved = nonce;
     if (int r = control_send(fd, prove, nullptr, 0); r < 0) {
-      *why = "asking for proof: " + errno_text(-r);
+      *why = "fabric: asking for proof: " + errno_text(-r);
       return fail(r);
     }
-    p.proof_backlog = proof_backlog(ks.backlog, nonce);
+    p.backlog_before = ks.backlog;
     p.query = q;
     p.state = Pair::State::AwaitProof;
     p.created_at = mono_us();
@@ -1116,12 +1168,18 @@ int Fabric::route(uint8_t family, const uint8_t local[16], uint16_t local_port, 
   const bool none = std::none_of(rt.via.begin(), rt.via.end(), [&](LinkAddr v) { return v != 0 && m.find(v); });
   const bool probe = none || now - rt.probed_at >= kReprobeUs;
   std::string last_why;
+  int last_err = 0;
   if (probe) {
     rt.probed_at = now;
     uint32_t misses = 0;
     for (uint32_t k = 0; k < kMaxShares && misses < kProbeMisses; ++k) {
       if (k < rt.via.size() && rt.via[k] != 0) {
         misses = 0;
+        continue;
+      }
+      if (k < rt.shunned_until.size() && now < rt.shunned_until[k]) {
+        misses = 0;
+        last_why = "ownership: the rendezvous for that listener was answered but the pair never came up (retried in a few seconds)";
         continue;
       }
       LinkAddr a = 0;
@@ -1140,6 +1198,7 @@ int Fabric::route(uint8_t family, const uint8_t local[16], uint16_t local_port, 
       misses = 0;
       if (e < 0) {
         last_why = w;
+        last_err = e;
         continue;
       }
       if (rt.via.size() <= k) rt.via.resize(k + 1, 0);
@@ -1156,7 +1215,7 @@ int Fabric::route(uint8_t family, const uint8_t local[16], uint16_t local_port, 
     return 0;
   }
   *why = last_why.empty() ? "no-listener: the listening socket there is not served by a sidestep process" : last_why;
-  return -ENOENT;
+  return last_err == -EMFILE || last_err == -ENFILE ? last_err : -ENOENT;
 }
 
 void Fabric::hold(LinkAddr via, bool on) {
@@ -1192,7 +1251,7 @@ void Fabric::trim() {
     m.close_pair(i);  // the acceptor sees the hang-up; it has no connection on it either
   }
   for (Listener& l : m.listeners)
-    if (l.proving_pair >= 0 && now_us - l.proof_started >= kWelcomeUs) m.end_proof(l);
+    if (l.round && now_us - l.proof_started >= kWelcomeUs) m.end_proof(l);
   for (auto it = m.routes.begin(); it != m.routes.end();) {
     const bool empty = std::all_of(it->second.via.begin(), it->second.via.end(), [](LinkAddr v) { return v == 0; });
     if (empty && now_us - it->second.probed_at >= kReprobeUs) it = m.routes.erase(it); else ++it;
@@ -1215,7 +1274,7 @@ uint64_t Fabric::trim_in() const {
   }
   if (m.ports.any_unused()) at = std::min(at, now + kPortIdleUs);
   for (const Listener& l : m.listeners)
-    if (l.proving_pair >= 0) at = std::min(at, l.proof_started + kWelcomeUs);
+    if (l.round) at = std::min(at, l.proof_started + kWelcomeUs);
   return at == UINT64_MAX ? UINT64_MAX : (at > now ? at - now : 0);
 }
 

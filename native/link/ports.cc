@@ -140,6 +140,17 @@ void PortReservations::give_back(int handle) {
   }
 }
 
+void PortReservations::release_unused() {
+  for (size_t h = 0; h < all_.size(); ++h) {
+    Reservation& r = all_[h];
+    if (r.fd < 0 || r.users != 0) continue;
+    ::close(r.fd);
+    r = Reservation{};
+    free_slots_.push_back(static_cast<int>(h));
+    --held_;
+  }
+}
+
 bool PortReservations::any_unused() const {
   for (const Reservation& r : all_)
     if (r.fd >= 0 && r.users == 0) return true;

@@ -38,6 +38,9 @@ class PortReservations {
   // Close reservations nobody has taken since the last call (a stack calls
   // this now and then, while idle).
   void trim();
+  // Close every reservation no connection uses, now (out of descriptors:
+  // the kernel connect we fall back to needs one).
+  void release_unused();
   size_t held() const { return held_; }
   // Whether some reservation serves no connection (trim() may close it).
   bool any_unused() const;

@@ -18,7 +18,7 @@ struct KernelSocket {
 };
 
 // The backlog a listening socket's holder sets to prove it holds it (see
-// control.h's Prove): `was` moved by 1 + nonce, up unless that passes
+// control.h's Prove): `was` moved by 1 + nonce % 1024, up unless that passes
 // net.core.somaxconn (the kernel would cut it), else down.
 uint32_t proof_backlog(uint32_t was, uint32_t nonce);
 

@@ -52,7 +52,14 @@ export class BypassHandle implements EventTarget {
   reading = false;
   bytesRead = 0;
   bytesWritten = 0;
-  writeQueueSize = 0;
+  /**
+   * libuv's write_queue_size: bytes of writes that have not left yet, which
+   * Node watches to hold off a socket's timeout while a slow reader drains
+   * them. Ours: while a write waits, what its connection still holds.
+   */
+  get writeQueueSize(): number {
+    return this.pendingWrites.length && this.id ? this.binding.queued(this.id) : 0;
+  }
   readonly fd = -1;
   // Only connections use this class: a listener stays a kernel handle with a
   // bypass registration beside it (hooks.ts).
@@ -67,6 +74,12 @@ export class BypassHandle implements EventTarget {
   private connectCompletesAs: unknown = null;
   private connectResource: AsyncResource | null = null;
   private userBuffer: Uint8Array | null = null;
+  // The `onread` option: bytes that arrived in one piece but that the
+  // reader, pausing in its callback, did not take yet (libuv would have
+  // left them in the kernel), and a status (EOF, error) that came after them.
+  private userPending: Uint8Array | null = null;
+  private userPendingStatus: number | null = null;
+  private readStopped = false;
   private refed = true;
   private closed = false;
   /** Its connect went to the kernel after all: the socket was never bypassed. */
@@ -175,10 +188,15 @@ export class BypassHandle implements EventTarget {
 
   // ---- reads ----
   readStart(): number {
+    this.readStopped = false;
+    // Bytes a paused `onread` reader had not taken yet go first, from the
+    // loop (reads never arrive inside readStart, as with libuv).
+    if (this.userPending) setImmediate(() => this.resource.runInAsyncScope(this.drainUserPending, this));
     return this.id ? this.binding.readStart(this.id) : UV_EBADF;
   }
 
   readStop(): number {
+    this.readStopped = true;
     return this.id ? this.binding.readStop(this.id) : UV_EBADF;
   }
 
@@ -227,25 +245,59 @@ export class BypassHandle implements EventTarget {
     const sb = this.internals.streamBase;
     this.bytesRead += length;
     if (this.userBuffer) {
-      // The `onread` socket option: copy into the user's buffer, in pieces
-      // when it is smaller than what arrived.
       const src = new Uint8Array(ab, offset, length);
-      for (let off = 0; off < src.length && this.onread && this.userBuffer; ) {
-        const n = Math.min(this.userBuffer.length, src.length - off);
-        this.userBuffer.set(src.subarray(off, off + n));
-        off += n;
-        sb.state[sb.kReadBytesOrError] = n;
-        const next = this.onread.call(this, undefined);
-        if (next instanceof Uint8Array) this.userBuffer = next;
+      if (this.userPending) {
+        // Behind what the reader has yet to take (slab memory is reused: copy).
+        const all = new Uint8Array(this.userPending.length + src.length);
+        all.set(this.userPending);
+        all.set(src, this.userPending.length);
+        this.userPending = all;
+        return this.drainUserPending();
       }
-      return;
+      return this.pushToUser(src);
     }
     sb.state[sb.kReadBytesOrError] = length;
     sb.state[sb.kArrayBufferOffset] = offset;
     this.onread?.call(this, ab);
   }
 
+  /**
+   * The `onread` socket option: copy into the user's buffer, in pieces when
+   * it is smaller than what arrived, one callback per piece (as one libuv
+   * read per buffer); a reader that pauses in its callback (pause(), or
+   * returning false: readStop) gets no more until it reads again.
+   */
+  private pushToUser(src: Uint8Array): void {
+    const sb = this.internals.streamBase;
+    let off = 0;
+    while (off < src.length && this.onread && this.userBuffer && !this.readStopped) {
+      const n = Math.min(this.userBuffer.length, src.length - off);
+      this.userBuffer.set(src.subarray(off, off + n));
+      off += n;
+      sb.state[sb.kReadBytesOrError] = n;
+      const next = this.onread.call(this, undefined);
+      if (next instanceof Uint8Array) this.userBuffer = next;
+    }
+    this.userPending = off < src.length ? src.slice(off) : null;
+  }
+
+  private drainUserPending(): void {
+    const pending = this.userPending;
+    if (!pending || this.readStopped || this.closed) return;
+    this.userPending = null;
+    this.pushToUser(pending);
+    if (!this.userPending && this.userPendingStatus !== null) {
+      const status = this.userPendingStatus;
+      this.userPendingStatus = null;
+      this.pushStatus(status);
+    }
+  }
+
   private pushStatus(status: number): void {
+    if (this.userPending) {
+      this.userPendingStatus = status;  // after the bytes it follows
+      return;
+    }
     const sb = this.internals.streamBase;
     sb.state[sb.kReadBytesOrError] = status;
     this.onread?.call(this, undefined);
@@ -269,7 +321,6 @@ export class BypassHandle implements EventTarget {
       sb.state[sb.kLastWriteErr!] = 0;
       const pending: WriteReq = { writeStatus: null };
       this.pendingWrites.push(pending);
-      this.writeQueueSize = 1;
       return pending;
     }
     if (r < 0) {
@@ -283,7 +334,6 @@ export class BypassHandle implements EventTarget {
     }
     sb.state[sb.kLastWriteWasAsync!] = 1;
     this.pendingWrites.push(req!);
-    this.writeQueueSize = 1;
     return 0;
   }
 
@@ -328,7 +378,6 @@ export class BypassHandle implements EventTarget {
   private completeWrites(status: number): void {
     const reqs = this.pendingWrites;
     this.pendingWrites = [];
-    this.writeQueueSize = 0;
     for (const req of reqs) {
       // Under `returns-request`, Node may not have attached oncomplete yet: it
       // then reads writeStatus.

@@ -118,6 +118,55 @@ class BypassListener implements EventTarget {
   }
 }
 
+/**
+ * What a program set on `socket._handle` between connect() and the swap
+ * (an own property, a wrapped method such as setNoDelay) belongs to the
+ * handle that carries the connection: it moves to ours. Node's own marks
+ * (the owner, set again by the swap) and ours stay behind.
+ */
+function carryOwnProperties(kernel: any, handle: BypassHandle): void {
+  for (const key of Reflect.ownKeys(kernel)) {
+    if (key === kBound || key === kKernelOnly) continue;
+    if (typeof key === 'symbol' && key.description === 'owner_symbol') continue;
+    const d = Object.getOwnPropertyDescriptor(kernel, key);
+    if (d) Object.defineProperty(handle, key, d);
+  }
+}
+
+/**
+ * An HTTP parser that consumes a handle natively (HTTPParser#consume, as
+ * Node's http server does with libuv handles, or a program that calls it
+ * on `socket._handle` while it connects) reads it in C++: only a libuv
+ * handle can be read that way. Such a handle keeps its kernel connection
+ * (kKernelOnly, counted `consumed`); ours is refused with an error instead
+ * of the abort Node's C++ would give.
+ */
+function installConsumeGuard(TCP: any): void {
+  let HTTPParser: any;
+  try {
+    HTTPParser = require('_http_common').HTTPParser;
+  } catch {
+    return;
+  }
+  const proto = HTTPParser?.prototype;
+  const original = proto?.consume;
+  if (typeof original !== 'function') return;
+  proto.consume = function (this: unknown, handle: any, ...rest: unknown[]) {
+    if (handle instanceof BypassHandle)
+      throw new TypeError('sidestep: an HTTP parser cannot consume a bypassed socket\'s handle natively');
+    if (handle instanceof TCP && !handle[kKernelOnly])
+      handle[kKernelOnly] = 'consumed: an HTTP parser reads this socket\'s handle natively (HTTPParser#consume)';
+    return original.call(this, handle, ...rest);
+  };
+}
+
+/** TCP wrap methods our handle implements, reached through libuv's prototype too. */
+const DELEGATED = [
+  'setNoDelay', 'setKeepAlive', 'getsockname', 'getpeername', 'hasRef', 'readStart', 'readStop',
+  'useUserBuffer', 'getAsyncId', 'shutdown', 'writeBuffer', 'writev', 'writeUtf8String', 'writeLatin1String',
+  'writeAsciiString', 'writeUcs2String', 'reset',
+] as const;
+
 /** Under strict mode, the error a would-be fallback fails with instead. */
 export type StrictError = ((reason: string) => Error) | null;
 
@@ -127,7 +176,24 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   const ipcProblem = installIpcGuard((h) => ownerOf(internals, h));
   if (ipcProblem) debug('%s', ipcProblem);
   installResetAndDestroy();
+  installConsumeGuard(internals.TCP);
   const proto = internals.TCP.prototype;
+  // A program that kept a handle's own method (`const f = sock._handle.
+  // setNoDelay; sock._handle.setNoDelay = function (on) { ...; return
+  // f.call(this, on) }`) calls libuv's method with our handle as `this`: the
+  // method hands such calls to our handle instead of failing with "Illegal
+  // invocation". (A program that replaces the prototype's method itself is
+  // not served: our handle doesn't inherit from it.)
+  for (const name of DELEGATED) {
+    const original = proto[name];
+    if (typeof original !== 'function') continue;
+    proto[name] = function (this: any, ...args: unknown[]) {
+      // (Our class's own method: the handle may carry the program's wrapper,
+      // which is what called us.)
+      if (this instanceof BypassHandle) return (BypassHandle.prototype as any)[name].apply(this, args);
+      return original.apply(this, args);
+    };
+  }
   const orig = {
     connect: proto.connect,
     connect6: proto.connect6,
@@ -175,6 +241,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     if (id < 0) return kernelConnect(kernel, req, address, port, original, out.why || `fabric: errno ${-id}`);
     // Decided: the SYN is on its way. Only now does the socket change handle.
     const handle = new BypassHandle(runtime, internals);
+    carryOwnProperties(kernel, handle);
     const retry = { address, port, local: bound ? local : null, connect: original === orig.connect6 ? 'connect6' : 'connect' } as const;
     if (!tlsClient) {
       reinitializeHandle(internals, socket, handle);
@@ -315,14 +382,17 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   if (clusterProblem) fallbacks.record(clusterProblem);
 
   proto.close = function (this: any, ...args: unknown[]) {
+    if (this instanceof BypassHandle) return BypassHandle.prototype.close.apply(this, args as [() => void]);
     closeBeside(this);
     return orig.close.apply(this, args);
   };
   proto.ref = function (this: any) {
+    if (this instanceof BypassHandle) return BypassHandle.prototype.ref.call(this);
     refBeside(this, true);
     return orig.ref.call(this);
   };
   proto.unref = function (this: any) {
+    if (this instanceof BypassHandle) return BypassHandle.prototype.unref.call(this);
     refBeside(this, false);
     return orig.unref.call(this);
   };

@@ -140,7 +140,17 @@ export function reinitializeHandle(internals: Internals, socket: any, handle: ob
   const w = socket._writableState;
   const rv = saved(r, UNDESTROYED.readable);
   const wv = saved(w, UNDESTROYED.writable);
-  socket[internals.kReinitializeHandle](handle);
+  // The `onread` option's buffer generator: initSocketHandle asks it for a
+  // fresh buffer, which a socket that only changes handles must not do (the
+  // application counts its calls); the current buffer carries over.
+  const gen = Object.getOwnPropertySymbols(socket).find((sym) => sym.description === 'kBufferGen');
+  const generator = gen ? socket[gen] : null;
+  if (gen && generator) socket[gen] = null;
+  try {
+    socket[internals.kReinitializeHandle](handle);
+  } finally {
+    if (gen && generator) socket[gen] = generator;
+  }
   restore(r, UNDESTROYED.readable, rv);
   restore(w, UNDESTROYED.writable, wv);
 }
