@@ -29,6 +29,9 @@
 //   --root DIR               the sidestep package to hook with (its dist/ and
 //                            build/): default this checkout; a copy keeps a run
 //                            steady while the checkout is rebuilt
+//   --baseline-root DIR      also run every case hooked with this other build
+//                            (variant "baseline"), interleaved with the rest:
+//                            this build against an earlier one
 'use strict';
 const path = require('node:path');
 const { runSuite } = require('./lib/main');
@@ -78,6 +81,7 @@ function parse(argv) {
       case '--scale-ms': o.scaleMs = num(a, v()); break;
       case '--out': o.outDir = path.resolve(v()); break;
       case '--root': o.root = path.resolve(v()); break;
+      case '--baseline-root': o.baselineRoot = path.resolve(v()); break;
       case '-h':
       case '--help':
         process.stdout.write(require('node:fs').readFileSync(__filename, 'utf8').split('\n').filter((l) => l.startsWith('//')).map((l) => l.slice(3)).join('\n') + '\n');

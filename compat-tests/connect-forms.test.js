@@ -23,7 +23,10 @@ test('net.connect in every documented form behaves the same in kernel and bypass
   assert.strictEqual(c['{ lookup }'].lookedUp, 'sidestep.invalid');
   assert.deepStrictEqual(c['{ host, port }'].remote, ['::1', 'IPv6']);
   assert.deepStrictEqual(c['{ family: 4 }'].remote, ['127.0.0.1', 'IPv4']);
-  assert.deepStrictEqual(c['{ autoSelectFamily } falling over to IPv4'].attempts, ['failed:6:ECONNREFUSED', 'attempt:4']);
+  // ('connectionAttempt*' events came in 20.12 / 21.6; before, neither mode has them.)
+  const [major, minor] = process.versions.node.split('.').map(Number);
+  if (major > 21 || (major === 21 && minor >= 6) || (major === 20 && minor >= 12))
+    assert.deepStrictEqual(c['{ autoSelectFamily } falling over to IPv4'].attempts, ['failed:6:ECONNREFUSED', 'attempt:4']);
   assert.deepStrictEqual(c['{ timeout }'].events, ['connect', 'timeout', 'end', 'close:false']);
   assert.deepStrictEqual(c['{ signal } aborted while connecting'].error, { name: 'AbortError', code: 'ABORT_ERR' });
   assert.deepStrictEqual(c['{ signal } already aborted'].error, { name: 'AbortError', code: 'ABORT_ERR' });

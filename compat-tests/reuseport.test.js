@@ -1,7 +1,8 @@
 // Dual-mode compat: two processes sharing a port with listen({ reusePort })
 // (Node 22.12+; skipped before). The kernel spreads by a hash of the 4-tuple;
-// in bypass mode both servers register in the fabric under the reuse-port
-// share key and a sidestep client's connections rotate across them.
+// bypassed, each server serves its own kernel socket over the fabric and the
+// client goes where the kernel's own lookup of that 4-tuple points, so the
+// spreading is the kernel's too.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
@@ -20,5 +21,6 @@ test('listen({ reusePort }) in two processes: both serve, in both modes', async 
   assert.deepStrictEqual([kernel.bypassed, kernel.kernelTuples], [0, 16]);
   assert.ok(kernel.distinct >= 1);
   assert.deepStrictEqual([bypass.bypassed, bypass.kernelTuples], [16, 0]);
-  assert.deepStrictEqual(bypass.perServer, [8, 8], 'bypassed connections rotate across the two');
+  // (Both get some: all 16 on one has odds of 2 in 65536.)
+  assert.ok(bypass.perServer.every((n) => n >= 1), `bypassed connections spread over the two: ${bypass.perServer}`);
 });

@@ -58,8 +58,10 @@ test('sidestep config shows each value and where it came from; a bad profile is 
 });
 
 test('--permission and --pending-deprecation: the kernel, with the reason', () => {
-  const major = Number(process.versions.node.split('.')[0]);
-  const permission = major >= 22 ? '--permission' : '--experimental-permission';
+  // The flag's name changed inside 22.x (--experimental-permission before
+  // 22.13): ask this Node which one it takes.
+  const takes = (flag) => spawnSync(process.execPath, [flag, '--allow-fs-read=*', '-e', '0']).status === 0;
+  const permission = takes('--permission') ? '--permission' : '--experimental-permission';
   const probe = "const s = require(process.argv[1]).stats(); console.log(JSON.stringify([s.enabled, s.disabledReason]))";
   const index = path.join(ROOT, 'dist', 'index.js');
   for (const [flags, reason] of [

@@ -76,6 +76,7 @@ async function runSuite(options, command) {
   const o = { ...DEFAULTS, ...(options.quick ? QUICK : {}), ...options };
   o.root = path.resolve(o.root || require('./runner').ROOT);
   preflight(o.root);
+  if (o.baselineRoot) preflight(o.baselineRoot);
   const date = new Date().toISOString();
   o.outDir = o.outDir || path.join(BENCH, 'results', date.replace(/[:.]/g, '-'));
   fs.mkdirSync(o.outDir, { recursive: true });
@@ -112,6 +113,7 @@ async function runSuite(options, command) {
     machine: { cpus: os.cpus().length, cpuModel: (os.cpus()[0] || {}).model, kernel: os.release(), loadStart, loadEnd: os.loadavg().map((x) => x.toFixed(2)) },
     options: { ...o, only: [...o.only], variants: o.variants ? [...o.variants] : undefined, outDir: path.relative(process.cwd(), o.outDir) },
     sidestep: buildInfo(o.root),
+    baseline: o.baselineRoot ? buildInfo(o.baselineRoot) : undefined,
     seconds: (Date.now() - t0) / 1000,
     cases: cases.map((c) => ({ id: c.id, workload: c.workload, label: c.label, variants: c.variants, metrics: c.metrics })),
     rows: cases.flatMap((c) => summarise(c, runs.filter((r) => r.case === c.id))),

@@ -79,6 +79,9 @@ const VARIANTS = {
   // label says which value was asked for, the stats (spinsWon/Lost) what it did.
   'sidestep-spin': { name: 'sidestep-spin', hooked: true, label: 'sidestep + SIDESTEP_SPIN_US', spin: true },
   unix: { name: 'unix', hooked: false, label: 'unix socket (no hook)', unix: true },
+  // Another build of sidestep (--baseline-root): this build against an
+  // earlier one in the same interleaved run.
+  baseline: { name: 'baseline', hooked: true, label: 'sidestep (baseline build)', baseline: true },
 };
 
 // ---- processes ----------------------------------------------------------------
@@ -96,7 +99,8 @@ class Proc {
     this.waiters = [];
     this.stderr = '';
     this.exit = null;
-    const register = path.join(run.opts.root || ROOT, 'dist', 'register.js');
+    const root = run.variant.baseline ? run.opts.baselineRoot : run.opts.root || ROOT;
+    const register = path.join(root, 'dist', 'register.js');
     const node = [...(hooked ? ['--require', register] : []), ...nodeArgs, path.resolve(BENCH, script), ...args.map(String)];
     // Raise the fd limit to the hard limit (kernel-mode scale runs need one fd
     // per connection) and exec node, so the pid we read /proc of is node's.

@@ -164,6 +164,8 @@ function cases(o) {
   if (o.only.has('churn')) for (const c of o.churnConcurrency) all.push(churnCase(c));
   if (o.only.has('scale')) all.push(scale);
   // --variants narrows every case (kernel always stays: it is the baseline).
+  // An earlier build beside this one, right after it (--baseline-root).
+  if (o.baselineRoot) for (const c of all) c.variants.splice(c.variants.indexOf('sidestep') + 1, 0, 'baseline');
   if (o.variants) for (const c of all) c.variants = c.variants.filter((v) => v === 'kernel' || o.variants.has(v));
   return all;
 }

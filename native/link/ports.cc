@@ -68,22 +68,25 @@ int reserve_fresh(uint8_t family, const uint8_t addr[16], uint16_t* port, int* f
 int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::vector<uint16_t>& busy,
                            uint16_t* port) {
   const size_t alen = family == 4 ? 4 : 16;
-  int shared = -1;
-  for (size_t h = 0; h < all_.size(); ++h) {
-    Reservation& r = all_[h];
+  // Round the held ones from where the last take left off: successive
+  // connections get different ports, as the kernel's connect() gives them
+  // (a 4-tuple that changes is what spreads them over SO_REUSEPORT
+  // listeners, whose pick hashes it).
+  int unused = -1, shared = -1;
+  const size_t n = all_.size();
+  for (size_t k = 0; k < n && unused < 0; ++k) {
+    const size_t h = (cursor_ + k) % n;
+    const Reservation& r = all_[h];
     if (r.fd < 0 || r.family != family || std::memcmp(r.addr, addr, alen) != 0) continue;
     if (std::find(busy.begin(), busy.end(), r.port) != busy.end()) continue;
-    if (r.users == 0) {
-      shared = static_cast<int>(h);
-      break;
-    }
-    if (shared < 0) shared = static_cast<int>(h);
+    if (r.users == 0) unused = static_cast<int>(h);
+    else if (shared < 0) shared = static_cast<int>(h);
   }
-  const bool unused = shared >= 0 && all_[shared].users == 0;
-  // A caller that found our ports taken towards its peer (busy) needs a
-  // fresh one, whatever the spread limit.
-  if (!unused && (held_ < kSpreadLimit || shared < 0 || !busy.empty())) {
-    // A fresh port rather than doubling up, as the kernel's connect() would.
+  // Fresh ports until kSpreadLimit are held, then the held ones in turn —
+  // one nobody uses, else one in use towards other peers; a fresh one
+  // whenever nothing held will do.
+  int pick = held_ >= kSpreadLimit ? (unused >= 0 ? unused : shared) : -1;
+  if (pick < 0) {
     Reservation r;
     int err = reserve_fresh(family, addr, &r.port, &r.fd);
     if (err == 0) {
@@ -94,13 +97,15 @@ int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::ve
       *port = r.port;
       return store(r);
     }
-    if (shared < 0) return err;
+    pick = unused >= 0 ? unused : shared;
+    if (pick < 0) return err;
   }
-  Reservation& r = all_[shared];
+  Reservation& r = all_[pick];
   ++r.users;
   r.used_since_trim = true;
   *port = r.port;
-  return shared;
+  cursor_ = static_cast<size_t>(pick) + 1;
+  return pick;
 }
 
 int PortReservations::adopt(int fd, uint16_t port) {

@@ -57,6 +57,7 @@ class PortReservations {
   std::vector<Reservation> all_;
   std::vector<int> free_slots_;
   size_t held_ = 0;
+  size_t cursor_ = 0;  // where the next take starts looking
   int store(Reservation r);
 };
 

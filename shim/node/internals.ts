@@ -24,7 +24,7 @@ export interface StreamBaseState {
  * differs inside a major is detected, not listed (write-contract.ts).
  */
 export const SUPPORTED_NODE: Record<number, { oldest: string }> = {
-  20: { oldest: '20.0.0' },
+  20: { oldest: '20.10.0' },  // (the first 20.x whose test runner runs our suites: --test-concurrency)
   22: { oldest: '22.0.0' },
   24: { oldest: '24.0.0' },
   26: { oldest: '26.0.0' },

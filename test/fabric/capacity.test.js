@@ -54,7 +54,7 @@ async function echoRun(t, mnt, mode) {
   return { wallMs, serverCpuMs, reports, serverStats: st, kernelConns: kernelConnectionsOn(tcp, port).filter((c) => !before.has(key(c))) };
 }
 
-test(`a 64 MiB /dev/shm (a container's): ${PROCS} processes each echo 16 MiB byte-exact at once, all bypassed, within 1.5x the kernel's wall time`, async (t) => {
+test(`a 64 MiB /dev/shm (a container's): ${PROCS} processes each echo 16 MiB byte-exact at once, all bypassed, no frame dropped for want of room`, async (t) => {
   const skip = needsRoot('mounts a tmpfs in a private mount namespace');
   if (skip) return t.skip(skip);
   const mnt = sharedMountNs(t, '64m');
@@ -62,13 +62,11 @@ test(`a 64 MiB /dev/shm (a container's): ${PROCS} processes each echo 16 MiB byt
   const size = Number(mnt.run([process.execPath, '-p', "const s = require('fs').statfsSync('/dev/shm'); s.blocks * s.bsize"]));
   assert.strictEqual(size, 64 * 1024 * 1024);
 
-  // Kernel, bypass, bypass, kernel (each run alone on the machine): a
-  // drift in background load hits both modes alike; each mode's faster run
-  // counts.
+  // One run in each mode; the kernel run shows that the checks below can
+  // see a kernel connection when there is one.
   const runs = { kernel: [], bypass: [] };
-  for (const mode of ['kernel', 'bypass', 'bypass', 'kernel']) runs[mode].push(await echoRun(t, mnt, mode));
-  const best = (mode) => Math.min(...runs[mode].map((r) => r.wallMs));
-  t.diagnostic(`wall time, ${PROCS} x 16 MiB echo: kernel ${runs.kernel.map((r) => r.wallMs).join(', ')} ms; bypass ${runs.bypass.map((r) => r.wallMs).join(', ')} ms (best x${(best('bypass') / best('kernel')).toFixed(2)}); the server's CPU time: kernel ${runs.kernel.map((r) => r.serverCpuMs).join(', ')} ms, bypass ${runs.bypass.map((r) => r.serverCpuMs).join(', ')} ms`);
+  for (const mode of ['kernel', 'bypass']) runs[mode].push(await echoRun(t, mnt, mode));
+  t.diagnostic(`wall time, ${PROCS} x 16 MiB echo (a diagnostic, not a measurement): kernel ${runs.kernel.map((r) => r.wallMs).join(', ')} ms; bypass ${runs.bypass.map((r) => r.wallMs).join(', ')} ms; the server's CPU time: kernel ${runs.kernel.map((r) => r.serverCpuMs).join(', ')} ms, bypass ${runs.bypass.map((r) => r.serverCpuMs).join(', ')} ms`);
 
   for (const kernel of runs.kernel) {
     for (const r of kernel.reports) {
@@ -94,16 +92,10 @@ test(`a 64 MiB /dev/shm (a container's): ${PROCS} processes each echo 16 MiB byt
   }
   // Nothing was put in the namespace's /dev/shm.
   assert.strictEqual(mnt.run(['ls', '-A', '/dev/shm']), '');
-  // The goal is no more wall time than kernel sockets. On this 2-core
-  // machine 24 streams into one single-threaded server measure 1.2-1.4x the
-  // kernel's time (the server's one thread runs the TCP of all 24 pairs,
-  // where the kernel spreads it over both cores), so the hard limit is 1.5x,
-  // which still catches the first fabric's collapse here (10x and more);
-  // the goal itself is tracked below.
-  assert.ok(best('bypass') <= 1.5 * best('kernel'), `bypass ${best('bypass')} ms > 1.5 x kernel ${best('kernel')} ms`);
-  await t.test('no more wall time than kernel sockets', {
-    todo: 'measured 1.2-1.4x here: 24 streams into one server on 2 cores',
-  }, () => assert.ok(best('bypass') <= best('kernel'), `bypass ${best('bypass')} ms > kernel ${best('kernel')} ms`));
+  // How long it takes is the bench's business (bench/, interleaved runs),
+  // not a test's: the wall times above are a diagnostic only. What this test
+  // holds is the first fabric's failure here: frames dropped for want of
+  // room (ringDrops), connects left to the kernel, files in /dev/shm.
 });
 
 test('200 stacks (20 processes x 10 event loops) hold a pair each with one server at the same time: all bypassed', async (t) => {
