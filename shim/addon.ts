@@ -42,6 +42,8 @@ export interface Binding {
   shutdown(id: number): number;
   close(id: number): void;
   reset(id: number): void;
+  /** One EventKind.ClosePhase from this loop iteration's close phase (where libuv runs close callbacks) per call. */
+  armClosePhase(): void;
   setNoDelay(id: number, on: boolean): number;
   /** Bytes a connection holds that have not been acknowledged, with those still waiting to go in. */
   queued(id: number): number;
@@ -73,6 +75,8 @@ export const enum EventKind {
   Capture = 9,
   /** A connect whose pair never came up: reconnect through the kernel. */
   Fallback = 10,
+  /** The loop iteration's close phase, asked for by armClosePhase. */
+  ClosePhase = 11,
 }
 
 const ROOT = path.resolve(__dirname, '..');

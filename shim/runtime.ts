@@ -12,6 +12,8 @@ export interface EventTarget {
 export class Runtime {
   private readonly targets = new Map<number, EventTarget>();
   private attached = false;
+  /** Close callbacks waiting for the loop's close phase (afterClosePhase). */
+  private closing: Array<() => void> = [];
   /** Packets this stack sent or received, while a capture runs (inspect.ts). */
   onCapture: ((peerPid: number, received: boolean, data: ArrayBuffer) => void) | null = null;
 
@@ -22,6 +24,7 @@ export class Runtime {
     const rt = new Runtime(binding);
     const sink: EventSink = (kind, id, arg, data, offset) => {
       if (kind === EventKind.Capture) return rt.onCapture?.(id, arg === 1, data!);
+      if (kind === EventKind.ClosePhase) return rt.runClosePhase();
       const target = rt.targets.get(id);
       if (target) target.deliver(kind, arg, data, offset);
     };
@@ -41,6 +44,22 @@ export class Runtime {
     if (err < 0) return `fabric: cannot start (${attachConfig.why || `errno ${-err}`})`;
     rt.attached = true;
     return rt;
+  }
+
+  /**
+   * Run `cb` where libuv runs a closed handle's callback: in this loop
+   * iteration's close phase, after the setImmediate callbacks of its check
+   * phase (a program that destroys a socket and then sets an immediate sees
+   * the immediate first, as with a kernel socket).
+   */
+  afterClosePhase(cb: () => void): void {
+    this.closing.push(cb);
+    this.binding.armClosePhase();
+  }
+
+  /** One ClosePhase event per afterClosePhase call, in order (see ArmClosePhase). */
+  private runClosePhase(): void {
+    this.closing.shift()?.();
   }
 
   register(id: number, target: EventTarget): void {

@@ -164,6 +164,10 @@ Napi::Value Close(const Napi::CallbackInfo& info) {
   Rt(info)->Close(U32(info, 0));
   return info.Env().Undefined();
 }
+Napi::Value ArmClosePhase(const Napi::CallbackInfo& info) {
+  Rt(info)->ArmClosePhase();
+  return info.Env().Undefined();
+}
 Napi::Value Reset(const Napi::CallbackInfo& info) {
   Rt(info)->Reset(U32(info, 0));
   return info.Env().Undefined();
@@ -236,6 +240,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("reset", Napi::Function::New(env, Reset, "reset"));
+  exports.Set("armClosePhase", Napi::Function::New(env, ArmClosePhase, "armClosePhase"));
   exports.Set("setNoDelay", Napi::Function::New(env, SetNoDelay, "setNoDelay"));
   exports.Set("queued", Napi::Function::New(env, Queued, "queued"));
   exports.Set("setKeepAlive", Napi::Function::New(env, SetKeepAlive, "setKeepAlive"));

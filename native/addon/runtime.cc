@@ -15,8 +15,9 @@
 namespace sidestep::addon {
 
 namespace {
-// Frames taken from the rings per rx_poll call, and rounds per wake-up before
-// yielding to the rest of the event loop (then uv_idle brings us back).
+// Frames taken from the rings per rx_poll call, and rounds per wake-up while
+// the rings stay full, before yielding to the rest of the event loop (then
+// uv_idle brings us back).
 constexpr size_t kRxBudget = 256;
 constexpr int kMaxRounds = 32;
 // Largest single read delivered to JS; Node's own reads are 64 KiB.
@@ -151,7 +152,35 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   return 0;
 }
 
+void Runtime::ArmClosePhase() {
+  ++close_callbacks_;
+  if (close_phase_ || !loop_) return;
+  close_phase_ = new uv_idle_t();
+  uv_idle_init(loop_, close_phase_);
+  close_phase_->data = this;
+  uv_close(reinterpret_cast<uv_handle_t*>(close_phase_), OnClosePhase);
+}
+
+void Runtime::OnClosePhase(uv_handle_t* h) {
+  auto* self = static_cast<Runtime*>(h->data);
+  delete reinterpret_cast<uv_idle_t*>(h);
+  if (!self) return;  // detached meanwhile
+  self->close_phase_ = nullptr;
+  // One event per callback, each in its own callback scope: as for libuv
+  // handles, the nextTicks and microtasks one close callback queues run
+  // before the next one. (Those asked for meanwhile wait for the next phase.)
+  size_t n = self->close_callbacks_;
+  self->close_callbacks_ = 0;
+  for (size_t i = 0; i < n && !self->on_event_.IsEmpty(); ++i) {
+    self->Emit(kClosePhase, 0, 0, Napi::Value());
+  }
+}
+
 void Runtime::Detach() {
+  if (close_phase_) {
+    close_phase_->data = nullptr;  // its callback only frees it now
+    close_phase_ = nullptr;
+  }
   CloseHandle(doorbell_);
   CloseHandle(control_);
   CloseHandle(timer_);
@@ -334,11 +363,15 @@ void Runtime::Pump() {
     // JS has run (its callback scope closed, so nextTick'd writes are out):
     // an ACK no reply carried goes now.
     stack_->flush(Now());
-    if (n < kRxBudget && !fed && ready_.empty() && shutdowns_.empty() && fallbacks_.empty() &&
-        !stack_->events_pending() && !Spin() && fabric_->prepare_sleep()) {
-      asleep = true;
-      break;
-    }
+    if (n == kRxBudget || fed) continue;  // the rings hold more: as libuv polls again after a full batch
+    // One poll phase's worth, as libuv's: what JS just set off (a reply that
+    // came straight back, a peer in this process, a completion) waits for
+    // the next loop iteration, after this one's setImmediate and close
+    // callbacks, as it would behind a kernel socket.
+    if (!ready_.empty() || !shutdowns_.empty() || !fallbacks_.empty() || stack_->events_pending()) break;
+    if (Spin()) continue;  // SIDESTEP_SPIN_US: frames came while we watched
+    asleep = fabric_->prepare_sleep();
+    break;
   }
   if (stack_ && !draining_.empty()) {
     // Sockets held only by unacknowledged data: let go of those that drained.
@@ -504,7 +537,16 @@ SocketState* Runtime::Find(stack::SocketId id) {
 }
 
 void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset) {
+  if (!async_context_ || on_event_.IsEmpty()) return;  // detached by an earlier event's handler
   Napi::Env env = env_;
+  Napi::HandleScope handle_scope(env);
+  // Each event in its own callback scope, as Node gives each libuv callback
+  // (MakeCallback): the nextTicks and microtasks one event's handlers queue
+  // run before the next event is delivered. (A TLS socket a server destroys
+  // in its 'connection' handler closes in a microtask: bytes for it that the
+  // same pump found must not reach it first. An http response that ends
+  // frees its socket in a nextTick, before that socket's EOF.)
+  Napi::CallbackScope callback_scope(env, *async_context_);
   napi_value argv[5] = {
       Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, arg),
       data.IsEmpty() ? env.Undefined() : data, Napi::Number::New(env, static_cast<double>(offset))};
@@ -562,38 +604,45 @@ size_t Runtime::take(stack::SocketId id, const uint8_t* data, size_t len) {
     slabs_->commit(n, /*packed=*/true);
     if (!direct_reads_.empty()) {
       DirectRead& last = direct_reads_.back();
-      if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset) {
+      if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset &&
+          last.events_before == stack_->events_queued()) {
         last.len += n;
         taken += n;
         continue;
       }
     }
-    direct_reads_.push_back({id, span.slab, span.offset, n});
+    direct_reads_.push_back({id, span.slab, span.offset, n, stack_->events_queued()});
     taken += n;
   }
   return taken;
 }
 
-void Runtime::EmitDirectReads() {
+void Runtime::EmitDirectReads(size_t events_before) {
   // These bytes are the application's already (the stack counted them
   // read): they are delivered even if JS paused the socket meanwhile, as
   // bytes libuv read before a readStop are; only a closed socket drops them.
-  // take() runs only inside the pump's rx_poll, never during a dispatch, so
-  // the list can't grow under us; it keeps its capacity from pump to pump.
-  for (const DirectRead& r : direct_reads_) {
+  // They go out in the order things happened: before any stack event that
+  // followed them (this socket's EOF or reset, another socket's accept or
+  // EOF), after those that preceded them. take() runs only inside the pump's
+  // rx_poll, never during a dispatch, so the list can't grow under us; it
+  // keeps its capacity from pump to pump.
+  while (direct_reads_emitted_ < direct_reads_.size()) {
+    const DirectRead& r = direct_reads_[direct_reads_emitted_];
+    if (r.events_before > events_before) return;
+    ++direct_reads_emitted_;
     SocketState* st = Find(r.id);
     if (!st || st->closed || !stack_) continue;
     Emit(kData, r.id, static_cast<int32_t>(r.len), Napi::Value(env_, ReadSlabs::value(env_, r.slab)),
          r.offset);
   }
   direct_reads_.clear();
+  direct_reads_emitted_ = 0;
 }
 
 void Runtime::Dispatch() {
   if (in_dispatch_) return;
   in_dispatch_ = true;
   Napi::HandleScope handle_scope(env_);
-  Napi::CallbackScope callback_scope(env_, *async_context_);
   // Shutdowns first: libuv completes one at the next poll phase, before the
   // peer could possibly have answered it.
   std::vector<stack::SocketId> shutdowns;
@@ -612,11 +661,13 @@ void Runtime::Dispatch() {
     ++connections_fallback_late_;
     Emit(kFallback, id, -ECONNREFUSED, Napi::Value());
   }
-  // Bytes taken straight off the ring come before any event that followed
-  // them (EOF, a reset).
-  EmitDirectReads();
   stack::Event ev;
-  while (stack_ && stack_->next_event(&ev)) {
+  for (;;) {
+    // Bytes taken straight off the ring before the next event: first. (Not
+    // between next_event() and handling what it returned: a Closed event
+    // frees its id there, and JS run in between could be given that id.)
+    if (!direct_reads_.empty()) EmitDirectReads(stack_ ? stack_->events_taken() : SIZE_MAX);
+    if (!stack_ || !stack_->next_event(&ev)) break;
     SocketState* st = Find(ev.socket);
     switch (ev.type) {
       case stack::EventType::Connected:
@@ -701,6 +752,8 @@ void Runtime::Dispatch() {
         break;
     }
   }
+  // Bytes taken after the last event (or with none at all).
+  if (!direct_reads_.empty()) EmitDirectReads(SIZE_MAX);
   // Captured packets, in the order they passed.
   for (auto& [to, bytes] : captured_out_) captured_.push_back({PeerPid(to), 0, std::move(bytes)});
   captured_out_.clear();

@@ -36,6 +36,7 @@ enum EventKind : int32_t {
   kShutdown = 7,  // a shutdown (FIN queued) completed, as uv_shutdown's callback
   kCapture = 9,   // id: the peer's pid, arg: 0 sent / 1 received, arrayBuffer: [u64 µs][IP packet]
   kFallback = 10, // a connect whose pair never came up: use the kernel (before 'connect')
+  kClosePhase = 11,  // this loop iteration's close phase came (see ArmClosePhase)
 };
 
 struct RuntimeConfig {
@@ -155,6 +156,11 @@ class Runtime final : private stack::Reader {
   int ReadStop(stack::SocketId id);
   int Shutdown(stack::SocketId id);
   void Close(stack::SocketId id);
+  // Emit kClosePhase from the close phase of this loop iteration, where libuv
+  // runs the callbacks of handles closed during it (after the check phase's
+  // setImmediate callbacks): a closed BypassHandle's callback runs there too.
+  // One event per call; one uv handle per iteration, however many calls.
+  void ArmClosePhase();
   void Reset(stack::SocketId id);
   int SetNoDelay(stack::SocketId id, bool on);
   // Bytes not yet acknowledged, and those a write still has to put in.
@@ -176,6 +182,7 @@ class Runtime final : private stack::Reader {
   static void OnHousekeeping(uv_timer_t* h);
   void ScheduleHousekeeping();
   static void OnIdle(uv_idle_t* h);
+  static void OnClosePhase(uv_handle_t* h);
 
   // The control plane: pairs made and lost. Connections through a pair that
   // never came up go to the kernel (kFallback); those whose peer's send
@@ -241,6 +248,8 @@ class Runtime final : private stack::Reader {
   uv_timer_t* housekeeping_ = nullptr;  // unanswered and idle pairs, unused ports (unref'd)
   uint64_t housekeeping_at_ = 0;        // uv_now() it is set for (0: not set)
   uv_idle_t* idle_ = nullptr;
+  uv_idle_t* close_phase_ = nullptr;  // closing (never started); frees itself
+  size_t close_callbacks_ = 0;        // kClosePhase events it owes
   stack::Micros timer_deadline_ = stack::kNever;
 
   std::unordered_map<stack::SocketId, SocketState> sockets_;
@@ -271,10 +280,14 @@ class Runtime final : private stack::Reader {
     napi_ref slab;  // pinned by ReadSlabs until the dispatch's unpin()
     size_t offset;
     size_t len;
+    size_t events_before;  // stack events queued before these bytes came
   };
   std::vector<DirectRead> direct_reads_;
+  size_t direct_reads_emitted_ = 0;
   size_t take(stack::SocketId id, const uint8_t* data, size_t len) override;
-  void EmitDirectReads();
+  // Emit the direct reads that came before stack event number `events_before`
+  // (SIZE_MAX: all of them), in order.
+  void EmitDirectReads(size_t events_before);
   int refs_ = 0;
   bool in_pump_ = false;
   bool in_dispatch_ = false;

@@ -516,6 +516,8 @@ Micros Stack::poll_at() const {
 }
 
 bool Stack::events_pending() const { return impl_->events_head < impl_->events.size(); }
+size_t Stack::events_queued() const { return impl_->events.size(); }
+size_t Stack::events_taken() const { return impl_->events_head; }
 
 bool Stack::next_event(Event* out) {
   Impl& m = *impl_;

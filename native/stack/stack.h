@@ -258,6 +258,12 @@ class Stack {
   bool acks_held() const;
   // Drain the event queue, oldest first. Returns false when empty.
   bool next_event(Event* out);
+  // Positions in the event queue (until next_event() empties it): how many
+  // events were queued so far, and how many next_event() has looked at. An
+  // application that records events_queued() when something else happens
+  // (bytes handed straight to a reader) can put it in order among them.
+  size_t events_queued() const;
+  size_t events_taken() const;
 
   // Whether connect(local, remote, ...) would find its 4-tuple free (or held
   // only by a TIME-WAIT connection of ours that it may take over).

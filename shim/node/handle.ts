@@ -80,6 +80,7 @@ export class BypassHandle implements EventTarget {
   private userPending: Uint8Array | null = null;
   private userPendingStatus: number | null = null;
   private readStopped = false;
+  private typeOfService = 0;
   private refed = true;
   private closed = false;
   /** Its connect went to the kernel after all: the socket was never bypassed. */
@@ -411,12 +412,16 @@ export class BypassHandle implements EventTarget {
     if (this.id) {
       this.binding.close(this.id);
       this.runtime.forget(this.id);
+      // The stack reuses an id once the connection is gone: a late call on
+      // this handle (a readStop, a write) must find EBADF, as on a closed
+      // libuv handle, not the socket or listener that has the id by then.
+      this.id = 0;
     }
     // Writes still waiting for room complete as cancelled, as libuv does.
     if (this.pendingWrites.length) this.completeWrites(-125 /* UV_ECANCELED */);
     if (this.connectResource) this.connectResource.emitDestroy();
     this.connectReq = null;
-    setImmediate(() => {
+    this.runtime.afterClosePhase(() => {
       this.resource.emitDestroy();
       if (typeof cb === 'function') cb();
     });
@@ -445,6 +450,20 @@ export class BypassHandle implements EventTarget {
   // ---- options and names ----
   setNoDelay(on: boolean): number {
     return this.id ? this.binding.setNoDelay(this.id, on) : 0;
+  }
+
+  /**
+   * IP_TOS (Node 25.6+ calls these where the handle has them). The fabric
+   * carries no IP header to mark, so the value is kept and read back, as the
+   * kernel reads back what was set on a loopback socket.
+   */
+  setTypeOfService(tos: number): number {
+    this.typeOfService = tos & 0xff;
+    return 0;
+  }
+
+  getTypeOfService(): number {
+    return this.typeOfService;
   }
 
   setKeepAlive(on: boolean, delaySeconds: number): number {
