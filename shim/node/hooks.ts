@@ -29,7 +29,7 @@ import { installClusterWorker, kClusterShare, type ClusterShare } from './cluste
 import { BypassHandle, kKernelOnly, kWasBypassed, type LocalBinding } from './handle';
 import { ownerOf, reinitializeHandle, type Internals } from './internals';
 import { installIpcGuard } from './ipc';
-import { installTlsBridge, isTlsSocket } from './tls';
+import { installTlsBridge, isTlsSocket, kTlsOver, tlsReleased, rewrapTls, tlsOverKernelHandle } from './tls';
 
 const kBound = Symbol('sidestep.bound');
 const kListener = Symbol('sidestep.listener');
@@ -122,11 +122,13 @@ class BypassListener implements EventTarget {
  * What a program set on `socket._handle` between connect() and the swap
  * (an own property, a wrapped method such as setNoDelay) belongs to the
  * handle that carries the connection: it moves to ours. Node's own marks
- * (the owner, set again by the swap) and ours stay behind.
+ * stay behind: the owner (set again by the swap), and `reading`, the kernel
+ * handle's read state, which TLS turns into an accessor of its wrap's when
+ * it wraps the socket before it connects; ours start unread. So do ours.
  */
 function carryOwnProperties(kernel: any, handle: BypassHandle): void {
   for (const key of Reflect.ownKeys(kernel)) {
-    if (key === kBound || key === kKernelOnly) continue;
+    if (key === kBound || key === kKernelOnly || key === 'reading' || key === kTlsOver) continue;
     if (typeof key === 'symbol' && key.description === 'owner_symbol') continue;
     const d = Object.getOwnPropertyDescriptor(kernel, key);
     if (d) Object.defineProperty(handle, key, d);
@@ -164,7 +166,7 @@ function installConsumeGuard(TCP: any): void {
 const DELEGATED = [
   'setNoDelay', 'setKeepAlive', 'getsockname', 'getpeername', 'hasRef', 'readStart', 'readStop',
   'useUserBuffer', 'getAsyncId', 'shutdown', 'writeBuffer', 'writev', 'writeUtf8String', 'writeLatin1String',
-  'writeAsciiString', 'writeUcs2String', 'reset',
+  'writeAsciiString', 'writeUcs2String', 'reset', 'setTypeOfService', 'getTypeOfService',
 ] as const;
 
 /** Under strict mode, the error a would-be fallback fails with instead. */
@@ -223,9 +225,19 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const remote = notLocal(address);
     if (remote) return kernelConnect(kernel, req, address, port, original, remote);
     const socket = ownerOf(internals, kernel);
+    // A socket destroyed while its name was looked up (an AbortSignal, a
+    // destroy() right after tls.connect): Node may still issue the connect
+    // on its closed handle, which fails there; over the fabric it would make
+    // a connection nobody owns.
+    if (socket?.destroyed === true) return original.call(kernel, req, address, port);
     if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function')
       return kernelConnect(kernel, req, address, port, original, 'unowned-handle: a TCP handle without a net.Socket owner');
     const tlsClient = socket._handle !== kernel;
+    // A TLS socket closed before it connected (an AbortSignal already
+    // aborted): connect() undestroys it, but its TLS session was let go, and
+    // on the kernel path its first read fails and destroys it again. A
+    // re-wrap here would give it a new session: a life the kernel doesn't.
+    if (tlsClient && isTlsSocket(socket) && tlsReleased(socket)) return original.call(kernel, req, address, port);
     if (tlsClient && !isTlsSocket(socket))
       return kernelConnect(kernel, req, address, port, original, 'wrapped-handle: a TCP handle wrapped by something other than TLS');
     const bound: Bound | undefined = kernel[kBound];
@@ -246,16 +258,26 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     if (!tlsClient) {
       reinitializeHandle(internals, socket, handle);
       handle.startConnect(id, req, retry);
+      // TLS wrapped this socket before its connect (a name being looked up):
+      // its wrap sits on the kernel handle just closed. It wraps itself
+      // around the new handle instead, as TLS's own re-wrap after a failed
+      // attempt does; the handshake starts only on 'connect', so nothing
+      // went through the old wrap yet.
+      const tlsOver: any = tlsOverKernelHandle(kernel);
+      if (tlsOver && !tlsOver.destroyed) {
+        rewrapTls(internals, tlsOver, handle);
+        bypassedSockets.add(tlsOver);
+      }
     } else {
       // tls.connect() without a socket: its raw handle sits inside TLS's C++
       // wrap. Connect a plain net.Socket over the fabric and let the TLS
       // socket re-wrap itself around it (TLSSocket's own kReinitializeHandle,
-      // which tls.ts bridges through JSStreamSocket). The connect completes
+      // which tls.ts bridges through a TlsBridge). The connect completes
       // on the TLS socket, as Node's own would.
       handle.startConnect(id, req, retry);
       const raw = new net.Socket({ handle, readable: true, writable: true } as net.SocketConstructorOpts);
       raw.on('error', () => {}); // errors reach the TLS socket through the bridge
-      reinitializeHandle(internals, socket, handle);
+      rewrapTls(internals, socket, handle);
       handle.completeConnectAs(socket._handle);
       bypassedSockets.add(raw);
       bypassedSockets.add(socket);

@@ -1,45 +1,91 @@
 // TLS over a bypassed socket. Node's TLSWrap is C++ and insists on a C++
 // stream underneath (`_wrapHandle` asserts `handle.isStreamBase`); our handle
-// is JavaScript. Node itself solves this for JS streams with its internal
-// JSStreamSocket (a native JSStream that calls back into a JS Duplex), and we
-// use exactly that: when TLS is about to wrap a net.Socket whose handle is a
-// BypassHandle, it wraps a JSStreamSocket over that socket instead. This
-// covers tls.Server / https.Server connections that arrived over the fabric
-// and `tls.connect({ socket })` over a bypassed socket.
+// is JavaScript. When TLS is about to wrap a net.Socket whose handle is a
+// BypassHandle, it wraps a TlsBridge over that socket instead (a JSStream:
+// tls-bridge.ts says why not Node's JSStreamSocket). This covers tls.Server /
+// https.Server connections that arrived over the fabric, tls.connect() whose
+// connect went through the fabric, and `tls.connect({ socket })` /
+// `new TLSSocket(socket)` over a bypassed socket, connected or connecting.
 import * as stream from 'node:stream';
 import * as tls from 'node:tls';
 import { BypassHandle } from './handle';
+import { reinitializeHandle, type Internals } from './internals';
+import { TlsBridge, type JSStreamClass } from './tls-bridge';
 
-type JSStreamSocketClass = new (s: stream.Duplex) => { _handle: unknown; on(e: string, f: () => void): void };
-
-let jsStreamSocket: JSStreamSocketClass | null | undefined;
+let jsStream: JSStreamClass | null | undefined;
 
 /**
- * Node's JSStreamSocket class, borrowed from a throwaway TLSSocket over a
- * plain Duplex (the one public path that constructs one).
+ * Node's JSStream (the js_stream binding's StreamBase), found under a
+ * throwaway TLSSocket over a plain Duplex: the one public path that makes
+ * one (TLS wraps such a Duplex in a JSStreamSocket, whose handle it is).
  */
-function getJSStreamSocket(): JSStreamSocketClass | null {
-  if (jsStreamSocket !== undefined) return jsStreamSocket;
-  let found: JSStreamSocketClass | null = null;
+function getJSStream(): JSStreamClass | null {
+  if (jsStream !== undefined) return jsStream;
+  let found: JSStreamClass | null = null;
   const duplex = new stream.Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
   let probe: any;
   try {
     probe = new tls.TLSSocket(duplex);
-    const wrap = probe._handle?._parentWrap;
-    if (wrap && wrap._handle && typeof wrap.constructor === 'function') found = wrap.constructor;
+    const parent = probe._handle?._parent;
+    if (parent && typeof parent.constructor === 'function' && typeof parent.readBuffer === 'function') found = parent.constructor;
   } catch {
     found = null;
   } finally {
     probe?.destroy();
     duplex.destroy();
   }
-  jsStreamSocket = found;
+  jsStream = found;
   return found;
 }
 
 /** Whether a socket is a TLS socket (whose raw handle TLS owns). */
 export function isTlsSocket(socket: unknown): boolean {
   return socket instanceof tls.TLSSocket;
+}
+
+/**
+ * Whether a TLS socket let go of its session: its 'close' came (TLS clears
+ * its wrap resources, kRes, then destroys the SSL), though connect() may
+ * have undestroyed it since.
+ */
+export function tlsReleased(socket: any): boolean {
+  if (!socket.ssl) return true;
+  const kRes = Object.getOwnPropertySymbols(socket).find((sym) => sym.description === 'res');
+  return kRes !== undefined && socket[kRes] === null;
+}
+
+/**
+ * A TLS socket that wraps a socket before that socket connected (its kernel
+ * handle, unconnected, or the wrap of a TLS socket still connecting, is what
+ * TLS wrapped): if the connect then goes through the fabric, that TLS socket
+ * must re-wrap itself around the socket's new handle (see rewrapTls).
+ */
+export const kTlsOver = Symbol('sidestep.tlsOver');
+
+export function tlsOverKernelHandle(kernel: object): tls.TLSSocket | null {
+  return (kernel as any)[kTlsOver] ?? null;
+}
+
+/**
+ * A TLS socket wraps itself around a new handle (TLSSocket's own
+ * kReinitializeHandle, as after a failed connect attempt), and so does any
+ * TLS socket that wrapped this one (TLS inside TLS) around its new wrap.
+ * Then what that re-wrap leaves undone: Node sets `ssl` to the old wrap,
+ * whose close nulls it; and the callbacks _init enables when a listener is
+ * added ('session', 'keylog') were enabled on the old wrap, while listeners
+ * added before the re-wrap don't fire newListener again.
+ */
+export function rewrapTls(internals: Internals, socket: any, handle: object): void {
+  const old = socket._handle;
+  reinitializeHandle(internals, socket, handle);
+  const inner = old?.[kTlsOver];
+  if (inner && inner !== socket && !inner.destroyed) rewrapTls(internals, inner, socket._handle);
+  // (The inner one's re-wrap closes the old wrap again, which nulls `ssl`.)
+  const ssl = socket._handle;
+  if (!ssl) return;
+  socket.ssl = ssl;
+  if (socket.listenerCount('session') > 0 && typeof ssl.enableSessionCallbacks === 'function') ssl.enableSessionCallbacks();
+  if (socket.listenerCount('keylog') > 0 && typeof ssl.enableKeylogCallback === 'function') ssl.enableKeylogCallback();
 }
 
 let ownerSocket: (handle: object) => any = () => null;
@@ -49,21 +95,28 @@ export function installTlsBridge(owner: (handle: object) => any): string | null 
   const proto = tls.TLSSocket.prototype as any;
   const original = proto._wrapHandle;
   if (typeof original !== 'function') return 'tls: TLSSocket has no _wrapHandle';
-  proto._wrapHandle = function (this: unknown, wrap: any, handle: unknown, ...rest: unknown[]) {
+  proto._wrapHandle = function (this: any, wrap: any, handle: unknown, ...rest: unknown[]) {
     if (handle instanceof BypassHandle && !wrap) {
       // A TLS client re-wrapping itself around a bypassed connection: the
       // net.Socket that owns the handle is the stream TLS reads and writes.
       wrap = ownerSocket(handle);
     }
     if (handle instanceof BypassHandle && wrap) {
-      const JSStreamSocket = getJSStreamSocket();
-      if (!JSStreamSocket) throw new Error('sidestep: cannot wrap TLS over a bypassed socket (JSStreamSocket unavailable)');
-      const bridge = new JSStreamSocket(wrap) as any;
-      // The bridge re-emits the raw socket's errors; TLSSocket already hears
-      // them from the raw socket itself (its _init listens on `wrap`), so the
-      // bridge's copy must not become an unhandled 'error'.
-      bridge.on('error', () => {});
-      return original.call(this, bridge, bridge._handle, ...rest);
+      const JSStream = getJSStream();
+      if (!JSStream) throw new Error('sidestep: cannot wrap TLS over a bypassed socket (JSStream unavailable)');
+      const bridge = new TlsBridge(wrap, JSStream, (err) => this.destroy(err));
+      const res = original.call(this, bridge, (bridge as any)._handle, ...rest);
+      // Over a kernel socket, TLS hears the raw socket's 'close' itself
+      // (above, `wrap` is the bridge, which closes later): a TLS socket is
+      // destroyed by the time the raw socket's other 'close' listeners run.
+      wrap.on('close', () => this.destroy());
+      return res;
+    }
+    if (handle && wrap && wrap._handle === handle) {
+      // TLS over a net.Socket's kernel handle. Should that handle connect
+      // later (TLS wrapped the socket while its name was being looked up),
+      // the connect hook must know who wraps it.
+      (handle as any)[kTlsOver] = this;
     }
     return original.call(this, wrap, handle, ...rest);
   };

@@ -1,0 +1,37 @@
+// Dual-mode compat: TLS as it meets its socket (issue 15, item 7). Handshake
+// failures reach each side as the alert, not ECONNRESET; sessions resume; TLS
+// wraps a socket that is connected, connecting or still looking up its name,
+// and TLS inside TLS; bytes written just before destroy() arrive; a reply
+// after the peer's end arrives with allowHalfOpen; a server that fails a
+// connection as it makes it resets the client. The bypass run proves its
+// path by the fabric's counter and the kernel's TCP table.
+'use strict';
+const test = require('node:test');
+const assert = require('node:assert');
+const { runBothModes } = require('./support/dual-mode');
+
+test('TLS failures, resumption, wrapping and endings are the same in kernel and bypass mode', async (t) => {
+  const [kernel, bypass] = await runBothModes(t, 'tls-fidelity.js', { ms: 60000 });
+  assert.ifError(kernel.error);
+  assert.ifError(bypass.error);
+  for (const r of [kernel, bypass]) {
+    assert.deepStrictEqual(r.versionServerFinds, { clientErr: 'ERR_SSL_TLSV1_ALERT_PROTOCOL_VERSION', serverErr: 'ERR_SSL_UNSUPPORTED_PROTOCOL' });
+    assert.deepStrictEqual(r.versionClientFinds, { clientErr: 'ERR_SSL_UNSUPPORTED_PROTOCOL', serverErr: 'ERR_SSL_WRONG_VERSION_NUMBER' });
+    assert.deepStrictEqual([r.resumption.sessionEvents, r.resumption.reused], [2, true]);
+    for (const c of [r.overConnected, r.overConnecting, r.overLookingUp]) assert.strictEqual(c.data, 'Hello');
+    assert.deepStrictEqual([r.inception.length, r.inception.intact], [40000, true]);
+    assert.deepStrictEqual(r.writeThenDestroy, { got: 200 * 1024, events: ['end'] });
+    assert.deepStrictEqual(r.halfOpen, { data: 'Bye' });
+    assert.deepStrictEqual(r.serverFailsAtOnce, { clientErr: 'ECONNRESET', serverErr: 'ERR_TLS_PSK_SET_IDENTIY_HINT_FAILED' });
+  }
+  // Paths: the kernel's table has the connections in kernel mode only.
+  const paths = (r) => [r.resumption, r.overConnected, r.overConnecting, r.overLookingUp].map((c) => [c.bypassed, c.kernel]);
+  assert.deepStrictEqual(paths(kernel), Array(4).fill([false, true]));
+  assert.deepStrictEqual(paths(bypass), Array(4).fill([true, false]));
+  assert.deepStrictEqual([kernel.inception.bypassed, bypass.inception.bypassed], [false, true]);
+  assert.strictEqual(kernel.bypassedDelta, 0);
+  // Every connection of every case went over the fabric: 12 connections
+  // (the proxy's onward one included), each counted by both of its ends.
+  assert.strictEqual(bypass.bypassedDelta, 24);
+  assert.deepStrictEqual(bypass.fallbackReasons, {});
+});
