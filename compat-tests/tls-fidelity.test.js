@@ -20,10 +20,18 @@ test('TLS failures, resumption, wrapping and endings are the same in kernel and 
     assert.deepStrictEqual([r.resumption.sessionEvents, r.resumption.reused], [2, true]);
     for (const c of [r.overConnected, r.overConnecting, r.overLookingUp]) assert.strictEqual(c.data, 'Hello');
     assert.deepStrictEqual([r.inception.length, r.inception.intact], [40000, true]);
-    assert.deepStrictEqual(r.writeThenDestroy, { got: 200 * 1024, events: ['end'] });
     assert.deepStrictEqual(r.halfOpen, { data: 'Bye' });
-    assert.deepStrictEqual(r.serverFailsAtOnce, { clientErr: 'ECONNRESET', serverErr: 'ERR_TLS_PSK_SET_IDENTIY_HINT_FAILED' });
+    // Node 24 spelled the code right (IDENTIY before).
+    assert.strictEqual(r.serverFailsAtOnce.clientErr, 'ECONNRESET');
+    assert.match(r.serverFailsAtOnce.serverErr, /^ERR_TLS_PSK_SET_IDENTI(Y|TY)_HINT_FAILED$/);
   }
+  assert.deepStrictEqual(bypass.serverFailsAtOnce, kernel.serverFailsAtOnce);
+  // Bytes written just before destroy(): Node 20 and 22 flush them and end;
+  // Node 24 and later destroy the TLS session before the write leaves it, so
+  // the client sees a bare end with kernel sockets too. Either way, the same.
+  const major = Number(process.versions.node.split('.')[0]);
+  if (major < 24) assert.deepStrictEqual(kernel.writeThenDestroy, { got: 200 * 1024, events: ['end'] });
+  assert.deepStrictEqual(bypass.writeThenDestroy, kernel.writeThenDestroy);
   // Paths: the kernel's table has the connections in kernel mode only.
   const paths = (r) => [r.resumption, r.overConnected, r.overConnecting, r.overLookingUp].map((c) => [c.bypassed, c.kernel]);
   assert.deepStrictEqual(paths(kernel), Array(4).fill([false, true]));
