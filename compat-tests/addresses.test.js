@@ -1,6 +1,7 @@
 // Dual-mode compat: addresses and families each end reports, for every kind
 // of listen host (including dual-stack '::' taking IPv4 clients, which the
-// kernel reports as ::ffff:127.0.0.1) and for 'localhost'.
+// kernel reports as ::ffff:127.0.0.1) and for 'localhost'. Each run proves
+// its path by the fabric's counter and the kernel's TCP table.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
@@ -8,8 +9,18 @@ const { runBothModes } = require('./support/dual-mode');
 
 test('local/remote address and family match the kernel for every listen host', async (t) => {
   const [kernel, bypass] = await runBothModes(t, 'addresses.js');
-  assert.ok(kernel.every((c) => !c.bypassed));
-  assert.ok(bypass.every((c) => c.bypassed), JSON.stringify(bypass.map((c) => [c.host, c.target, c.bypassed])));
+  assert.ifError(kernel.error);
+  assert.ifError(bypass.error);
+  assert.strictEqual(kernel.cases.length, 6);
   // Ports differ run to run; everything else must be identical.
-  assert.deepStrictEqual(bypass.map(({ bypassed, ...rest }) => rest), kernel.map(({ bypassed, ...rest }) => rest));
+  const seen = (r) => r.cases.map(({ bypassed, kernel: k, ...rest }) => rest);
+  assert.deepStrictEqual(seen(bypass), seen(kernel));
+  // Paths: the kernel's table has the connections in kernel mode only.
+  const paths = (r) => r.cases.map((c) => [c.bypassed, c.kernel]);
+  assert.deepStrictEqual(paths(kernel), Array(6).fill([false, true]));
+  assert.deepStrictEqual(paths(bypass), Array(6).fill([true, false]), JSON.stringify(bypass.cases.map((c) => [c.host, c.target, c.bypassed, c.kernel])));
+  assert.strictEqual(kernel.bypassedDelta, 0);
+  // Six connections, both ends in this process: each counted by both ends.
+  assert.strictEqual(bypass.bypassedDelta, 12);
+  assert.deepStrictEqual(bypass.fallbackReasons, {});
 });

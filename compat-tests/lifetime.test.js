@@ -1,5 +1,6 @@
 // Dual-mode compat: a half-open socket that read EOF doesn't keep the
 // process alive (both runs must exit on their own; runBothModes checks).
+// Each run proves its path by the fabric's counter and the kernel's TCP table.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
@@ -7,6 +8,14 @@ const { runBothModes } = require('./support/dual-mode');
 
 test('a half-open socket after EOF does not hold the event loop, in either mode', async (t) => {
   const [kernel, bypass] = await runBothModes(t, 'lifetime.js');
-  assert.deepStrictEqual([kernel.bypassed, bypass.bypassed], [false, true]);
+  // Each socket's own events, in the order it saw them.
+  assert.deepStrictEqual(kernel.events, { client: ['connect', 'close'], server: ['end'] });
   assert.deepStrictEqual(bypass.events, kernel.events);
+  // Paths: the kernel's table has the connection in kernel mode only.
+  assert.deepStrictEqual([kernel.bypassed, kernel.kernel], [false, true]);
+  assert.deepStrictEqual([bypass.bypassed, bypass.kernel], [true, false]);
+  assert.strictEqual(kernel.bypassedDelta, 0);
+  // One connection, both ends in this process: counted by both ends.
+  assert.strictEqual(bypass.bypassedDelta, 2);
+  assert.deepStrictEqual(bypass.fallbackReasons, {});
 });

@@ -1,5 +1,6 @@
 // Dual-mode compat: net.Server listen forms, EADDRINUSE, maxConnections and
-// 'drop', getConnections, close waiting for connections.
+// 'drop', getConnections, close waiting for connections. Each run proves the
+// path of its connections by the fabric's counter and the kernel's TCP table.
 'use strict';
 const test = require('node:test');
 const assert = require('node:assert');
@@ -9,13 +10,21 @@ test('net.Server behaves the same in kernel and bypass mode', async (t) => {
   const [kernel, bypass] = await runBothModes(t, 'server-api.js');
   assert.ifError(kernel.error);
   assert.ifError(bypass.error);
-  assert.ok(kernel.bypassed.every((x) => x === false));
-  assert.ok(bypass.bypassed.every((x) => x === true), JSON.stringify(bypass.bypassed));
-  const { bypassed: _k, ...k } = kernel;
-  const { bypassed: _b, ...b } = bypass;
+  const { paths: kp, bypassedDelta: kd, fallbackReasons: _kf, ...k } = kernel;
+  const { paths: bp, bypassedDelta: bd, fallbackReasons: bf, ...b } = bypass;
   assert.deepStrictEqual(b, k);
   assert.deepStrictEqual(k.inUse, ['EADDRINUSE', 'listen', true, -98, '127.0.0.1', 'listen EADDRINUSE: address already in use 127.0.0.1:PORT']);
   assert.strictEqual(k.drop.drops.length, 1);
   assert.strictEqual(k.connections, 1);
   assert.deepStrictEqual([k.closedWhileOpen, k.closedAfter], [false, true]);
+  // Paths: the kernel's table has the connections in kernel mode only. Seven
+  // connections: one per listen form, then the one held and the one dropped.
+  const pairs = (paths) => paths.map((p) => [p.bypassed, p.kernel]);
+  assert.deepStrictEqual(pairs(kp), Array(7).fill([false, true]));
+  assert.deepStrictEqual(pairs(bp), Array(7).fill([true, false]));
+  assert.strictEqual(kd, 0);
+  // Both ends of each in this process: each counted by both ends (the
+  // dropped one too: the server's end was made, then closed).
+  assert.strictEqual(bd, 14);
+  assert.deepStrictEqual(bf, {});
 });
