@@ -10,19 +10,21 @@
 //   node bench/run.js --only pingpong --cpu-prof --reps 1
 //
 // Options (each also overrides --quick's value):
-//   --only LIST              http,pingpong,bulk,churn,scale (default: all)
+//   --only LIST              http,https,pingpong,bulk,churn,scale (default: all)
 //   --variants LIST          keep only these besides kernel: sidestep,sidestep-spin,unix
 //   --reps N                 interleaved repetitions per case (5; quick 1)
 //   --spin-us N              SIDESTEP_SPIN_US of the spin variant (5)
 //   --cpu-prof               profile the sidestep processes' first repetition
 //   --cpu-prof-all           ... and the kernel ones too
 //   --http-connections LIST  (1,10,50,256)   --http-seconds N (5; quick 1)
+//   --https-connections LIST (1,50): https.createServer, keep-alive
 //   --http-warmup S          unmeasured autocannon run first (1; quick 0.3)
 //   --pipelined C,D          the pipelined case: C connections, depth D (10,10)
 //   --no-pipelined           skip it
 //   --pingpong-sizes LIST    (64,1024,65536) --pingpong-ms N per size (2000; quick 300)
 //   --bulk-bytes N[K|M|G]    per case, split over the streams (1G; quick 64M)
 //   --bulk-streams LIST      (1,16)
+//   --no-bulk-sink           skip the one-stream counting-sink case
 //   --churn-concurrency LIST (8,64)          --churn-ms N (3000; quick 500)
 //   --scale-conns N (10000; quick 500)  --scale-idle-ms N (10000; quick 1000)  --scale-ms N
 //   --out DIR                results directory (bench/results/<timestamp>)
@@ -66,6 +68,7 @@ function parse(argv) {
       case '--cpu-prof': o.cpuProf = true; break;
       case '--cpu-prof-all': o.cpuProf = true; o.cpuProfAll = true; break;
       case '--http-connections': o.httpConnections = nums(a, v()); break;
+      case '--https-connections': o.httpsConnections = nums(a, v()); break;
       case '--http-seconds': o.httpSeconds = num(a, v()); break;
       case '--http-warmup': o.httpWarmup = Number(v()); break;
       case '--pipelined': { const [c, d] = nums(a, v()); o.httpPipelining = { connections: c, depth: d }; break; }
@@ -74,6 +77,7 @@ function parse(argv) {
       case '--pingpong-ms': o.pingpongMs = num(a, v()); break;
       case '--bulk-bytes': o.bulkBytes = num(a, v()); break;
       case '--bulk-streams': o.bulkStreams = nums(a, v()); break;
+      case '--no-bulk-sink': o.bulkSink = false; break;
       case '--churn-concurrency': o.churnConcurrency = nums(a, v()); break;
       case '--churn-ms': o.churnMs = num(a, v()); break;
       case '--scale-conns': o.scaleConns = num(a, v()); break;

@@ -42,8 +42,9 @@ function groups(results) {
 
 const TITLES = {
   http: 'HTTP (http.createServer hello world, autocannon; latency µs from autocannon’s per-response hrtime, not its whole-ms histogram)',
+  https: 'HTTPS (https.createServer hello world, keep-alive, autocannon; TLS 1.3, self-signed test certificate)',
   pingpong: 'ping-pong over net (one connection, echo, RTT from process.hrtime.bigint(); "unix" = plain node over a unix socket)',
-  bulk: 'bulk (deterministic pattern checked byte-exact by the receiver; "unix" = plain node over a unix socket)',
+  bulk: 'bulk (deterministic pattern checked byte-exact by the receiver in JS, or only counted by a "counting sink"; "unix" = plain node over a unix socket)',
   churn: 'connection churn (connect, 1 byte each way, client closes)',
   scale: 'scale (idle connections held; RSS minus the RSS before they were opened; idle CPU over the idle window, from /proc ticks of 10 ms, so ±1 tick per window; then ping-pong on one connection)',
 };

@@ -25,18 +25,20 @@ async function startServer(run, script) {
 
 // ---- HTTP ---------------------------------------------------------------------
 
-function httpCase(connections, pipelining) {
-  const id = pipelining > 1 ? `http-c${connections}-p${pipelining}` : `http-c${connections}`;
+function httpCase(connections, pipelining, tls = false) {
+  const scheme = tls ? 'https' : 'http';
+  const id = pipelining > 1 ? `${scheme}-c${connections}-p${pipelining}` : `${scheme}-c${connections}`;
+  const name = tls ? 'HTTPS' : 'HTTP';
   return {
-    workload: 'http',
+    workload: scheme,
     id,
-    label: pipelining > 1 ? `HTTP ${connections} conns, pipelining ${pipelining}` : `HTTP ${connections} conn${connections > 1 ? 's' : ''}`,
+    label: pipelining > 1 ? `${name} ${connections} conns, pipelining ${pipelining}` : `${name} ${connections} conn${connections > 1 ? 's' : ''}`,
     variants: ['kernel', 'sidestep'],
     metrics: [{ key: 'reqPerSec', label: 'req/s', better: 'higher', chart: true }, ...PCT('', 'latency'), ...CPU('req')],
     timeoutMs: (o) => (o.httpSeconds + o.httpWarmup + 60) * 1000,
     async run(run, o) {
-      const { port } = await run.spawn('server', 'http-server.js').next((m) => m.ready);
-      const client = run.spawn('client', 'autocannon-driver.js', [`http://127.0.0.1:${port}/`, connections, o.httpSeconds, pipelining, o.httpWarmup]);
+      const { port } = await run.spawn('server', 'http-server.js', tls ? ['--tls'] : []).next((m) => m.ready);
+      const client = run.spawn('client', 'autocannon-driver.js', [`${scheme}://127.0.0.1:${port}/`, connections, o.httpSeconds, pipelining, o.httpWarmup]);
       const msg = await client.next((m) => m.result);
       const r = msg.result;
       const bad = r.errors + r.non2xx + r.timeouts + (r.mismatches || 0);
@@ -74,16 +76,20 @@ const pingpong = {
 
 // ---- bulk ----------------------------------------------------------------------
 
-function bulkCase(streams) {
+// A checking reader compares every byte in JS (what an application that
+// looks at its data costs); a counting sink only counts (what the socket
+// itself costs).
+function bulkCase(streams, countOnly = false) {
   return {
     workload: 'bulk',
-    id: `bulk-${streams}`,
-    label: streams > 1 ? `bulk ${streams} streams` : 'bulk 1 stream',
+    id: `bulk-${streams}${countOnly ? '-sink' : ''}`,
+    label: `bulk ${streams > 1 ? `${streams} streams` : '1 stream'}${countOnly ? ', counting sink' : ''}`,
     variants: ['kernel', 'sidestep', 'unix'],
     metrics: [{ key: 'gbPerSec', label: 'GB/s (10^9 B/s)', better: 'higher', chart: true }, ...CPU('MiB')],
     timeoutMs: (o) => Math.max(60, o.bulkBytes / 15e6 + 30) * 1000,
     async run(run, o) {
-      const { target } = await startServer(run, 'procs/bulk-server.js');
+      const server = run.spawn('server', 'procs/bulk-server.js', [...run.listenArgs(), ...(countOnly ? ['--count-only', '1'] : [])]);
+      const target = run.targetArgs((await server.next((m) => m.ready)).port);
       const client = run.spawn('client', 'procs/bulk-client.js', [...target, '--bytes', o.bulkBytes, '--streams', streams]);
       const msg = await client.next((m) => m.result);
       const r = msg.result;
@@ -159,8 +165,12 @@ function cases(o) {
     for (const c of o.httpConnections) all.push(httpCase(c, 1));
     if (o.httpPipelining) all.push(httpCase(o.httpPipelining.connections, o.httpPipelining.depth));
   }
+  if (o.only.has('https')) for (const c of o.httpsConnections) all.push(httpCase(c, 1, true));
   if (o.only.has('pingpong')) all.push(pingpong);
-  if (o.only.has('bulk')) for (const s of o.bulkStreams) all.push(bulkCase(s));
+  if (o.only.has('bulk')) {
+    for (const s of o.bulkStreams) all.push(bulkCase(s));
+    if (o.bulkSink) all.push(bulkCase(1, true));
+  }
   if (o.only.has('churn')) for (const c of o.churnConcurrency) all.push(churnCase(c));
   if (o.only.has('scale')) all.push(scale);
   // --variants narrows every case (kernel always stays: it is the baseline).
@@ -170,6 +180,6 @@ function cases(o) {
   return all;
 }
 
-const WORKLOADS = ['http', 'pingpong', 'bulk', 'churn', 'scale'];
+const WORKLOADS = ['http', 'https', 'pingpong', 'bulk', 'churn', 'scale'];
 
 module.exports = { cases, WORKLOADS, httpCase };
