@@ -11,7 +11,7 @@ test('resetAndDestroy resets the connection in kernel and bypass mode alike', as
   // Each socket's own events, in the order it saw them.
   assert.deepStrictEqual(kernel.seen, {
     a: ['close:false'],
-    b: ['close:false'],
+    b: ['remote:undefined', 'close:false'],
     serverOfA: [['error:ECONNRESET', 'close']],
     serverOfB: [['error:ECONNRESET', 'close']],
   });

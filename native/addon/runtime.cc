@@ -368,7 +368,9 @@ void Runtime::Pump() {
     // came straight back, a peer in this process, a completion) waits for
     // the next loop iteration, after this one's setImmediate and close
     // callbacks, as it would behind a kernel socket.
-    if (!ready_.empty() || !shutdowns_.empty() || !fallbacks_.empty() || stack_->events_pending()) break;
+    if (!ready_.empty() || !shutdowns_.empty() || !fallbacks_.empty() || !held_connects_.empty() ||
+        stack_->events_pending())
+      break;
     if (Spin()) continue;  // SIDESTEP_SPIN_US: frames came while we watched
     asleep = fabric_->prepare_sleep();
     break;
@@ -550,13 +552,20 @@ void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, siz
   napi_value argv[5] = {
       Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, arg),
       data.IsEmpty() ? env.Undefined() : data, Napi::Number::New(env, static_cast<double>(offset))};
-  on_event_.Value().Call(5, argv);
-  if (env.IsExceptionPending()) {
-    // An exception from user code in an event handler: the same fate as a
-    // throw from a kernel socket's callback (process 'uncaughtException').
-    Napi::Error e = env.GetAndClearPendingException();
-    napi_fatal_exception(env, e.Value());
-  }
+  // Raw N-API from here: node-addon-api turns a failed call into a
+  // Napi::Error, and making one (or wrapping a thrown primitive) needs JS to
+  // run. A worker being terminated (process.exit() with workers alive) can't:
+  // its loop still runs our callbacks, and that path aborted the process.
+  napi_value recv = nullptr;
+  napi_value result = nullptr;
+  napi_get_undefined(env, &recv);
+  if (napi_call_function(env, recv, on_event_.Value(), 5, argv, &result) == napi_ok) return;
+  bool pending = false;
+  if (napi_is_exception_pending(env, &pending) != napi_ok || !pending) return;  // the env is going away
+  // An exception from user code in an event handler: the same fate as a
+  // throw from a kernel socket's callback (process 'uncaughtException').
+  napi_value exception = nullptr;
+  if (napi_get_and_clear_last_exception(env, &exception) == napi_ok) napi_fatal_exception(env, exception);
 }
 
 void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
@@ -639,6 +648,21 @@ void Runtime::EmitDirectReads(size_t events_before) {
   direct_reads_emitted_ = 0;
 }
 
+void Runtime::CompleteConnect(stack::SocketId id, SocketState& st) {
+  st.connecting = false;
+  Touch(st);
+  ++connections_bypassed_;
+  Emit(kConnect, id, 0, Napi::Value());
+}
+
+void Runtime::ReleaseHeldConnect(stack::SocketId id) {
+  auto it = std::find_if(held_connects_.begin(), held_connects_.end(), [id](const HeldConnect& h) { return h.id == id; });
+  if (it == held_connects_.end()) return;
+  held_connects_.erase(it);
+  SocketState* st = Find(id);
+  if (st && st->connecting && !st->closed) CompleteConnect(id, *st);
+}
+
 void Runtime::Dispatch() {
   if (in_dispatch_) return;
   in_dispatch_ = true;
@@ -668,14 +692,23 @@ void Runtime::Dispatch() {
     // frees its id there, and JS run in between could be given that id.)
     if (!direct_reads_.empty()) EmitDirectReads(stack_ ? stack_->events_taken() : SIZE_MAX);
     if (!stack_ || !stack_->next_event(&ev)) break;
+    // Anything more for a socket whose connect is held: the connect first.
+    if (!held_connects_.empty()) ReleaseHeldConnect(ev.socket);
     SocketState* st = Find(ev.socket);
     switch (ev.type) {
       case stack::EventType::Connected:
         if (st && st->connecting) {
-          st->connecting = false;
-          Touch(*st);
-          ++connections_bypassed_;
-          Emit(kConnect, ev.socket, 0, Napi::Value());
+          if (stack_->link_of(ev.socket) == fabric_->loopback()) {
+            // Both ends in this process: the kernel's listener is ready
+            // before the client's connect completes (the client's fd joins
+            // epoll after the listener was woken), so Node sees
+            // 'connection' first. Held until the end of the next dispatch,
+            // which takes in the handshake's last ACK and so the
+            // listener's accept (or sooner, if more comes for the socket).
+            held_connects_.push_back({ev.socket, dispatches_});
+            break;
+          }
+          CompleteConnect(ev.socket, *st);
         }
         break;
       case stack::EventType::Error:
@@ -752,6 +785,10 @@ void Runtime::Dispatch() {
         break;
     }
   }
+  while (!held_connects_.empty() && stack_ && held_connects_.front().held_at != dispatches_)
+    ReleaseHeldConnect(held_connects_.front().id);
+  if (!stack_) held_connects_.clear();
+  ++dispatches_;
   // Bytes taken after the last event (or with none at all).
   if (!direct_reads_.empty()) EmitDirectReads(SIZE_MAX);
   // Captured packets, in the order they passed.
@@ -1027,6 +1064,23 @@ void Runtime::Ref(stack::SocketId id, bool on) {
 bool Runtime::Endpoints(stack::SocketId id, bool local, stack::Endpoint* out) {
   if (!stack_) return false;
   bool ok = local ? stack_->local_endpoint(id, out) : stack_->remote_endpoint(id, out);
+  if (ok && !local) {
+    // getpeername as Linux answers it: ENOTCONN while the handshake is
+    // under way and once the connection is gone (reset, or fully closed:
+    // the socket is CLOSE then, its TIME_WAIT lives elsewhere), so Node's
+    // remoteAddress of a connection reset before it was asked is undefined.
+    stack::SocketInfo info;
+    if (!stack_->info(id, &info)) return false;
+    switch (static_cast<stack::TcpState>(info.state)) {
+      case stack::TcpState::Closed:
+      case stack::TcpState::Listen:
+      case stack::TcpState::SynSent:
+      case stack::TcpState::TimeWait:
+        return false;
+      default:
+        break;
+    }
+  }
   SocketState* st = Find(id);
   if (ok && st && st->v4_mapped && out->addr.family == 4) {
     uint8_t v4[4];

@@ -202,6 +202,10 @@ class Runtime final : private stack::Reader {
   void Pump();
   // Collect stack events and pending deliveries into JS calls.
   void Dispatch();
+  // A connect's 'connect' event (counted as bypassed).
+  void CompleteConnect(stack::SocketId id, SocketState& st);
+  // Delivers `id`'s held loopback connect, if it has one (see Dispatch).
+  void ReleaseHeldConnect(stack::SocketId id);
   void DeliverReads(stack::SocketId id, SocketState& st);
   void ArmTimer();
   void UpdateRef();
@@ -284,6 +288,14 @@ class Runtime final : private stack::Reader {
   };
   std::vector<DirectRead> direct_reads_;
   size_t direct_reads_emitted_ = 0;
+  // Loopback connects completed, delivered at the end of the next dispatch
+  // (the kernel's order: the listener's accept first).
+  struct HeldConnect {
+    stack::SocketId id;
+    uint64_t held_at;  // the dispatch that held it
+  };
+  std::vector<HeldConnect> held_connects_;
+  uint64_t dispatches_ = 0;
   size_t take(stack::SocketId id, const uint8_t* data, size_t len) override;
   // Emit the direct reads that came before stack event number `events_before`
   // (SIZE_MAX: all of them), in order.

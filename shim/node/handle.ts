@@ -10,6 +10,7 @@ import type { Runtime, EventTarget } from '../runtime';
 import { ownerOf, reinitializeHandle, type Internals } from './internals';
 
 const UV_EBADF = -9;
+const UV_ENOTCONN = -107;
 
 /** Set on a socket when its bypass handle closes: isBypassed() after close. */
 export const kWasBypassed = Symbol('sidestep.wasBypassed');
@@ -471,8 +472,10 @@ export class BypassHandle implements EventTarget {
   }
 
   private endpoint(local: boolean, out: Record<string, unknown>): number {
-    const ep = this.id ? this.binding.endpoint(this.id, local) : undefined;
-    if (!ep) return UV_EBADF;
+    if (!this.id) return UV_EBADF;
+    const ep = this.binding.endpoint(this.id, local);
+    // No peer: still connecting, or the connection is gone (as Linux says).
+    if (!ep) return local ? UV_EBADF : UV_ENOTCONN;
     out.address = ep[1];
     out.family = FAMILY[ep[0]];
     out.port = ep[2];
