@@ -53,6 +53,7 @@ struct ReadSlabs::Pool {
   bool alive = true;
   std::vector<uint8_t*> free;
   size_t mapped = 0;
+  uint64_t made = 0;            // slabs ever mapped (fresh memory, page faults)
   uint64_t takes = 0;           // since the trim timer last looked
   uv_timer_t* trim = nullptr;   // while ReadSlabs lives (it closes the handle)
 
@@ -66,6 +67,7 @@ struct ReadSlabs::Pool {
     uint8_t* m = map_slab();
     if (m) {
       ++mapped;
+      ++made;
       int64_t ignored;
       napi_adjust_external_memory(env, static_cast<int64_t>(kSlabBytes), &ignored);
     }
@@ -137,6 +139,7 @@ ReadSlabs::~ReadSlabs() {
 
 size_t ReadSlabs::mapped() const { return pool_->mapped; }
 size_t ReadSlabs::free_slabs() const { return pool_->free.size(); }
+uint64_t ReadSlabs::made() const { return pool_->made; }
 
 void ReadSlabs::retire_current() {
   if (current_ref_) pinned_.push_back(current_ref_);

@@ -52,6 +52,8 @@ class ReadSlabs {
   // For stats(): slabs mapped (in JS's hands, current, or free) and free.
   size_t mapped() const;
   size_t free_slabs() const;
+  // Slabs mapped so far (each fresh: its pages fault in zeroed).
+  uint64_t made() const;
 
  private:
   struct Pool;

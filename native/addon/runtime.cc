@@ -690,7 +690,17 @@ void Runtime::Dispatch() {
     // Bytes taken straight off the ring before the next event: first. (Not
     // between next_event() and handling what it returned: a Closed event
     // frees its id there, and JS run in between could be given that id.)
-    if (!direct_reads_.empty()) EmitDirectReads(stack_ ? stack_->events_taken() : SIZE_MAX);
+    // Their place is before the next event next_event() will return: past
+    // the events it would skip (sockets JS closed meanwhile, perhaps in the
+    // handlers of these very reads, so look again after them).
+    while (!direct_reads_.empty() && stack_) {
+      stack_->skip_unwanted_events();
+      const size_t next = stack_->events_taken();
+      EmitDirectReads(next);
+      if (!stack_) break;
+      stack_->skip_unwanted_events();
+      if (stack_->events_taken() == next) break;
+    }
     if (!stack_ || !stack_->next_event(&ev)) break;
     // Anything more for a socket whose connect is held: the connect first.
     if (!held_connects_.empty()) ReleaseHeldConnect(ev.socket);
@@ -1238,6 +1248,7 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   if (slabs_) {
     set("readSlabs", slabs_->mapped());
     set("readSlabsFree", slabs_->free_slabs());
+    set("readSlabsMade", slabs_->made());
   }
   set("spinsWon", spins_won_);
   set("spinsLost", spins_lost_);

@@ -519,9 +519,25 @@ bool Stack::events_pending() const { return impl_->events_head < impl_->events.s
 size_t Stack::events_queued() const { return impl_->events.size(); }
 size_t Stack::events_taken() const { return impl_->events_head; }
 
-bool Stack::next_event(Event* out) {
+void Stack::skip_unwanted_events() {
   Impl& m = *impl_;
   while (m.events_head < m.events.size()) {
+    const Event& e = m.events[m.events_head];
+    Slot& s = m.slots[e.socket];
+    // Nothing but Closed is told about a socket the app gave up.
+    const bool unwanted = e.type != EventType::Closed &&
+                          (s.kind == SlotKind::Reserved || s.kind == SlotKind::Free ||
+                           (s.kind == SlotKind::Tcb && s.tcb->app_closed));
+    if (!unwanted) return;
+    s.queued_events &= uint8_t(~(1u << unsigned(e.type)));
+    ++m.events_head;
+  }
+}
+
+bool Stack::next_event(Event* out) {
+  Impl& m = *impl_;
+  skip_unwanted_events();
+  if (m.events_head < m.events.size()) {
     Event e = m.events[m.events_head++];
     Slot& s = m.slots[e.socket];
     s.queued_events &= uint8_t(~(1u << unsigned(e.type)));
@@ -529,10 +545,6 @@ bool Stack::next_event(Event* out) {
       s.kind = SlotKind::Free;
       s.queued_events = 0;
       m.free_ids.push_back(e.socket);
-    } else {
-      // Nothing but Closed is told about a socket the app gave up.
-      if (s.kind == SlotKind::Reserved || s.kind == SlotKind::Free) continue;
-      if (s.kind == SlotKind::Tcb && s.tcb->app_closed) continue;
     }
     *out = e;
     return true;

@@ -264,6 +264,10 @@ class Stack {
   // (bytes handed straight to a reader) can put it in order among them.
   size_t events_queued() const;
   size_t events_taken() const;
+  // Passes over the events next_event() would not return (for sockets the
+  // application closed meanwhile), so events_taken() is the position of the
+  // next event it will return.
+  void skip_unwanted_events();
 
   // Whether connect(local, remote, ...) would find its 4-tuple free (or held
   // only by a TIME-WAIT connection of ours that it may take over).

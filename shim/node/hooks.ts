@@ -129,6 +129,9 @@ class BypassListener implements EventTarget {
 function carryOwnProperties(kernel: any, handle: BypassHandle): void {
   for (const key of Reflect.ownKeys(kernel)) {
     if (key === kBound || key === kKernelOnly || key === 'reading' || key === kTlsOver) continue;
+    // What every connecting TCP handle has (no listener callback): nothing
+    // to carry, and defining it would give each handle a map of its own.
+    if (key === 'onconnection' && kernel.onconnection == null) continue;
     if (typeof key === 'symbol' && key.description === 'owner_symbol') continue;
     const d = Object.getOwnPropertyDescriptor(kernel, key);
     if (d) Object.defineProperty(handle, key, d);
