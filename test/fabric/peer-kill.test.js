@@ -101,7 +101,10 @@ test(`kill -9 of a client mid-stream, ${ROUNDS} times: the server's connection e
     assert.strictEqual(await settle(async () => (await s.stats()).openSockets, s.baseSockets), s.baseSockets, `round ${i}: open sockets`);
   }
   for (const s of servers) {
-    assert.strictEqual(await settle(() => fdCount(s.pid), s.baseFds), s.baseFds, `${s.mode} server: file descriptors`);
+    // No more than before the rounds (Node itself may since have closed one
+    // of its own: Node 26 did, now and then).
+    const fds = await settle(() => fdCount(s.pid), s.baseFds);
+    assert.ok(fds <= s.baseFds, `${s.mode} server: ${fds} file descriptors, ${s.baseFds} before`);
     const st = await s.stats();
     assert.strictEqual(st.openSockets, s.baseSockets);
     assert.strictEqual(st.connectionsAccepted, ROUNDS / 2);
