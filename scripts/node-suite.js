@@ -57,7 +57,7 @@ for (const name of wanted) {
   }
   process.stdout.write(`== ${name}: ${summary.join('; ')}\n`);
   for (const f of failures) process.stdout.write(`   ${f}\n`);
-  process.stdout.write(`   hooked processes ${sum.processes}; connections over the fabric ${sum.bypassed} (connect ends), accepted ${sum.accepted}; on the kernel ${sum.fallback}: ${JSON.stringify(reasons)}\n`);
+  process.stdout.write(`   hooked processes ${sum.processes}; connection ends over the fabric ${sum.bypassed} (both ends of a connection count), of them accepted ${sum.accepted}; connects and listens left on the kernel ${sum.fallback}: ${JSON.stringify(reasons)}\n`);
   process.stdout.write(`   logs and report: ${dir}\n`);
   if (r.status !== 0) failed++;
 }
