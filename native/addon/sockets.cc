@@ -31,13 +31,14 @@ int Runtime::Connect(const stack::Endpoint& local, int bound_fd, const stack::En
     }
     port = ports.adopt(bound_fd, local.port);
   } else {
-    std::vector<uint16_t> busy;
-    for (;;) {
-      port = ports.take(local.addr.family, local.addr.bytes, busy, &l.port);
-      if (port < 0 || stack_->can_connect(l, remote)) break;
-      ports.give_back(port);
-      busy.push_back(l.port);
-    }
+    stack::Endpoint probe = local;
+    port = ports.take(
+        local.addr.family, local.addr.bytes,
+        [&](uint16_t p) {
+          probe.port = p;
+          return stack_->can_connect(probe, remote);
+        },
+        &l.port);
   }
   if (port < 0) {
     *why = std::string("fabric: no local port (") + std::strerror(-port) + ")";

@@ -65,40 +65,57 @@ int reserve_fresh(uint8_t family, const uint8_t addr[16], uint16_t* port, int* f
 }
 }  // namespace
 
-int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::vector<uint16_t>& busy,
+int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::function<bool(uint16_t)>& usable,
                            uint16_t* port) {
   const size_t alen = family == 4 ? 4 : 16;
   // Round the held ones from where the last take left off: successive
   // connections get different ports, as the kernel's connect() gives them
   // (a 4-tuple that changes is what spreads them over SO_REUSEPORT
-  // listeners, whose pick hashes it).
+  // listeners, whose pick hashes it). A port in use is worth a look only a
+  // few times per take: with many connections to one peer, every held port
+  // may already carry one to it, and looking at each made a connect cost
+  // O(ports held) — the 10,000-connection scale run crawled to a halt at
+  // ~1,300.
+  constexpr size_t kSharedLooks = 16;
   int unused = -1, shared = -1;
+  size_t looks = 0;
   const size_t n = all_.size();
   for (size_t k = 0; k < n && unused < 0; ++k) {
     const size_t h = (cursor_ + k) % n;
     const Reservation& r = all_[h];
     if (r.fd < 0 || r.family != family || std::memcmp(r.addr, addr, alen) != 0) continue;
-    if (std::find(busy.begin(), busy.end(), r.port) != busy.end()) continue;
-    if (r.users == 0) unused = static_cast<int>(h);
-    else if (shared < 0) shared = static_cast<int>(h);
+    if (r.users == 0) {
+      if (usable(r.port)) unused = static_cast<int>(h);
+    } else if (shared < 0 && looks < kSharedLooks) {
+      ++looks;
+      if (usable(r.port)) shared = static_cast<int>(h);
+    }
   }
   // Fresh ports until kSpreadLimit are held, then the held ones in turn —
   // one nobody uses, else one in use towards other peers; a fresh one
   // whenever nothing held will do.
   int pick = held_ >= kSpreadLimit ? (unused >= 0 ? unused : shared) : -1;
   if (pick < 0) {
-    Reservation r;
-    int err = reserve_fresh(family, addr, &r.port, &r.fd);
-    if (err == 0) {
+    int err = 0;
+    // (A fresh port can still be unusable here: a TIME-WAIT 4-tuple of ours
+    // from its earlier life. It stays held, unused, for another peer.)
+    for (int tries = 0; tries < 4; ++tries) {
+      Reservation r;
+      err = reserve_fresh(family, addr, &r.port, &r.fd);
+      if (err != 0) break;
       r.family = family;
       std::memcpy(r.addr, addr, alen);
-      r.users = 1;
       r.used_since_trim = true;
-      *port = r.port;
-      return store(r);
+      const bool ok = usable(r.port);
+      r.users = ok ? 1 : 0;
+      const int h = store(r);
+      if (ok) {
+        *port = r.port;
+        return h;
+      }
     }
     pick = unused >= 0 ? unused : shared;
-    if (pick < 0) return err;
+    if (pick < 0) return err != 0 ? err : -EADDRNOTAVAIL;
   }
   Reservation& r = all_[pick];
   ++r.users;

@@ -13,6 +13,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <vector>
 
 namespace sidestep::link {
@@ -24,11 +25,11 @@ class PortReservations {
   PortReservations& operator=(const PortReservations&) = delete;
   ~PortReservations();
 
-  // A reserved port on (family, addr) (4 or 16 bytes), other than those in
-  // `busy` (ports this caller found unusable for its destination: then a
+  // A reserved port on (family, addr) (4 or 16 bytes) that `usable` accepts
+  // (the caller's 4-tuple towards its destination is free with it; else a
   // fresh one), as a handle >= 0 with *port set; a negative errno when the
   // kernel has none left (-EADDRNOTAVAIL) or can't bind that address.
-  int take(uint8_t family, const uint8_t addr[16], const std::vector<uint16_t>& busy, uint16_t* port);
+  int take(uint8_t family, const uint8_t addr[16], const std::function<bool(uint16_t)>& usable, uint16_t* port);
   // A specific port: `fd` is a kernel socket already bound to it (Node's own
   // handle, bound by the application's `localPort`), which we keep as the
   // reservation (a dup of it). A handle >= 0 or a negative errno.

@@ -634,9 +634,10 @@ TEST(an_idle_pair_we_made_is_closed_and_remade_on_demand) {
 TEST(reserved_ports_are_the_kernels_and_come_back) {
   auto f = open_fabric(small_config(unique_name()));
   REQUIRE(f);
+  const auto any_port = [](uint16_t) { return true; };
   uint16_t p1 = 0, p2 = 0;
-  int h1 = f->ports().take(4, loopback_v4(), {}, &p1);
-  int h2 = f->ports().take(4, loopback_v4(), {}, &p2);
+  int h1 = f->ports().take(4, loopback_v4(), any_port, &p1);
+  int h2 = f->ports().take(4, loopback_v4(), any_port, &p2);
   REQUIRE(h1 >= 0 && h2 >= 0);
   CHECK(p1 != p2 && p1 != 0 && p2 != 0);
   // No kernel socket can bind a port we hold.
@@ -652,11 +653,32 @@ TEST(reserved_ports_are_the_kernels_and_come_back) {
   // finds busy is never handed out.
   f->ports().give_back(h1);
   uint16_t p3 = 0, p4 = 0;
-  int h3 = f->ports().take(4, loopback_v4(), {}, &p3);
+  int h3 = f->ports().take(4, loopback_v4(), any_port, &p3);
   CHECK(p3 != p1 && p3 != p2);
-  int h4 = f->ports().take(4, loopback_v4(), {p1, p2, p3}, &p4);
+  int h4 = f->ports().take(4, loopback_v4(), [&](uint16_t p) { return p != p1 && p != p2 && p != p3; }, &p4);
   CHECK(p4 != p1 && p4 != p2 && p4 != p3);
   CHECK_EQ(f->ports().held(), 4u);
+  // Beyond the spread limit (256 held), with every held port already
+  // carrying a connection to this destination: a fresh port, found without
+  // asking about each held one (a connect stayed O(1), not O(ports held)).
+  std::vector<int> many;
+  std::set<uint16_t> taken = {p2, p3, p4};
+  for (int i = 0; i < 300; ++i) {
+    uint16_t p = 0;
+    int h = f->ports().take(4, loopback_v4(), [&](uint16_t q) { return !taken.count(q); }, &p);
+    REQUIRE(h >= 0);
+    CHECK(!taken.count(p));
+    taken.insert(p);
+    many.push_back(h);
+  }
+  size_t asked = 0;
+  uint16_t fresh = 0;
+  int hf = f->ports().take(4, loopback_v4(), [&](uint16_t q) { ++asked; return !taken.count(q); }, &fresh);
+  REQUIRE(hf >= 0);
+  CHECK(!taken.count(fresh));
+  CHECK(asked <= 17u);  // 16 held ports in use looked at, then the fresh one
+  many.push_back(hf);
+  for (int h : many) f->ports().give_back(h);
   for (int h : {h2, h3, h4}) f->ports().give_back(h);
   f->ports().trim();  // marks them unused since
   f->ports().trim();  // closes them

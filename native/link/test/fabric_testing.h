@@ -91,7 +91,7 @@ inline int serve(Fabric& f, const KernelListener& kl) {
 inline int route_to(Fabric& client, uint16_t port, LinkAddr* via, std::string* why = nullptr) {
   std::string w;
   uint16_t local = 0;
-  int h = client.ports().take(4, loopback_v4(), {}, &local);
+  int h = client.ports().take(4, loopback_v4(), [](uint16_t) { return true; }, &local);
   if (h < 0) return h;
   int r = client.route(4, loopback_v4(), local, loopback_v4(), port, via, &w);
   client.ports().give_back(h);
