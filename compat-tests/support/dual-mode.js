@@ -30,4 +30,22 @@ async function runBothModes(t, fixture, opts = {}) {
   return [await runMode(t, fixture, 'kernel', opts), await runMode(t, fixture, 'bypass', opts)];
 }
 
-module.exports = { runBothModes, runMode };
+/**
+ * The path proof every dual-mode test makes: each connection `pick(report)`
+ * lists ({bypassed, kernel}) is in the kernel's TCP table in kernel mode only
+ * and bypassed in bypass mode only; the fabric's counter moved by nothing in
+ * kernel mode and by exactly `delta` in bypass mode, with these fallback
+ * `reasons`.
+ */
+function assertPaths(kernel, bypass, pick, { delta, reasons = {} }) {
+  const pairs = (r) => pick(r).map((p) => [p.bypassed, p.kernel]);
+  const n = pick(kernel).length;
+  assert.ok(n > 0, 'no connection to prove');
+  assert.deepStrictEqual(pairs(kernel), Array(n).fill([false, true]), 'kernel mode: paths');
+  assert.deepStrictEqual(pairs(bypass), Array(n).fill([true, false]), 'bypass mode: paths');
+  assert.strictEqual(kernel.bypassedDelta, 0, 'kernel mode: connections bypassed');
+  assert.strictEqual(bypass.bypassedDelta, delta, 'bypass mode: connections bypassed');
+  assert.deepStrictEqual(bypass.fallbackReasons, reasons, 'bypass mode: fallbacks');
+}
+
+module.exports = { runBothModes, runMode, assertPaths };
