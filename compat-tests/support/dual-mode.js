@@ -35,14 +35,16 @@ async function runBothModes(t, fixture, opts = {}) {
  * lists ({bypassed, kernel}) is in the kernel's TCP table in kernel mode only
  * and bypassed in bypass mode only; the fabric's counter moved by nothing in
  * kernel mode and by exactly `delta` in bypass mode, with these fallback
- * `reasons`.
+ * `reasons`. `describe(report)`, if given, adds what a failed path check
+ * should show (which connection of which case went the wrong way).
  */
-function assertPaths(kernel, bypass, pick, { delta, reasons = {} }) {
+function assertPaths(kernel, bypass, pick, { delta, reasons = {}, describe }) {
   const pairs = (r) => pick(r).map((p) => [p.bypassed, p.kernel]);
+  const about = (what, r) => (describe ? `${what}: ${describe(r)}` : what);
   const n = pick(kernel).length;
   assert.ok(n > 0, 'no connection to prove');
-  assert.deepStrictEqual(pairs(kernel), Array(n).fill([false, true]), 'kernel mode: paths');
-  assert.deepStrictEqual(pairs(bypass), Array(n).fill([true, false]), 'bypass mode: paths');
+  assert.deepStrictEqual(pairs(kernel), Array(n).fill([false, true]), about('kernel mode: paths', kernel));
+  assert.deepStrictEqual(pairs(bypass), Array(n).fill([true, false]), about('bypass mode: paths', bypass));
   assert.strictEqual(kernel.bypassedDelta, 0, 'kernel mode: connections bypassed');
   assert.strictEqual(bypass.bypassedDelta, delta, 'bypass mode: connections bypassed');
   assert.deepStrictEqual(bypass.fallbackReasons, reasons, 'bypass mode: fallbacks');
