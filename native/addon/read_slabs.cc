@@ -8,11 +8,10 @@
 namespace sidestep::addon {
 
 namespace {
-// Slabs kept warm for reuse; more are freed. V8 collects the ArrayBuffers of
-// delivered reads only every so often (about every 64 MiB of external memory),
-// so a stream at full speed has that much in flight: a pool smaller than that
-// hands out fresh memory, whose page faults cost more than the copy itself.
-// (A 2 GiB transfer in one process settled at 96 slabs.)
+// Slabs kept warm for reuse; more are freed. A stream at full speed has
+// about two semi-spaces' worth of slabs in JS's hands (see
+// invite_young_collection()): a pool smaller than that hands out fresh
+// memory, whose page faults cost more than the copy itself.
 constexpr size_t kKeepFree = 64;
 // An idle process keeps this many free slabs: once no slab has been taken
 // for kTrimAfterMs, the free ones beyond them are unmapped. (After a 1 GiB
@@ -49,7 +48,6 @@ struct ReadSlabs::Slab {
 };
 
 struct ReadSlabs::Pool {
-  napi_env env;
   bool alive = true;
   std::vector<uint8_t*> free;
   size_t mapped = 0;
@@ -68,8 +66,6 @@ struct ReadSlabs::Pool {
     if (m) {
       ++mapped;
       ++made;
-      int64_t ignored;
-      napi_adjust_external_memory(env, static_cast<int64_t>(kSlabBytes), &ignored);
     }
     return m;
   }
@@ -82,11 +78,10 @@ struct ReadSlabs::Pool {
     }
     release(m);
   }
+  // (Not reported to V8 as external memory: V8 already counts a slab while
+  // its ArrayBuffer lives, and counting it twice only brought on more full
+  // collections.)
   void release(uint8_t* m) {
-    if (alive) {
-      int64_t ignored;
-      napi_adjust_external_memory(env, -static_cast<int64_t>(kSlabBytes), &ignored);
-    }
     unmap_slab(m);
     --mapped;
   }
@@ -112,7 +107,6 @@ struct ReadSlabs::Pool {
 };
 
 ReadSlabs::ReadSlabs(napi_env env) : env_(env), pool_(std::make_shared<Pool>()) {
-  pool_->env = env;
   uv_loop_t* loop = nullptr;
   if (napi_get_uv_event_loop(env, &loop) == napi_ok && loop) {
     auto* t = new uv_timer_t();
@@ -140,6 +134,25 @@ ReadSlabs::~ReadSlabs() {
 size_t ReadSlabs::mapped() const { return pool_->mapped; }
 size_t ReadSlabs::free_slabs() const { return pool_->free.size(); }
 uint64_t ReadSlabs::made() const { return pool_->made; }
+
+// V8 frees an ArrayBuffer that dies young in a scavenge, but it decides
+// whether young ArrayBuffers' memory calls for one only when it allocates a
+// backing store itself (Heap::AllocateExternalBackingStore: a scavenge once
+// the young generation's ArrayBuffers hold twice the maximum semi-space).
+// A slab's memory is ours, so making slabs never asks; with little else
+// allocated per read (reads coalesce), the young generation rarely fills,
+// and only V8's external-memory limit collected slabs: by a full
+// mark-compact every ~64 MiB, with ~250 MiB of slabs in JS's hands at
+// once. Allocating a one-byte buffer of V8's with each slab lets V8 ask,
+// as it does for every read of a kernel socket; slabs then go back to the
+// pool in scavenges. (A 1 GiB transfer over 16 streams into a counting
+// sink: mark-compacts 16 -> 0-1, scavenges 2 -> ~45, 1.3-1.8 -> 2.9-3.5 GB/s,
+// receiver CPU 0.8 -> 0.35 s; see docs/performance.md.)
+void ReadSlabs::invite_young_collection() {
+  void* data;
+  napi_value ignored;
+  napi_create_arraybuffer(env_, 1, &data, &ignored);
+}
 
 void ReadSlabs::retire_current() {
   if (current_ref_) pinned_.push_back(current_ref_);
@@ -188,6 +201,7 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
       return s;
     }
     napi_create_reference(env_, ab, 1, &current_ref_);
+    invite_young_collection();
     napi_close_handle_scope(env_, scope);
     current_ = slab;
     fill_ = 0;

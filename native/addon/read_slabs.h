@@ -4,7 +4,8 @@
 // exposed to JS once as an external ArrayBuffer, and a read is delivered as
 // (slab, offset, length) — the shape Node's own stream reads have
 // (streamBaseState[kArrayBufferOffset]). A slab goes back to the pool when V8
-// collects its ArrayBuffer, that is when no Buffer views it any more; the
+// collects its ArrayBuffer, that is when no Buffer views it any more (in a
+// scavenge, as V8 frees Node's own read buffers, see invite_young_collection); the
 // pool keeps free slabs warm while reads stream and gives all but a few back
 // to the system once none has been taken for a while.
 #pragma once
@@ -59,6 +60,7 @@ class ReadSlabs {
   struct Pool;
   struct Slab;
   void retire_current();
+  void invite_young_collection();
 
   napi_env env_;
   std::shared_ptr<Pool> pool_;
