@@ -42,8 +42,10 @@ void SendBuffer::use_external(const SendMemory& m, uint32_t seq_base) {
   cap_ = m.capacity;
   head_ = 0;  // the byte seq_base lives at offset 0: (seq - seq_base) % cap
   external_ = true;
+  published_base_ = m.published_base;
   published_end_ = m.published_end;
   end_seq_ = seq_base;
+  base_seq_ = seq_base;
   if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
 }
 
@@ -97,8 +99,22 @@ constexpr size_t kFirstReceiveBuffer = 16 * 1024;
 void SendBuffer::pop(size_t n) {
   if (n > size_) n = size_;
   head_ += n;
-  if (head_ >= cap_) head_ -= cap_;
+  const bool wrapped = head_ >= cap_;
+  if (wrapped) head_ -= cap_;
   size_ -= n;
+  if (external_ && (wrapped || (size_ == 0 && head_ != 0))) {
+    // Everything acknowledged: the next byte goes to offset 0 (see
+    // SendMemory). Or the oldest byte wrapped: the base follows, so it
+    // never lags the end by more than two rings, however long the stream.
+    // Ordered before later bytes by push()'s release of the end.
+    if (size_ == 0) {
+      head_ = 0;
+      base_seq_ = end_seq_;
+    } else {
+      base_seq_ += uint32_t(cap_);
+    }
+    if (published_base_) __atomic_store_n(published_base_, base_seq_, __ATOMIC_RELAXED);
+  }
   if (size_ == 0 && !external_ && cap_ <= kSmallBuffer) {
     delete[] buf_;
     buf_ = nullptr;

@@ -60,10 +60,16 @@ struct Payload {
 // which the byte with sequence number s lives at (s - seq_base) % capacity;
 // the stack stores in `published_end` (release) the sequence number after
 // the last byte it holds, and in `published_consumed` the sequence number up
-// to which the application has read the peer's stream.
+// to which the application has read the peer's stream. Whenever every byte
+// is acknowledged the stack moves seq_base to the next byte, stored in
+// `published_base`, so the next bytes start at offset 0 again: a connection
+// that sends a little at a time keeps touching the same few pages instead
+// of sweeping its whole ring (each page it touches stays resident in both
+// processes).
 struct SendMemory {
   uint8_t* ring = nullptr;
   size_t capacity = 0;
+  uint32_t* published_base = nullptr;
   uint32_t* published_end = nullptr;
   uint32_t* published_consumed = nullptr;
   uint64_t cookie = 0;  // the link's own reference, given back at release

@@ -67,8 +67,10 @@ class SendBuffer {
   size_t limit_;
   size_t cap_ = 0, head_ = 0, size_ = 0;
   bool external_ = false;
+  uint32_t* published_base_ = nullptr;
   uint32_t* published_end_ = nullptr;
   uint32_t end_seq_ = 0;
+  uint32_t base_seq_ = 0;  // the byte at offset 0 (lent memory)
 };
 
 // In-order bytes waiting for recv(), followed (in the same ring) by

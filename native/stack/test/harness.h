@@ -193,6 +193,7 @@ class Wire {
       l->remote = remote;
       out->ring = l->ring.data();
       out->capacity = lend_bytes;
+      out->published_base = &l->seq_base;
       out->published_end = &l->end;
       out->published_consumed = &l->consumed;
       out->cookie = lent.size();

@@ -47,6 +47,7 @@ TEST(lent_send_memory_keeps_each_byte_at_its_sequence_number) {
   Wire::Lent& l = *w.ends[0].lent[0];
   CHECK(l.local == ep4(1, 40000) && l.remote == ep4(2, 80));
   CHECK(w.a.send_lent(p.client));
+  const uint32_t first = l.seq_base;
   // More than the lent ring holds: what fits is taken, the rest is the
   // caller's to offer again once ACKs free room.
   auto data = pattern(200 * 1024, 3);
@@ -58,16 +59,16 @@ TEST(lent_send_memory_keeps_each_byte_at_its_sequence_number) {
       REQUIRE(took >= 0);
       CHECK(size_t(took) <= 64 * 1024);
       offered += size_t(took);
-      CHECK_EQ(l.end, l.seq_base + uint32_t(offered));  // published as it is written
+      CHECK_EQ(l.end, first + uint32_t(offered));  // published as it is written
+      CHECK(l.end - l.seq_base <= 2 * l.ring.size());  // the base follows the ring's wraps
+      // The last byte written is where its sequence number says.
+      if (took > 0) CHECK_EQ(l.ring[(l.end - 1 - l.seq_base) % l.ring.size()], data[offered - 1]);
     }
     w.run(w.now + 1000);
     for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0; received += n)
       std::memcpy(got.data() + received, buf.data(), n);
   }
   CHECK(got == data);
-  // The last bytes are where their sequence numbers say.
-  const uint32_t last = l.end - 1;
-  CHECK_EQ(l.ring[(last - l.seq_base) % l.ring.size()], data.back());
   // The peer's reading is published on its side of the connection.
   CHECK(w.ends[1].lent.empty());
   // Given back once the connection is gone (after TIME-WAIT).
@@ -77,6 +78,32 @@ TEST(lent_send_memory_keeps_each_byte_at_its_sequence_number) {
   CHECK(!l.released);
   w.run(w.now + w.config.time_wait + 2000000);
   CHECK(l.released);
+}
+
+TEST(lent_send_memory_starts_again_at_offset_0_once_everything_is_acknowledged) {
+  // Request-sized messages, each acknowledged before the next: all of them
+  // written at the start of the ring, so a long-lived connection keeps a few
+  // pages of it in use instead of sweeping (and keeping resident) the whole.
+  Wire w;
+  w.ends[0].lend_bytes = 64 * 1024;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  Wire::Lent& l = *w.ends[0].lent[0];
+  std::vector<uint8_t> buf(4096);
+  for (uint32_t i = 0; i < 100; ++i) {
+    auto msg = pattern(1000, i + 1);
+    REQUIRE(w.a.send(p.client, msg.data(), msg.size(), w.now) == 1000);
+    CHECK_EQ(l.end - l.seq_base, 1000u);  // this message is the ring's first bytes
+    CHECK(std::equal(msg.begin(), msg.end(), l.ring.begin()));
+    w.run(w.now + 1000000);  // delivered and acknowledged
+    size_t got = 0;
+    for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0;) {
+      CHECK(std::equal(buf.begin(), buf.begin() + n, msg.begin() + got));
+      got += n;
+    }
+    CHECK_EQ(got, 1000u);
+    CHECK_EQ(l.seq_base, l.end);  // all acknowledged: the next byte goes to offset 0
+  }
 }
 
 TEST(a_vanished_peers_stream_is_finished_from_its_send_memory) {
