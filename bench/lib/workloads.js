@@ -34,7 +34,13 @@ function httpCase(connections, pipelining, tls = false) {
     id,
     label: pipelining > 1 ? `${name} ${connections} conns, pipelining ${pipelining}` : `${name} ${connections} conn${connections > 1 ? 's' : ''}`,
     variants: ['kernel', 'sidestep'],
-    metrics: [{ key: 'reqPerSec', label: 'req/s', better: 'higher', chart: true }, ...PCT('', 'latency'), ...CPU('req')],
+    metrics: [
+      { key: 'reqPerSec', label: 'req/s', better: 'higher', chart: true },
+      ...PCT('', 'latency'),
+      ...CPU('req'),
+      // The server's resident memory under load (issue 16's memory goal).
+      { key: 'serverRssMiB', label: 'server RSS MiB at the end of the load', better: 'lower' },
+    ],
     timeoutMs: (o) => (o.httpSeconds + o.httpWarmup + 60) * 1000,
     async run(run, o) {
       const { port } = await run.spawn('server', 'http-server.js', tls ? ['--tls'] : []).next((m) => m.ready);
@@ -44,7 +50,9 @@ function httpCase(connections, pipelining, tls = false) {
       const bad = r.errors + r.non2xx + r.timeouts + (r.mismatches || 0);
       if (bad) throw new Error(`${r.errors} errors, ${r.non2xx} non-2xx, ${r.timeouts} timeouts, ${r.mismatches} body mismatches: the run does not count`);
       if (!r.requests) throw new Error('no request completed');
-      return { client: msg, subs: { '': { metrics: { reqPerSec: r.requestsPerSec, ...pct('', r.latencyUs) }, ops: r.requests, phase: ['begin', 'end'] } } };
+      const end = run.marks.end && run.marks.end.procs.server;
+      const serverRssMiB = end && end.mem ? end.mem.rssKiB / 1024 : null;
+      return { client: msg, subs: { '': { metrics: { reqPerSec: r.requestsPerSec, ...pct('', r.latencyUs), serverRssMiB }, ops: r.requests, phase: ['begin', 'end'] } } };
     },
   };
 }
