@@ -11,6 +11,12 @@ namespace {
 
 bool misaligned(uint64_t v) { return (v & (kFrameAlign - 1)) != 0; }
 
+// See ring_reserve: past kRewindFrom, at every kRewindCheck bytes, a ring
+// with no more than kRewindWhenUsed bytes unconsumed starts again at 0.
+constexpr uint64_t kRewindFrom = 64 * 1024;
+constexpr uint64_t kRewindCheck = 16 * 1024;
+constexpr uint64_t kRewindWhenUsed = 16 * 1024;
+
 void write_frame_header(uint8_t* at, uint32_t len, uint32_t kind) {
   auto* h = reinterpret_cast<FrameHeader*>(at);
   layout::store_relaxed(&h->len, len);
@@ -57,6 +63,17 @@ ReserveResult ring_reserve(const RingView& ring, size_t len, RingReservation* ou
   const uint64_t pos = tail & (size - 1);
   out->tail = tail;
   out->skip = need > size - pos ? size - pos : 0;
+  if (!out->skip && pos >= kRewindFrom && (pos & (kRewindCheck - 1)) < need && size > kRewindFrom) {
+    // Crossing a check point: if the consumer is nearly caught up, wrap
+    // now (the marker sends it to offset 0), so a ring that carries a few
+    // frames at a time keeps using its first pages instead of sweeping all
+    // of them, each of which would then stay resident in both processes.
+    // A busy ring (a bulk stream) keeps its whole size.
+    const uint64_t head = layout::load_acquire(&ring.header->head);
+    *cached_head = head;
+    const uint64_t used = tail - head;
+    if (used <= kRewindWhenUsed && used + need <= pos) out->skip = size - pos;
+  }
   out->len = len;
   out->payload = ring.data + ((tail + out->skip) & (size - 1)) + sizeof(FrameHeader);
   return ReserveResult::kOk;

@@ -119,6 +119,57 @@ TEST(ring_wrap_marker_sends_consumer_back_to_offset_zero) {
   CHECK_EQ(layout::load_relaxed(&r.view.header->head), layout::load_relaxed(&r.view.header->tail));
 }
 
+TEST(a_ring_kept_nearly_empty_stays_in_its_first_pages) {
+  // Small frames, each consumed soon after: past 64 KiB the producer wraps
+  // early, so 8 MiB of frames through a 1 MiB ring never touch its second
+  // half (untouched pages stay unallocated: the pair's memory stays small).
+  LocalRing r(1u << 20, 16384);
+  size_t count = 0;
+  auto sink = [](void* ctx, const uint8_t*, size_t, uint32_t) { ++*static_cast<size_t*>(ctx); };
+  RingConsumeStats stats;
+  uint64_t cached = 0, highest = 0, frames = 0;
+  for (uint64_t bytes = 0; bytes < (8u << 20); bytes += 200) {
+    RingReservation res;
+    bool repaired = false;
+    REQUIRE(ring_reserve(r.view, 200, &res, &repaired, &cached) == ReserveResult::kOk);
+    const uint64_t at = (res.payload - r.view.data) + 200;
+    if (at > highest) highest = at;
+    std::memset(res.payload, 'x', 200);
+    ring_commit(r.view, res, 200);
+    ++frames;
+    if (frames % 8 == 0) ring_consume(r.view, 100, sink, &count, &stats);  // a few frames behind
+  }
+  ring_consume(r.view, 100, sink, &count, &stats);
+  CHECK_EQ(count, frames);
+  CHECK_EQ(stats.malformed, 0u);
+  CHECK(highest < 128u * 1024);
+}
+
+TEST(a_busy_ring_keeps_its_whole_size) {
+  // A consumer that lags by more than the rewind threshold: the producer
+  // uses the whole ring (no early wrap that would waste room).
+  LocalRing r(1u << 20, 16384);
+  size_t count = 0;
+  auto sink = [](void* ctx, const uint8_t*, size_t, uint32_t) { ++*static_cast<size_t*>(ctx); };
+  RingConsumeStats stats;
+  uint64_t cached = 0, highest = 0, frames = 0;
+  for (int i = 0; i < 200; ++i) {
+    RingReservation res;
+    bool repaired = false;
+    if (ring_reserve(r.view, 8000, &res, &repaired, &cached) != ReserveResult::kOk) {
+      ring_consume(r.view, 64, sink, &count, &stats);  // catches up half way
+      continue;
+    }
+    const uint64_t at = (res.payload - r.view.data) + 8000;
+    if (at > highest) highest = at;
+    ring_commit(r.view, res, 8000);
+    ++frames;
+  }
+  ring_consume(r.view, 1000, sink, &count, &stats);
+  CHECK_EQ(count, frames);
+  CHECK(highest > (1u << 20) - 16384);
+}
+
 TEST(max_size_frames_round_trip_and_larger_ones_are_refused) {
   const std::string name = unique_name();
   {
