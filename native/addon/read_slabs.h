@@ -1,11 +1,13 @@
 // Memory for the bytes a read hands to JavaScript. Allocating an ArrayBuffer
 // per read costs a zero-filled allocation (for large reads an mmap and its
-// page faults) every time; instead reads are carved out of 2 MiB slabs, each
-// exposed to JS once as an external ArrayBuffer, and a read is delivered as
-// (slab, offset, length) — the shape Node's own stream reads have
-// (streamBaseState[kArrayBufferOffset]). A slab goes back to the pool when V8
-// collects its ArrayBuffer, that is when no Buffer views it any more (in a
-// scavenge, as V8 frees Node's own read buffers, see invite_young_collection); the
+// page faults) every time; instead reads are carved out of 2 MiB slabs,
+// exposed to JS as external ArrayBuffers ("windows", each over the part of
+// the slab not yet used when it was made, a new one every few ms), and a
+// read is delivered as (window, offset, length) — the shape Node's own
+// stream reads have (streamBaseState[kArrayBufferOffset]). A slab goes back
+// to the pool when V8 has collected all its windows, that is when no Buffer
+// views it any more (in scavenges, as V8 frees Node's own read buffers: see
+// invite_young_collection and unpin); the
 // pool keeps free slabs warm while reads stream and gives all but a few back
 // to the system once none has been taken for a while.
 #pragma once
@@ -60,14 +62,21 @@ class ReadSlabs {
   struct Pool;
   struct Slab;
   void retire_current();
+  void retire_window();
+  bool open_window();
   void invite_young_collection();
 
   napi_env env_;
   std::shared_ptr<Pool> pool_;
-  Slab* current_ = nullptr;
-  napi_ref current_ref_ = nullptr;
+  uv_loop_t* loop_ = nullptr;
+  Slab* current_ = nullptr;  // the slab reads go into
+  size_t fill_ = 0;          // how much of it they used
+  // The ArrayBuffer reads in it are delivered in: a window over the slab's
+  // memory from window_start_ to its end, made at window_born_ (loop ms).
+  napi_ref window_ref_ = nullptr;
+  size_t window_start_ = 0;
+  uint64_t window_born_ = 0;
   std::vector<napi_ref> pinned_;
-  size_t fill_ = 0;
 };
 
 }  // namespace sidestep::addon
