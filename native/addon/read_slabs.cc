@@ -230,6 +230,11 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
 bool ReadSlabs::open_window() {
   napi_handle_scope scope;
   if (napi_open_handle_scope(env_, &scope) != napi_ok) return false;
+  // Ask first, as V8 does before each allocation of its own: the window's
+  // bytes, once accounted, may cross the external-memory limit and start
+  // major marking, during which newer V8s (separate_gc_phases, Node 26)
+  // no longer scavenge on request.
+  invite_young_collection();
   napi_value ab;
   bool ok = napi_create_external_arraybuffer(env_, current_->mem + fill_, kSlabBytes - fill_,
                                              Slab::WindowCollected, current_, &ab) == napi_ok &&
@@ -238,7 +243,6 @@ bool ReadSlabs::open_window() {
     ++current_->windows;
     window_start_ = fill_;
     window_born_ = loop_ ? uv_now(loop_) : 0;
-    invite_young_collection();
   } else {
     window_ref_ = nullptr;  // (an ArrayBuffer made without a reference is collected, finalized, counted)
   }

@@ -78,7 +78,16 @@ test('a 512 MiB stream costs the receiver no more full collections than kernel s
   t.diagnostic(`collections, kernel ${JSON.stringify(runs.kernel.collections)}, bypass ${JSON.stringify(runs.bypass.collections)}; slabs made ${runs.bypass.slabs}`);
   // V8's schedule varies by a collection or two run to run. (Before slabs
   // invited scavenges: 8 full collections against the kernel's 0 under
-  // Node 20.)
-  assert.ok(runs.bypass.collections.major <= runs.kernel.collections.major + 2,
-    `full collections: bypass ${runs.bypass.collections.major}, kernel ${runs.kernel.collections.major}`);
+  // Node 20.) V8 14 (Node 26) no longer scavenges on request once its
+  // external-memory limit has started major marking, and whether that limit
+  // or the young generation's comes first is a race the kernel's own reads
+  // lose too (1-7 full collections for 512 MiB, run to run): there the
+  // bound is also the limit's pace, one per 64 MiB.
+  const v8 = Number(process.versions.v8.split('.')[0]);
+  const bound = Math.max(runs.kernel.collections.major + 2, v8 >= 14 ? bytes / (64 << 20) : 0);
+  assert.ok(runs.bypass.collections.major <= bound,
+    `full collections: bypass ${runs.bypass.collections.major}, kernel ${runs.kernel.collections.major} (V8 ${v8})`);
+  // What a full collection would otherwise have held back: the slabs made.
+  // 512 MiB passes through at most 48 (96 MiB) of them.
+  assert.ok(runs.bypass.slabs <= 48, `${runs.bypass.slabs} slabs made for 512 MiB`);
 });

@@ -4,6 +4,7 @@
 'use strict';
 const { spawn } = require('node:child_process');
 const fs = require('node:fs');
+const os = require('node:os');
 const path = require('node:path');
 const readline = require('node:readline');
 
@@ -12,6 +13,16 @@ const REGISTER = path.join(ROOT, 'dist', 'register.js');
 const FIXTURES = path.join(ROOT, 'test', 'fixtures');
 
 let counter = 0;
+
+// Node can deadlock on its way out (nodejs/node#54918, open): the main thread,
+// past every exit handler, joins the platform's worker threads while one of
+// them, compiling in the background (Maglev, TurboFan), waits for a
+// collection only the main thread could make. Seen here in kernel-mode
+// fixtures under Node 24 and 26 (about one exit in ten of a 512 MiB
+// receiver under 26.0.0: no report, every thread in futex_wait, the main
+// thread in NodePlatform::Shutdown). Fixtures compile on the main thread
+// instead; what they test doesn't depend on where V8 compiles.
+const NO_CONCURRENT_JIT = ['--no-maglev', '--no-concurrent-recompilation'];
 
 /** A fabric name no other test (or user) shares. */
 function uniqueFabric() {
@@ -22,6 +33,8 @@ class Harness {
   constructor(t, { fabric = uniqueFabric() } = {}) {
     this.fabric = fabric;
     this.children = new Set();
+    this.t = t;
+    this.reports = null; // a directory for hang reports, made on first use
     t.after(() => this.cleanup());
   }
 
@@ -32,14 +45,18 @@ class Harness {
    * (node flags) are empty by default.
    */
   start(fixture, args = [], { hooked = true, env = {}, register = REGISTER, wrapper = [], execArgv = [] } = {}) {
-    const nodeArgs = [...execArgv, ...(hooked ? ['--require', register] : [])];
+    // A child that won't exit is asked for Node's diagnostic report (its
+    // libuv handles and JS stack) before it is killed: see exit().
+    this.reports ??= fs.mkdtempSync(path.join(os.tmpdir(), 'sidestep-reports-'));
+    const report = ['--report-on-signal', '--report-signal=SIGUSR2', '--report-compact', `--report-directory=${this.reports}`];
+    const nodeArgs = [...report, ...NO_CONCURRENT_JIT, ...execArgv, ...(hooked ? ['--require', register] : [])];
     const argv = [process.execPath, ...nodeArgs, path.join(FIXTURES, fixture), ...args.map(String)];
     const command = [...wrapper, ...argv];
     const child = spawn(command[0], command.slice(1), {
       env: { ...process.env, NODE_OPTIONS: '', SIDESTEP_FABRIC: this.fabric, ...env },
       stdio: ['pipe', 'pipe', 'pipe'],
     });
-    const proc = { child, messages: [], waiters: [], stderr: '', exited: null };
+    const proc = { child, fixture: `${fixture}${env.SIDESTEP !== undefined ? ` (SIDESTEP=${env.SIDESTEP})` : ''}`, wrapped: wrapper.length > 0, messages: [], waiters: [], stderr: '', exited: null };
     child.stderr.on('data', (d) => (proc.stderr += d));
     readline.createInterface({ input: child.stdout }).on('line', (line) => {
       let msg;
@@ -80,12 +97,49 @@ class Harness {
     proc.child.stdin.write(JSON.stringify(msg) + '\n');
   }
 
-  /** Wait for a clean exit, killing the child if it takes longer than `ms`. */
+  /**
+   * Wait for a clean exit, killing the child if it takes longer than `ms`.
+   * Before it is killed, a child that runs node directly is asked for its
+   * diagnostic report, whose live handles (what kept it from exiting) and
+   * JS stack go to the test's diagnostics.
+   */
   async exit(proc, ms = 10000) {
-    const timer = setTimeout(() => proc.child.kill('SIGKILL'), ms);
-    const r = await proc.exitPromise;
+    let timer;
+    const overdue = new Promise((resolve) => (timer = setTimeout(resolve, ms, 'overdue')));
+    if ((await Promise.race([proc.exitPromise, overdue])) === 'overdue') {
+      if (!proc.wrapped) this.diagnoseHang(proc);
+      await Promise.race([proc.exitPromise, new Promise((resolve) => setTimeout(resolve, 2000))]);
+      proc.child.kill('SIGKILL');
+    }
     clearTimeout(timer);
-    return r;
+    return proc.exitPromise;
+  }
+
+  /** Ask a child for Node's report and, once written, put its gist in the test's diagnostics. */
+  diagnoseHang(proc) {
+    const pid = proc.child.pid;
+    proc.child.kill('SIGUSR2');
+    const started = Date.now();
+    const poll = () => {
+      const file = fs.readdirSync(this.reports).find((f) => f.includes(`.${pid}.`) && f.endsWith('.json'));
+      if (!file) {
+        if (Date.now() - started < 1800) setTimeout(poll, 50);
+        else this.t.diagnostic(`${proc.fixture} (pid ${pid}) did not exit, and wrote no report; its threads: ${threadStates(pid)}`);
+        return;
+      }
+      setTimeout(() => {
+        try {
+          const r = JSON.parse(fs.readFileSync(path.join(this.reports, file), 'utf8'));
+          const handles = (r.libuv ?? []).filter((h) => h.is_active).map((h) => `${h.type}${h.is_referenced ? '(ref)' : ''}`);
+          const stack = (r.javascriptStack?.stack ?? []).slice(0, 6).join(' | ');
+          this.t.diagnostic(`${proc.fixture} (pid ${pid}) did not exit: active handles ${handles.join(', ')}; ` +
+            `stack: ${r.javascriptStack?.message ?? ''} ${stack}; stderr: ${proc.stderr.slice(-500)}`);
+        } catch (err) {
+          this.t.diagnostic(`${proc.fixture} (pid ${pid}) did not exit; its report is unreadable: ${err.message}`);
+        }
+      }, 100);
+    };
+    poll();
   }
 
   /** The next JSON line from a child that satisfies `pred` (earlier lines are dropped). */
@@ -134,7 +188,32 @@ class Harness {
         await proc.exitPromise;
       }
     }
+    if (this.reports) fs.rmSync(this.reports, { recursive: true, force: true });
   }
+}
+
+/** What each of a process's threads is doing: name, state, kernel wait channel, syscall. */
+function threadStates(pid) {
+  const read = (f) => {
+    try {
+      return fs.readFileSync(f, 'utf8').trim();
+    } catch {
+      return '?';
+    }
+  };
+  let tids;
+  try {
+    tids = fs.readdirSync(`/proc/${pid}/task`);
+  } catch (err) {
+    return `unreadable (${err.code})`;
+  }
+  return tids
+    .map((tid) => {
+      const dir = `/proc/${pid}/task/${tid}`;
+      const state = read(`${dir}/stat`).replace(/^.*\) /, '').split(' ')[0];
+      return `${read(`${dir}/comm`)} ${state} ${read(`${dir}/wchan`)} syscall ${read(`${dir}/syscall`).split(' ')[0]}`;
+    })
+    .join('; ');
 }
 
 // ---- the kernel's TCP table ----
