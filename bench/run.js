@@ -13,7 +13,7 @@
 //   --only LIST              http,https,pingpong,bulk,churn,scale (default: all)
 //   --variants LIST          keep only these besides kernel: sidestep,sidestep-spin,unix
 //   --reps N                 interleaved repetitions per case (5; quick 1)
-//   --spin-us N              SIDESTEP_SPIN_US of the spin variant (5)
+//   --spin-us N              SIDESTEP_SPIN_US of the spin variant (50, the latency profile's)
 //   --cpu-prof               profile the sidestep processes' first repetition
 //   --cpu-prof-all           ... and the kernel ones too
 //   --http-connections LIST  (1,10,50,256)   --http-seconds N (5; quick 1)

@@ -14,7 +14,7 @@ const profile = require('./profile');
 const DEFAULTS = {
   quick: false,
   reps: 5,
-  spinUs: 5,
+  spinUs: 50,
   cpuProf: false,
   cpuProfAll: false,
   httpConnections: [1, 10, 50, 256],
