@@ -20,6 +20,7 @@ PortReservations::~PortReservations() {
 
 int PortReservations::store(Reservation r) {
   ++held_;
+  if (r.users == 0 && r.family != 0) ++unused_;
   if (!free_slots_.empty()) {
     int h = free_slots_.back();
     free_slots_.pop_back();
@@ -81,6 +82,7 @@ int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::fu
   size_t looks = 0;
   const size_t n = all_.size();
   for (size_t k = 0; k < n && unused < 0; ++k) {
+    if (unused_ == 0 && (shared >= 0 || looks >= kSharedLooks)) break;
     const size_t h = (cursor_ + k) % n;
     const Reservation& r = all_[h];
     if (r.fd < 0 || r.family != family || std::memcmp(r.addr, addr, alen) != 0) continue;
@@ -118,7 +120,7 @@ int PortReservations::take(uint8_t family, const uint8_t addr[16], const std::fu
     if (pick < 0) return err != 0 ? err : -EADDRNOTAVAIL;
   }
   Reservation& r = all_[pick];
-  ++r.users;
+  if (r.users++ == 0) --unused_;
   r.used_since_trim = true;
   *port = r.port;
   cursor_ = static_cast<size_t>(pick) + 1;
@@ -154,29 +156,30 @@ void PortReservations::give_back(int handle) {
   if (handle < 0 || static_cast<size_t>(handle) >= all_.size()) return;
   Reservation& r = all_[handle];
   if (r.fd < 0 || r.users == 0) return;
-  if (--r.users == 0 && r.family == 0) {
-    ::close(r.fd);
-    r = Reservation{};
-    free_slots_.push_back(handle);
-    --held_;
+  if (--r.users != 0) return;
+  if (r.family != 0) {
+    ++unused_;
+    return;
   }
+  ::close(r.fd);
+  r = Reservation{};
+  free_slots_.push_back(handle);
+  --held_;
+}
+
+void PortReservations::close_unused(size_t h) {
+  Reservation& r = all_[h];
+  if (r.family != 0) --unused_;
+  ::close(r.fd);
+  r = Reservation{};
+  free_slots_.push_back(static_cast<int>(h));
+  --held_;
 }
 
 void PortReservations::release_unused() {
-  for (size_t h = 0; h < all_.size(); ++h) {
-    Reservation& r = all_[h];
-    if (r.fd < 0 || r.users != 0) continue;
-    ::close(r.fd);
-    r = Reservation{};
-    free_slots_.push_back(static_cast<int>(h));
-    --held_;
-  }
-}
-
-bool PortReservations::any_unused() const {
-  for (const Reservation& r : all_)
-    if (r.fd >= 0 && r.users == 0) return true;
-  return false;
+  if (unused_ == 0) return;
+  for (size_t h = 0; h < all_.size(); ++h)
+    if (all_[h].fd >= 0 && all_[h].users == 0) close_unused(h);
 }
 
 void PortReservations::trim() {
@@ -184,10 +187,7 @@ void PortReservations::trim() {
     Reservation& r = all_[h];
     if (r.fd < 0) continue;
     if (r.users == 0 && !r.used_since_trim) {
-      ::close(r.fd);
-      r = Reservation{};
-      free_slots_.push_back(static_cast<int>(h));
-      --held_;
+      close_unused(h);
       continue;
     }
     r.used_since_trim = false;

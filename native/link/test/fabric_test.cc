@@ -678,11 +678,19 @@ TEST(reserved_ports_are_the_kernels_and_come_back) {
   CHECK(!taken.count(fresh));
   CHECK(asked <= 17u);  // 16 held ports in use looked at, then the fresh one
   many.push_back(hf);
+  // Every held port serves a connection: nothing for trim() to wait for.
+  CHECK(!f->ports().any_unused());
+  f->ports().give_back(many.front());
+  CHECK(f->ports().any_unused());
+  uint16_t again = 0;
+  many.front() = f->ports().take(4, loopback_v4(), any_port, &again);
+  CHECK(!f->ports().any_unused());
   for (int h : many) f->ports().give_back(h);
   for (int h : {h2, h3, h4}) f->ports().give_back(h);
   f->ports().trim();  // marks them unused since
   f->ports().trim();  // closes them
   CHECK_EQ(f->ports().held(), 0u);
+  CHECK(!f->ports().any_unused());
 }
 
 TEST(sock_diag_names_the_listening_socket_its_owner_and_inode) {
