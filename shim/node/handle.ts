@@ -45,6 +45,16 @@ const FAMILY = ['', '', '', '', 'IPv4', '', 'IPv6'];
 
 type OnRead = (this: BypassHandle, ab?: ArrayBuffer) => unknown;
 
+/**
+ * Takes a handle's bytes and EOF in place of the net.Socket that owns it:
+ * TLS over a bypassed socket (tls-bridge.ts), as TLSWrap reads a kernel
+ * socket's TCPWrap directly, never through the socket's own stream.
+ */
+export interface DirectReader {
+  data(chunk: Buffer): void;
+  eof(): void;
+}
+
 export class BypassHandle implements EventTarget {
   id = 0;
   // Set by Node (initSocketHandle / tryReadStart / pause).
@@ -81,6 +91,7 @@ export class BypassHandle implements EventTarget {
   private userPending: Uint8Array | null = null;
   private userPendingStatus: number | null = null;
   private readStopped = false;
+  private direct: DirectReader | null = null;
   private typeOfService = 0;
   private refed = true;
   private closed = false;
@@ -206,6 +217,11 @@ export class BypassHandle implements EventTarget {
     this.userBuffer = buf;
   }
 
+  /** Bytes and EOF go to `reader` from now on (null: to the owner again); errors still go to the owner. */
+  takeReads(reader: DirectReader | null): void {
+    this.direct = reader;
+  }
+
   deliver(kind: number, arg: number, data?: ArrayBuffer, offset = 0): void {
     switch (kind) {
       case EventKind.Connect:
@@ -246,6 +262,7 @@ export class BypassHandle implements EventTarget {
   private pushData(ab: ArrayBuffer, offset: number, length: number): void {
     const sb = this.internals.streamBase;
     this.bytesRead += length;
+    if (this.direct) return this.direct.data(Buffer.from(ab, offset, length));
     if (this.userBuffer) {
       const src = new Uint8Array(ab, offset, length);
       if (this.userPending) {
@@ -296,6 +313,7 @@ export class BypassHandle implements EventTarget {
   }
 
   private pushStatus(status: number): void {
+    if (this.direct && status === this.internals.UV_EOF) return this.direct.eof();
     if (this.userPending) {
       this.userPendingStatus = status;  // after the bytes it follows
       return;
@@ -375,6 +393,20 @@ export class BypassHandle implements EventTarget {
 
   writeUcs2String(req: WriteReq | null, s: string): number | WriteReq {
     return this.writeBuffer(req, Buffer.from(s, 'ucs2'));
+  }
+
+  /**
+   * A write from a direct reader's side (TLS), outside Node's write
+   * contract: 0 taken, 1 taken and `done(status)` follows once it has room,
+   * or a negative errno. Never calls `done` synchronously.
+   */
+  writeDirect(parts: Uint8Array[], done: (status: number) => void): number {
+    if (!this.id) return UV_EBADF;
+    const r = this.binding.writev(this.id, parts);
+    if (r < 0) return r;
+    for (const p of parts) this.bytesWritten += p.byteLength;
+    if (r === 1) this.pendingWrites.push({ oncomplete: (status: number) => done(status) });
+    return r;
   }
 
   private completeWrites(status: number): void {
