@@ -63,7 +63,7 @@ class ReadSlabs {
   struct Slab;
   void retire_current();
   void retire_window();
-  bool open_window();
+  bool open_window(size_t want);
   void invite_young_collection();
 
   napi_env env_;
@@ -72,10 +72,14 @@ class ReadSlabs {
   Slab* current_ = nullptr;  // the slab reads go into
   size_t fill_ = 0;          // how much of it they used
   // The ArrayBuffer reads in it are delivered in: a window over the slab's
-  // memory from window_start_ to its end, made at window_born_ (loop ms).
+  // memory from window_start_ to window_end_, made at window_born_ (loop ms).
   napi_ref window_ref_ = nullptr;
   size_t window_start_ = 0;
+  size_t window_end_ = 0;
   uint64_t window_born_ = 0;
+  // How much of the last window reads used: the next one spans about twice
+  // that (see open_window()).
+  size_t last_window_used_ = kSlabBytes;
   std::vector<napi_ref> pinned_;
 };
 
