@@ -33,7 +33,7 @@ function procCpu(pid) {
   }
 }
 
-/** resident memory of a process in KiB (VmRSS, and its shared-memory part). */
+/** resident memory of a process in KiB (VmRSS, its parts, and its proportional share, PSS). */
 function procMem(pid) {
   try {
     const s = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
@@ -41,7 +41,14 @@ function procMem(pid) {
       const m = new RegExp(`^${k}:\\s+(\\d+) kB`, 'm').exec(s);
       return m ? Number(m[1]) : null;
     };
-    return { rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), shmemKiB: kib('RssShmem'), fileKiB: kib('RssFile') };
+    // PSS: shared pages (a pair's memory, mapped by both peers) counted once
+    // across the processes that map them, as the machine holds them.
+    let pssKiB = null;
+    try {
+      const m = /^Pss:\s+(\d+) kB/m.exec(fs.readFileSync(`/proc/${pid}/smaps_rollup`, 'utf8'));
+      pssKiB = m ? Number(m[1]) : null;
+    } catch {}
+    return { rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), shmemKiB: kib('RssShmem'), fileKiB: kib('RssFile'), pssKiB };
   } catch {
     return null;
   }

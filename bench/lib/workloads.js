@@ -135,7 +135,8 @@ const scale = {
   label: 'scale',
   variants: ['kernel', 'sidestep'],
   metrics: [
-    { key: 'rssPerConnKiB', label: 'RSS KiB/idle conn (client+server)', better: 'lower', chart: true },
+    { key: 'memPerConnKiB', label: 'memory KiB/idle conn (PSS of both + kernel slab)', better: 'lower', chart: true },
+    { key: 'rssPerConnKiB', label: 'RSS KiB/idle conn (client+server; shared pages twice)', better: 'lower' },
     { key: 'clientRssPerConnKiB', label: 'client RSS KiB/conn', better: 'lower' },
     { key: 'serverRssPerConnKiB', label: 'server RSS KiB/conn', better: 'lower' },
     { key: 'slabPerConnKiB', label: 'kernel slab KiB/conn (machine-wide, noisy)', better: 'lower' },
@@ -154,11 +155,17 @@ const scale = {
     const rss = (mk, role) => mk.procs[role].mem.rssKiB;
     const per = (role) => (rss(held, role) - rss(base, role)) / r.conns;
     const idle = run.cpuBetween('idle-begin', 'idle-end');
+    const pss = (mk, role) => mk.procs[role].mem.pssKiB;
+    const pssPer = ['client', 'server'].every((role) => pss(held, role) != null && pss(base, role) != null)
+      ? ['client', 'server'].reduce((a, role) => a + (pss(held, role) - pss(base, role)) / r.conns, 0)
+      : null;
+    const slabPer = held.kernel.slabKiB != null ? (held.kernel.slabKiB - base.kernel.slabKiB) / r.conns : null;
     const metrics = {
+      memPerConnKiB: pssPer != null && slabPer != null ? pssPer + slabPer : null,
       rssPerConnKiB: per('client') + per('server'),
       clientRssPerConnKiB: per('client'),
       serverRssPerConnKiB: per('server'),
-      slabPerConnKiB: held.kernel.slabKiB != null ? (held.kernel.slabKiB - base.kernel.slabKiB) / r.conns : null,
+      slabPerConnKiB: slabPer,
       idleCpuPct: (idle.procs / idle.wall) * 100,
       openPerSec: r.conns / r.openSeconds,
       ...pct('pp', r.rttUs),
