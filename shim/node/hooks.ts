@@ -165,6 +165,68 @@ function installConsumeGuard(TCP: any): void {
   };
 }
 
+/**
+ * An http server consumes a kernel socket's handle (above): its parser reads
+ * the socket in C++, and calls each of its callbacks (headers complete, body,
+ * message complete) in a callback scope of its own, whose end runs the
+ * nextTicks and microtasks queued so far. So a request handler's ticks run
+ * before the same read's body reaches the request: `req.once('data')` has
+ * resumed it (`_read` marks it consumed, and it is not dumped on finish).
+ * Over a bypassed socket the parser runs inside the socket's 'data' event,
+ * one scope for all: the server parser of such a socket runs the queued
+ * ticks after each of those callbacks instead. It counts as consumed until
+ * Node unconsumes it (a 'data' listener, an upgrade, the parser's release),
+ * which puts its own callbacks back.
+ */
+const kTicksBetween = Symbol('sidestep.ticksBetweenCallbacks');
+
+function installParserTicks(): void {
+  let HTTPParser: any;
+  try {
+    HTTPParser = require('_http_common').HTTPParser;
+  } catch {
+    return;
+  }
+  const proto = HTTPParser?.prototype;
+  const tick = (process as any)._tickCallback;
+  const keys = [HTTPParser?.kOnHeadersComplete, HTTPParser?.kOnBody, HTTPParser?.kOnMessageComplete];
+  if (typeof proto?.initialize !== 'function' || typeof proto.unconsume !== 'function' || typeof tick !== 'function' ||
+      keys.some((k) => typeof k !== 'number'))
+    return;
+  const restore = (parser: any) => {
+    const own = parser[kTicksBetween];
+    if (!own) return;
+    for (const k of keys) parser[k] = own[k];
+    parser[kTicksBetween] = null;
+  };
+  const initialize = proto.initialize;
+  proto.initialize = function (this: any, type: number, resource: any, ...rest: unknown[]) {
+    restore(this); // (parsers are reused)
+    const r = initialize.call(this, type, resource, ...rest);
+    if (type === HTTPParser.REQUEST && resource?.socket?._handle instanceof BypassHandle) {
+      const own: Record<number, unknown> = {};
+      for (const k of keys) {
+        const fn = this[k];
+        own[k] = fn;
+        if (typeof fn !== 'function') continue;
+        this[k] = function (this: unknown, ...args: unknown[]) {
+          const r = fn.apply(this, args);
+          tick(); // (not after a throw: that goes to 'uncaughtException' first)
+          return r;
+        };
+      }
+      this[kTicksBetween] = own;
+      this._consumed = true;
+    }
+    return r;
+  };
+  const unconsume = proto.unconsume;
+  proto.unconsume = function (this: any, ...args: unknown[]) {
+    if (!this[kTicksBetween]) return unconsume.apply(this, args);
+    restore(this);
+  };
+}
+
 /** TCP wrap methods our handle implements, reached through libuv's prototype too. */
 const DELEGATED = [
   'setNoDelay', 'setKeepAlive', 'getsockname', 'getpeername', 'hasRef', 'readStart', 'readStop',
@@ -182,6 +244,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   if (ipcProblem) debug('%s', ipcProblem);
   installResetAndDestroy();
   installConsumeGuard(internals.TCP);
+  installParserTicks();
   const proto = internals.TCP.prototype;
   // A program that kept a handle's own method (`const f = sock._handle.
   // setNoDelay; sock._handle.setNoDelay = function (on) { ...; return
