@@ -199,22 +199,23 @@ function installParserTicks(): void {
     for (const k of keys) parser[k] = own[k];
     parser[kTicksBetween] = null;
   };
+  // One wrapper per callback, shared by every such parser (made once, not
+  // per connection): the parser's own callback, then the queued ticks.
+  const wrappers = keys.map((k) => function (this: any, ...args: unknown[]) {
+    const r = this[kTicksBetween][k].apply(this, args);
+    tick(); // (not after a throw: that goes to 'uncaughtException' first)
+    return r;
+  });
   const initialize = proto.initialize;
   proto.initialize = function (this: any, type: number, resource: any, ...rest: unknown[]) {
     restore(this); // (parsers are reused)
     const r = initialize.call(this, type, resource, ...rest);
     if (type === HTTPParser.REQUEST && resource?.socket?._handle instanceof BypassHandle) {
       const own: Record<number, unknown> = {};
-      for (const k of keys) {
-        const fn = this[k];
-        own[k] = fn;
-        if (typeof fn !== 'function') continue;
-        this[k] = function (this: unknown, ...args: unknown[]) {
-          const r = fn.apply(this, args);
-          tick(); // (not after a throw: that goes to 'uncaughtException' first)
-          return r;
-        };
-      }
+      keys.forEach((k, i) => {
+        own[k] = this[k];
+        if (typeof own[k] === 'function') this[k] = wrappers[i];
+      });
       this[kTicksBetween] = own;
       this._consumed = true;
     }

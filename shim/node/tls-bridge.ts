@@ -47,6 +47,10 @@ function uvStatus(err: NodeJS.ErrnoException | null | undefined): number {
   return errno ? -errno : UV_EPIPE;
 }
 
+function finishLater(bridge: TlsBridge, handle: JSStreamHandle, status: number): void {
+  bridge.finishWrite(handle, status);
+}
+
 export class TlsBridge extends net.Socket {
   readonly stream: net.Socket;
   private currentWrite: object | null = null;
@@ -166,6 +170,14 @@ export class TlsBridge extends net.Socket {
     }
     const handle = this.jsHandle;
     if (!handle) return 0;
+    const direct = this.direct;
+    if (direct && !this.stream.connecting && this.stream.writableLength === 0 && !this.stream.writableEnded) {
+      const r = direct.writeDirect(bufs, (status) => this.finishWrite(handle, status));
+      this.currentWrite = req;
+      // (Taken now or failed: finished from the next tick, never inside DoWrite.)
+      if (r !== 1) process.nextTick(finishLater, this, handle, r < 0 ? r : 0);
+      return 0;
+    }
     let pending = bufs.length;
     let inside = true;
     const done = (err?: Error | null) => {
@@ -174,17 +186,9 @@ export class TlsBridge extends net.Socket {
       const status = uvStatus(err as NodeJS.ErrnoException);
       // The stream never calls back synchronously, but a write must not
       // finish inside DoWrite whatever the stream does.
-      if (inside) process.nextTick(() => this.finishWrite(handle, status));
+      if (inside) process.nextTick(finishLater, this, handle, status);
       else this.finishWrite(handle, status);
     };
-    const direct = this.direct;
-    if (direct && !this.stream.connecting && this.stream.writableLength === 0 && !this.stream.writableEnded) {
-      const r = direct.writeDirect(bufs, (status) => this.finishWrite(handle, status));
-      this.currentWrite = req;
-      inside = false;
-      if (r !== 1) process.nextTick(() => this.finishWrite(handle, r < 0 ? r : 0));
-      return 0;
-    }
     this.stream.cork();
     for (const buf of bufs) this.stream.write(buf, done);
     this.stream.uncork();
@@ -193,7 +197,8 @@ export class TlsBridge extends net.Socket {
     return 0;
   }
 
-  private finishWrite(handle: JSStreamHandle, status: number): void {
+  /** (Public for finishLater only.) */
+  finishWrite(handle: JSStreamHandle, status: number): void {
     const req = this.currentWrite;
     if (req === null) return; // cancelled already
     this.currentWrite = null;
