@@ -121,7 +121,12 @@ class Harness {
     proc.child.kill('SIGUSR2');
     const started = Date.now();
     const poll = () => {
-      const file = fs.readdirSync(this.reports).find((f) => f.includes(`.${pid}.`) && f.endsWith('.json'));
+      let file;
+      try {
+        file = fs.readdirSync(this.reports).find((f) => f.includes(`.${pid}.`) && f.endsWith('.json'));
+      } catch {
+        return; // the test ended and cleaned up meanwhile
+      }
       if (!file) {
         if (Date.now() - started < 1800) setTimeout(poll, 50);
         else this.t.diagnostic(`${proc.fixture} (pid ${pid}) did not exit, and wrote no report; its threads: ${threadStates(pid)}`);
