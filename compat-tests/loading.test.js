@@ -45,3 +45,31 @@ test('NODE_OPTIONS=--import: the app, its worker threads and its child processes
   assert.deepStrictEqual([bypass.child.bypassed, bypass.child.kernel], [true, false]);
   assert.deepStrictEqual(bypass.accepted, [true, true]);
 });
+
+// A program may change what Node's tls and http modules take from their
+// internal bindings before it first loads them (Node's own
+// test-tls-keyengine-unsupported and test-http-parser-lazy-loaded do): the
+// hook must not have loaded them first. It installs their patches at the
+// program's first connect() or listen().
+test('the hook loads neither tls nor http before the program does, in both modes', () => {
+  const { spawnSync } = require('node:child_process');
+  const app = `
+    const loaded = () => process.moduleLoadList.filter((m) => /^NativeModule (tls|_tls_common|_http_common|http)$/.test(m));
+    const before = loaded();
+    const { internalBinding } = require('internal/test/binding');
+    const binding = internalBinding('crypto');
+    const Native = binding.SecureContext;
+    binding.SecureContext = function () { const c = new Native(); c.setEngineKey = undefined; return c; };
+    let err = null;
+    try { require('tls').createSecureContext({ privateKeyEngine: 'e', privateKeyIdentifier: 'k' }); } catch (e) { err = e.code; }
+    console.log(JSON.stringify({ before, err }));`;
+  for (const mode of ['0', '1']) {
+    const r = spawnSync(process.execPath, ['--expose-internals', '--no-warnings', '--require', path.join(ROOT, 'dist', 'register.js'), '-e', app], {
+      env: { ...process.env, SIDESTEP: mode },
+      encoding: 'utf8',
+      timeout: 20000,
+    });
+    assert.strictEqual(r.status, 0, r.stderr);
+    assert.deepStrictEqual(JSON.parse(r.stdout), { before: [], err: 'ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED' }, `SIDESTEP=${mode}`);
+  }
+});

@@ -26,15 +26,17 @@ test('TLS failures, resumption, wrapping and endings are the same in kernel and 
     assert.match(r.serverFailsAtOnce.serverErr, /^ERR_TLS_PSK_SET_IDENTI(Y|TY)_HINT_FAILED$/);
   }
   assert.deepStrictEqual(bypass.serverFailsAtOnce, kernel.serverFailsAtOnce);
+  assert.deepStrictEqual(kernel.cancelledWrite.slice(0, 2), ['error ECONNRESET', 'write ECANCELED destroyed=false']);
+  assert.deepStrictEqual(bypass.cancelledWrite, kernel.cancelledWrite);
   // Bytes written just before destroy(): Node 20 and 22 flush them and end;
   // Node 24 and later destroy the TLS session before the write leaves it, so
   // the client sees a bare end with kernel sockets too. Either way, the same.
   const major = Number(process.versions.node.split('.')[0]);
   if (major < 24) assert.deepStrictEqual(kernel.writeThenDestroy, { got: 200 * 1024, events: ['end'] });
   assert.deepStrictEqual(bypass.writeThenDestroy, kernel.writeThenDestroy);
-  // Every connection of every case went over the fabric: 12 connections
+  // Every connection of every case went over the fabric: 13 connections
   // (the proxy's onward one included), each counted by both of its ends.
-  assertPaths(kernel, bypass, (r) => [r.resumption, r.overConnected, r.overConnecting, r.overLookingUp], { delta: 24 });
+  assertPaths(kernel, bypass, (r) => [r.resumption, r.overConnected, r.overConnecting, r.overLookingUp], { delta: 26 });
   // Not in assertPaths' list: the fixture doesn't look inception's connection
   // up in the kernel's table, so only its bypassed flag can be checked.
   assert.deepStrictEqual([kernel.inception.bypassed, bypass.inception.bypassed], [false, true]);

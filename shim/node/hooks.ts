@@ -238,14 +238,46 @@ const DELEGATED = [
 /** Under strict mode, the error a would-be fallback fails with instead. */
 export type StrictError = ((reason: string) => Error) | null;
 
+/**
+ * TLS's and http's patches are installed at the program's first connect()
+ * or listen(), not at startup: loading tls or http takes what their internal
+ * bindings hold at that moment, and a program may change those first (Node's
+ * test-http-parser-lazy-loaded and test-tls-keyengine-unsupported do). None
+ * is needed earlier: a socket is bypassed only by a connect or by a listener,
+ * TLS wraps a connecting socket only after its connect() began, and an http
+ * server parses a bypassed socket only after its listen().
+ */
+function installOnFirstUse(install: () => void): void {
+  let done = false;
+  const once = () => {
+    if (done) return;
+    done = true;
+    install();
+  };
+  const socketProto = net.Socket.prototype as any;
+  const serverProto = net.Server.prototype as any;
+  const connect = socketProto.connect;
+  const listen = serverProto.listen;
+  socketProto.connect = function (this: unknown, ...args: unknown[]) {
+    once();
+    return connect.apply(this, args);
+  };
+  serverProto.listen = function (this: unknown, ...args: unknown[]) {
+    once();
+    return listen.apply(this, args);
+  };
+}
+
 export function installHooks(internals: Internals, runtime: Runtime, fallbacks: Fallbacks, strict: StrictError): void {
-  const tlsProblem = installTlsBridge((h) => ownerOf(internals, h));
-  if (tlsProblem) fallbacks.record(tlsProblem);
+  installOnFirstUse(() => {
+    const tlsProblem = installTlsBridge((h) => ownerOf(internals, h));
+    if (tlsProblem) fallbacks.record(tlsProblem);
+    installConsumeGuard(internals.TCP);
+    installParserTicks();
+  });
   const ipcProblem = installIpcGuard((h) => ownerOf(internals, h));
   if (ipcProblem) debug('%s', ipcProblem);
   installResetAndDestroy();
-  installConsumeGuard(internals.TCP);
-  installParserTicks();
   const proto = internals.TCP.prototype;
   // A program that kept a handle's own method (`const f = sock._handle.
   // setNoDelay; sock._handle.setNoDelay = function (on) { ...; return

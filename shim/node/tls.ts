@@ -6,11 +6,20 @@
 // https.Server connections that arrived over the fabric, tls.connect() whose
 // connect went through the fabric, and `tls.connect({ socket })` /
 // `new TLSSocket(socket)` over a bypassed socket, connected or connecting.
+//
+// Node's tls module is loaded when the bridge is installed, not when this
+// module is: a program may change crypto's internal binding before its first
+// require('tls') (Node's own test-tls-keyengine-unsupported does), and tls
+// takes what it finds there when it loads.
 import * as stream from 'node:stream';
-import * as tls from 'node:tls';
 import { BypassHandle } from './handle';
 import { reinitializeHandle, type Internals } from './internals';
 import { TlsBridge, type JSStreamClass } from './tls-bridge';
+
+type TlsModule = typeof import('node:tls');
+
+/** Node's tls module, once the bridge is installed (no TLS socket is bypassed before). */
+let tls: TlsModule | null = null;
 
 let jsStream: JSStreamClass | null | undefined;
 
@@ -22,6 +31,7 @@ let jsStream: JSStreamClass | null | undefined;
 function getJSStream(): JSStreamClass | null {
   if (jsStream !== undefined) return jsStream;
   let found: JSStreamClass | null = null;
+  if (!tls) return null;
   const duplex = new stream.Duplex({ read() {}, write(_c, _e, cb) { cb(); } });
   let probe: any;
   try {
@@ -40,7 +50,7 @@ function getJSStream(): JSStreamClass | null {
 
 /** Whether a socket is a TLS socket (whose raw handle TLS owns). */
 export function isTlsSocket(socket: unknown): boolean {
-  return socket instanceof tls.TLSSocket;
+  return tls !== null && socket instanceof tls.TLSSocket;
 }
 
 /**
@@ -62,7 +72,7 @@ export function tlsReleased(socket: any): boolean {
  */
 export const kTlsOver = Symbol('sidestep.tlsOver');
 
-export function tlsOverKernelHandle(kernel: object): tls.TLSSocket | null {
+export function tlsOverKernelHandle(kernel: object): import('node:tls').TLSSocket | null {
   return (kernel as any)[kTlsOver] ?? null;
 }
 
@@ -92,10 +102,12 @@ let ownerSocket: (handle: object) => any = () => null;
 
 export function installTlsBridge(owner: (handle: object) => any): string | null {
   ownerSocket = owner;
+  tls = require('node:tls') as TlsModule;
   const proto = tls.TLSSocket.prototype as any;
   const original = proto._wrapHandle;
   if (typeof original !== 'function') return 'tls: TLSSocket has no _wrapHandle';
   proto._wrapHandle = function (this: any, wrap: any, handle: unknown, ...rest: unknown[]) {
+    const wrapped = wrap != null; // a socket the program handed to TLS
     if (handle instanceof BypassHandle && !wrap) {
       // A TLS client re-wrapping itself around a bypassed connection: the
       // net.Socket that owns the handle is the stream TLS reads and writes.
@@ -105,11 +117,26 @@ export function installTlsBridge(owner: (handle: object) => any): string | null 
       const JSStream = getJSStream();
       if (!JSStream) throw new Error('sidestep: cannot wrap TLS over a bypassed socket (JSStream unavailable)');
       const bridge = new TlsBridge(wrap, JSStream, (err) => this.destroy(err));
+      const closeListeners = bridge.listeners('close');
       const res = original.call(this, bridge, (bridge as any)._handle, ...rest);
+      if (!wrapped) {
+        // TLS destroys itself when the socket it wraps closes; a TLS socket
+        // that made its own connection wraps none over the kernel, and is
+        // destroyed only by what it reads. The bridge stands where nothing
+        // stood, so its 'close' destroys only a TLS socket not destroyed yet:
+        // a second destroy would undo an `_undestroy()` in the 'error'
+        // handler, and a write the close cancels would finish without
+        // ECANCELED (Node's test-tls-writewrap-leak).
+        for (const l of bridge.listeners('close')) if (!closeListeners.includes(l)) bridge.removeListener('close', l as () => void);
+        bridge.on('close', () => {
+          if (this._handle) this.destroy();
+        });
+      }
       // Over a kernel socket, TLS hears the raw socket's 'close' itself
       // (above, `wrap` is the bridge, which closes later): a TLS socket is
       // destroyed by the time the raw socket's other 'close' listeners run.
-      wrap.on('close', () => this.destroy());
+      // (Only a socket the program wrapped, as above.)
+      if (wrapped) wrap.on('close', () => this.destroy());
       return res;
     }
     if (handle && wrap && wrap._handle === handle) {
