@@ -285,6 +285,10 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
   // method hands such calls to our handle instead of failing with "Illegal
   // invocation". (A program that replaces the prototype's method itself is
   // not served: our handle doesn't inherit from it.)
+  // IP_TOS came to libuv's handle in Node 25.6: before, a program that
+  // looks for the methods on `socket._handle` finds neither on ours.
+  for (const name of ['setTypeOfService', 'getTypeOfService'] as const)
+    if (typeof proto[name] !== 'function') delete (BypassHandle.prototype as any)[name];
   for (const name of DELEGATED) {
     const original = proto[name];
     if (typeof original !== 'function') continue;
