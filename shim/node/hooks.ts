@@ -332,7 +332,10 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     // destroy() right after tls.connect): Node may still issue the connect
     // on its closed handle, which fails there; over the fabric it would make
     // a connection nobody owns.
-    if (socket?.destroyed === true) return original.call(kernel, req, address, port);
+    if (socket?.destroyed === true) {
+      fallbacks.record('destroyed: a socket destroyed before its connect (Node connects it still; nobody reads it)');
+      return original.call(kernel, req, address, port);
+    }
     if (!socket || typeof socket[internals.kReinitializeHandle] !== 'function')
       return kernelConnect(kernel, req, address, port, original, 'unowned-handle: a TCP handle without a net.Socket owner');
     const tlsClient = socket._handle !== kernel;
@@ -340,7 +343,10 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     // aborted): connect() undestroys it, but its TLS session was let go, and
     // on the kernel path its first read fails and destroys it again. A
     // re-wrap here would give it a new session: a life the kernel doesn't.
-    if (tlsClient && isTlsSocket(socket) && tlsReleased(socket)) return original.call(kernel, req, address, port);
+    if (tlsClient && isTlsSocket(socket) && tlsReleased(socket)) {
+      fallbacks.record('destroyed: a TLS socket closed before its connect (its session let go)');
+      return original.call(kernel, req, address, port);
+    }
     if (tlsClient && !isTlsSocket(socket))
       return kernelConnect(kernel, req, address, port, original, 'wrapped-handle: a TCP handle wrapped by something other than TLS');
     const bound: Bound | undefined = kernel[kBound];
