@@ -9,8 +9,10 @@
 namespace sidestep::addon {
 
 namespace {
-// Largest single read delivered to JS; Node's own reads are 64 KiB.
-constexpr size_t kMaxDelivery = 256 * 1024;
+// Largest single read delivered to JS: a kernel socket's never exceed the
+// 64 KiB buffer libuv reads into (Node's suggested size), and a program may
+// count on it ('data' chunks, onread).
+constexpr size_t kMaxDelivery = 64 * 1024;
 }  // namespace
 
 void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset) {
@@ -83,13 +85,21 @@ size_t Runtime::take(stack::SocketId id, const uint8_t* data, size_t len) {
   while (taken < len) {
     ReadSlabs::Span span = slabs_->reserve(len - taken);
     if (!span.data) break;  // no memory: the rest waits in the receive buffer
-    size_t n = std::min(len - taken, span.capacity);
+    size_t n = std::min({len - taken, span.capacity, kMaxDelivery});
+    if (!direct_reads_.empty()) {
+      // Pieces of one stream that land next to each other are one read, up
+      // to kMaxDelivery.
+      const DirectRead& last = direct_reads_.back();
+      if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset &&
+          last.events_before == stack_->events_queued() && last.len < kMaxDelivery)
+        n = std::min(n, kMaxDelivery - last.len);
+    }
     std::memcpy(span.data, data + taken, n);
     slabs_->commit(n, /*packed=*/true);
     if (!direct_reads_.empty()) {
       DirectRead& last = direct_reads_.back();
       if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset &&
-          last.events_before == stack_->events_queued()) {
+          last.events_before == stack_->events_queued() && last.len + n <= kMaxDelivery) {
         last.len += n;
         taken += n;
         continue;

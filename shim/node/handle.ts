@@ -66,11 +66,16 @@ export class BypassHandle implements EventTarget {
   /**
    * libuv's write_queue_size: bytes of writes that have not left yet, which
    * Node watches to hold off a socket's timeout while a slow reader drains
-   * them. Ours: while a write waits, what its connection still holds.
+   * them. Ours: while a write waits, what its connection still holds — but
+   * never more than the waiting writes' own bytes (what the connection holds
+   * of writes that completed is, over a kernel socket, the kernel's).
    */
   get writeQueueSize(): number {
-    return this.pendingWrites.length && this.id ? this.binding.queued(this.id) : 0;
+    if (!this.pendingWrites.length || !this.id) return 0;
+    return Math.min(this.binding.queued(this.id), this.pendingBytes);
   }
+  /** The bytes of the writes in pendingWrites. */
+  private pendingBytes = 0;
   readonly fd = -1;
   // Only connections use this class: a listener stays a kernel handle with a
   // bypass registration beside it (hooks.ts).
@@ -341,6 +346,7 @@ export class BypassHandle implements EventTarget {
       sb.state[sb.kLastWriteErr!] = 0;
       const pending: WriteReq = { writeStatus: null };
       this.pendingWrites.push(pending);
+      this.pendingBytes += bytes;
       return pending;
     }
     if (r < 0) {
@@ -354,6 +360,7 @@ export class BypassHandle implements EventTarget {
     }
     sb.state[sb.kLastWriteWasAsync!] = 1;
     this.pendingWrites.push(req!);
+    this.pendingBytes += bytes;
     return 0;
   }
 
@@ -404,14 +411,20 @@ export class BypassHandle implements EventTarget {
     if (!this.id) return UV_EBADF;
     const r = this.binding.writev(this.id, parts);
     if (r < 0) return r;
-    for (const p of parts) this.bytesWritten += p.byteLength;
-    if (r === 1) this.pendingWrites.push({ oncomplete: (status: number) => done(status) });
+    let bytes = 0;
+    for (const p of parts) bytes += p.byteLength;
+    this.bytesWritten += bytes;
+    if (r === 1) {
+      this.pendingWrites.push({ oncomplete: (status: number) => done(status) });
+      this.pendingBytes += bytes;
+    }
     return r;
   }
 
   private completeWrites(status: number): void {
     const reqs = this.pendingWrites;
     this.pendingWrites = [];
+    this.pendingBytes = 0;
     for (const req of reqs) {
       // Under `returns-request`, Node may not have attached oncomplete yet: it
       // then reads writeStatus.
