@@ -150,6 +150,7 @@ Napi::Object Runtime::Stats(Napi::Env env) {
     set("readSlabs", slabs_->mapped());
     set("readSlabsFree", slabs_->free_slabs());
     set("readSlabsMade", slabs_->made());
+    set("readsLoose", slabs_->loose());
   }
   set("spinsWon", spins_won_);
   set("spinsLost", spins_lost_);

@@ -22,23 +22,20 @@ constexpr uint64_t kTrimAfterMs = 2000;
 // A window (a slab's ArrayBuffer) older than this is let go at the end of
 // the dispatch, and the slab's next reads get a new one: see unpin().
 constexpr uint64_t kWindowMs = 5;
+// Slabs in JS's hands beyond which, with none free, reads go to loose memory
+// instead of a fresh slab (reserve_loose()).
+constexpr size_t kLooseAfter = 32;
 
-// A slab is one transparent huge page where the kernel allows it (THP
-// "madvise" mode is common): streaming reads into fresh 4 KiB pages cost a
-// page fault each, which on this VM cost more than copying the page.
+// A slab is plain 4 KiB pages. Huge pages (MADV_HUGEPAGE) were tried and
+// dropped: a fresh huge page is zeroed whole at its first touch, and on a VM
+// whose host backs guest memory lazily that cost ~2 ms per slab — most of a
+// short-lived reader's slabs are fresh (24 processes echoing 16 MiB each
+// spent 20% of the machine in clear_page_erms, 1.31x the kernel's wall time
+// against 1.12x without; docs/performance.md). Streaming readers reuse their
+// slabs, so they gain little from huge pages (bulk within noise).
 uint8_t* map_slab() {
-  constexpr size_t kBytes = ReadSlabs::kSlabBytes;
-  // Over-map, then trim to a kBytes-aligned window (a huge page must be
-  // aligned to its size).
-  void* p = ::mmap(nullptr, 2 * kBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-  if (p == MAP_FAILED) return nullptr;
-  auto base = reinterpret_cast<uintptr_t>(p);
-  uintptr_t aligned = (base + kBytes - 1) & ~uintptr_t{kBytes - 1};
-  if (aligned > base) ::munmap(p, aligned - base);
-  uintptr_t end = base + 2 * kBytes;
-  if (end > aligned + kBytes) ::munmap(reinterpret_cast<void*>(aligned + kBytes), end - aligned - kBytes);
-  ::madvise(reinterpret_cast<void*>(aligned), kBytes, MADV_HUGEPAGE);  // a hint: fine if refused
-  return reinterpret_cast<uint8_t*>(aligned);
+  void* p = ::mmap(nullptr, ReadSlabs::kSlabBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+  return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
 }
 
 void unmap_slab(uint8_t* m) { ::munmap(m, ReadSlabs::kSlabBytes); }
@@ -216,6 +213,7 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
   if (want > kSlabBytes) want = kSlabBytes;
   if (current_ && kSlabBytes - fill_ < want) retire_current();
   Span s;
+  if (!current_ && pool_->free.empty() && pool_->mapped >= kLooseAfter) return reserve_loose(want);
   if (!current_) {
     uint8_t* mem = pool_->take();
     if (!mem) return s;
@@ -267,7 +265,44 @@ bool ReadSlabs::open_window(size_t want) {
   return ok;
 }
 
+// A slab returns only once every read in it is collected, so reads of many
+// streams interleaved in one slab keep it as long as the slowest of them:
+// the ones still in a Readable's buffer or a pipe's hands at a scavenge
+// survive it, and pin their slabs — nearly every recent slab when 24 echo
+// streams interleave (an echo server then mapped ~60 fresh slabs for 384
+// MiB, 40% of its CPU zeroing huge pages). Once JS holds kLooseAfter slabs
+// and none is free, a read gets a buffer of its own from Node's allocator
+// (uninitialized, malloc'd, reused as soon as V8 frees it), as a kernel
+// socket's reads do: it pins only itself, and V8 counts it toward its own
+// scavenges, which bring the slabs back.
+ReadSlabs::Span ReadSlabs::reserve_loose(size_t want) {
+  Span s;
+  napi_handle_scope scope;
+  if (napi_open_handle_scope(env_, &scope) != napi_ok) return s;
+  void* data = nullptr;
+  napi_value buf, ab;
+  size_t offset = 0;
+  napi_ref ref = nullptr;
+  if (napi_create_buffer(env_, want, &data, &buf) == napi_ok &&
+      napi_get_typedarray_info(env_, buf, nullptr, nullptr, nullptr, &ab, &offset) == napi_ok &&
+      napi_create_reference(env_, ab, 1, &ref) == napi_ok) {
+    pinned_.push_back(ref);  // (let go of at unpin(), as a window)
+    s.data = static_cast<uint8_t*>(data);
+    s.capacity = want;
+    s.slab = ref;
+    s.offset = offset;
+    loose_ = true;
+    ++loose_made_;
+  }
+  napi_close_handle_scope(env_, scope);
+  return s;
+}
+
 void ReadSlabs::commit(size_t used, bool packed) {
+  if (loose_) {
+    loose_ = false;
+    return;
+  }
   fill_ += packed ? used : (used + 7) & ~size_t{7};
   if (fill_ >= kSlabBytes) retire_current();
 }

@@ -9,7 +9,9 @@
 // views it any more (in scavenges, as V8 frees Node's own read buffers: see
 // invite_young_collection and unpin); the
 // pool keeps free slabs warm while reads stream and gives all but a few back
-// to the system once none has been taken for a while.
+// to the system once none has been taken for a while. When JS holds many
+// slabs and none is free, reads get memory of their own, as a kernel
+// socket's do, rather than a fresh slab (see reserve_loose()).
 #pragma once
 
 #include <node_api.h>
@@ -24,7 +26,7 @@ namespace sidestep::addon {
 
 class ReadSlabs {
  public:
-  static constexpr size_t kSlabBytes = 2 << 20;  // one huge page
+  static constexpr size_t kSlabBytes = 2 << 20;
 
   explicit ReadSlabs(napi_env env);
   ~ReadSlabs();
@@ -57,6 +59,8 @@ class ReadSlabs {
   size_t free_slabs() const;
   // Slabs mapped so far (each fresh: its pages fault in zeroed).
   uint64_t made() const;
+  // Reads given memory of their own instead (see reserve_loose()).
+  uint64_t loose() const { return loose_made_; }
 
  private:
   struct Pool;
@@ -65,6 +69,7 @@ class ReadSlabs {
   void retire_window();
   bool open_window(size_t want);
   void invite_young_collection();
+  Span reserve_loose(size_t want);
 
   napi_env env_;
   std::shared_ptr<Pool> pool_;
@@ -81,6 +86,8 @@ class ReadSlabs {
   // that (see open_window()).
   size_t last_window_used_ = kSlabBytes;
   std::vector<napi_ref> pinned_;
+  bool loose_ = false;  // the last reservation was loose memory
+  uint64_t loose_made_ = 0;
 };
 
 }  // namespace sidestep::addon

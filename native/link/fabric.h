@@ -55,6 +55,12 @@ struct FabricConfig {
   uint64_t idle_close_us = 5000000;
   // Each connection's send buffer in its pair's arena (arena.h): a power of
   // two, at least the stack's send buffer size.
+  // A connection's send ring. Its size is what a process's exit can leave in
+  // flight (issue 14): at least what a kernel socket's buffers hold (4 MiB
+  // written just before exit arrive over loopback; test/fabric/exit-delivery).
+  // A stream sweeps the whole ring, each page fresh memory of this pair (see
+  // docs/performance.md, issue 13's container case: 2 MiB would have halved
+  // an echo server's zeroing, but lost bytes at exit).
   uint64_t send_slot_bytes = 8u << 20;
 };
 
