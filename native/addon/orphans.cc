@@ -28,15 +28,18 @@ void Runtime::AdoptOrphans(uint32_t link, stack::Micros now) {
     stack::SocketInfo info;
     if (!st || st->closed || stack_->link_of(id) != link || !stack_->info(id, &info)) continue;
     const uint32_t owed = d.written_end - info.rcv_nxt;
-    // Untrusted: a stream that claims more than its ring holds, or bytes
-    // before what we already have, is reset.
-    if (owed > l.capacity || d.written_end - d.seq_base > (uint32_t(1) << 31) + l.capacity) continue;
+    // Untrusted: a ring in use that is no power of two or more than the
+    // slot, a stream that claims more than its ring holds, or bytes before
+    // what we already have, is reset.
+    const uint64_t ring = d.ring_bytes;
+    if (ring < 4096 || ring > l.capacity || (ring & (ring - 1))) continue;
+    if (owed > ring || d.written_end - d.seq_base > (uint32_t(1) << 31) + ring) continue;
     if (d.consumed != info.snd_nxt) continue;  // it had not read everything we sent
     Orphan o;
     o.id = id;
     o.via = link;
     o.ring = l.ring;
-    o.capacity = l.capacity;
+    o.capacity = ring;
     o.seq_base = d.seq_base;
     o.end = d.written_end;
     o.progress_at = now;

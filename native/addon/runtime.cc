@@ -80,6 +80,7 @@ bool FabricLink::send_memory(stack::LinkAddr to, const stack::Endpoint& local, c
     return false;
   out->ring = slot.ring;
   out->capacity = slot.capacity;
+  out->published_ring = &slot.descriptor->ring_bytes;
   out->published_base = &slot.descriptor->seq_base;
   out->published_end = &slot.descriptor->written_end;
   out->published_consumed = &slot.descriptor->consumed;

@@ -51,7 +51,10 @@ struct SlotDescriptor {
   uint32_t seq_base;     // sequence number of the byte at offset 0
   uint32_t written_end;  // sequence number after the last byte written (release)
   uint32_t consumed;     // how far the owner's application read the peer's stream
-  uint8_t pad2[8];
+  // The part of the slot's ring in use (a power of two): bytes live at
+  // (s - seq_base) % ring_bytes (stack::SendMemory).
+  uint32_t ring_bytes;
+  uint8_t pad2[4];
 };
 static_assert(sizeof(SlotDescriptor) == 64);
 

@@ -35,13 +35,22 @@ SendBuffer::~SendBuffer() {
   if (!external_) delete[] buf_;
 }
 
+namespace {
+// The part of a lent ring a connection starts with (SendMemory): doubled as
+// its bytes in flight need.
+constexpr size_t kFirstLentRing = 256 * 1024;
+}  // namespace
+
 void SendBuffer::use_external(const SendMemory& m, uint32_t seq_base) {
   if (size_ != 0 || !m.ring || m.capacity == 0 || (m.capacity & (m.capacity - 1))) return;
   if (!external_) delete[] buf_;
   buf_ = m.ring;
-  cap_ = m.capacity;
+  max_cap_ = m.capacity;
+  cap_ = std::min(m.capacity, kFirstLentRing);
   head_ = 0;  // the byte seq_base lives at offset 0: (seq - seq_base) % cap
   external_ = true;
+  published_ring_ = m.published_ring;
+  if (published_ring_) __atomic_store_n(published_ring_, uint32_t(cap_), __ATOMIC_RELAXED);
   published_base_ = m.published_base;
   published_end_ = m.published_end;
   end_seq_ = seq_base;
@@ -53,7 +62,14 @@ size_t SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return 0;
   if (external_) {
     // Positions follow sequence numbers (the peer finds a byte by its
-    // number), so nothing moves and nothing grows: what fits, fits.
+    // number), so nothing moves: the ring in use doubles only while none of
+    // its bytes has wrapped (each then keeps its offset), and what fits,
+    // fits. (The new size is stored before the end that covers bytes past
+    // the old one.)
+    while (size_ + n > cap_ && can_grow()) {
+      cap_ *= 2;
+      if (published_ring_) __atomic_store_n(published_ring_, uint32_t(cap_), __ATOMIC_RELAXED);
+    }
     n = std::min(n, cap_ - size_);
     size_t tail = (head_ + size_) & (cap_ - 1);
     ring_write(buf_, cap_, tail, data, n);

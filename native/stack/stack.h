@@ -65,10 +65,15 @@ struct Payload {
 // `published_base`, so the next bytes start at offset 0 again: a connection
 // that sends a little at a time keeps touching the same few pages instead
 // of sweeping its whole ring (each page it touches stays resident in both
-// processes).
+// processes). For the same reason the stack uses only the ring's first
+// `published_ring` bytes (a power of two, stored there), doubling that only
+// when its bytes in flight need more and none of them has wrapped (so every
+// byte keeps its place): a stream with 1 MiB in flight sweeps 1-2 MiB of
+// the ring, not all of it. Positions are (s - seq_base) % *published_ring.
 struct SendMemory {
   uint8_t* ring = nullptr;
   size_t capacity = 0;
+  uint32_t* published_ring = nullptr;
   uint32_t* published_base = nullptr;
   uint32_t* published_end = nullptr;
   uint32_t* published_consumed = nullptr;

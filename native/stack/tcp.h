@@ -49,7 +49,7 @@ class SendBuffer {
   // Copies what fits (everything in own memory; up to the lent ring's free
   // room) and returns how much that was.
   size_t push(const uint8_t* data, size_t n);
-  bool full() const { return external_ && size_ == cap_; }
+  bool full() const { return external_ && size_ == cap_ && !can_grow(); }
   // Drops acknowledged bytes; a small buffer left empty is given back.
   void pop(size_t n);
   // Copies `n` bytes starting `offset` bytes after the oldest one.
@@ -63,10 +63,15 @@ class SendBuffer {
   bool frees_on_pop(size_t n) const;
 
  private:
+  // Lent memory: whether the ring in use may double now (see SendMemory).
+  bool can_grow() const { return cap_ < max_cap_ && end_seq_ - base_seq_ <= cap_; }
+
   uint8_t* buf_ = nullptr;  // own (new[]) or lent
   size_t limit_;
   size_t cap_ = 0, head_ = 0, size_ = 0;
+  size_t max_cap_ = 0;  // lent memory: the whole ring (cap_ is the part in use)
   bool external_ = false;
+  uint32_t* published_ring_ = nullptr;
   uint32_t* published_base_ = nullptr;
   uint32_t* published_end_ = nullptr;
   uint32_t end_seq_ = 0;

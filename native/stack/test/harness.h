@@ -172,6 +172,7 @@ class Wire {
   // connection's bytes there, where the "peer" (the test) can read them.
   struct Lent {
     std::vector<uint8_t> ring;
+    uint32_t ring_bytes = 0;  // the part in use
     uint32_t end = 0, consumed = 0, seq_base = 0;
     Endpoint local, remote;
     bool released = false;
@@ -193,6 +194,7 @@ class Wire {
       l->remote = remote;
       out->ring = l->ring.data();
       out->capacity = lend_bytes;
+      out->published_ring = &l->ring_bytes;
       out->published_base = &l->seq_base;
       out->published_end = &l->end;
       out->published_consumed = &l->consumed;

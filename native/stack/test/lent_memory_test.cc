@@ -60,9 +60,9 @@ TEST(lent_send_memory_keeps_each_byte_at_its_sequence_number) {
       CHECK(size_t(took) <= 64 * 1024);
       offered += size_t(took);
       CHECK_EQ(l.end, first + uint32_t(offered));  // published as it is written
-      CHECK(l.end - l.seq_base <= 2 * l.ring.size());  // the base follows the ring's wraps
+      CHECK(l.end - l.seq_base <= 2 * l.ring_bytes);  // the base follows the ring's wraps
       // The last byte written is where its sequence number says.
-      if (took > 0) CHECK_EQ(l.ring[(l.end - 1 - l.seq_base) % l.ring.size()], data[offered - 1]);
+      if (took > 0) CHECK_EQ(l.ring[(l.end - 1 - l.seq_base) % l.ring_bytes], data[offered - 1]);
     }
     w.run(w.now + 1000);
     for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0; received += n)
@@ -106,6 +106,64 @@ TEST(lent_send_memory_starts_again_at_offset_0_once_everything_is_acknowledged) 
   }
 }
 
+TEST(lent_send_memory_uses_only_as_much_of_its_ring_as_its_bytes_in_flight_need) {
+  // A 4 MiB ring, a stream whose reader lags by up to ~300 KiB: the part of
+  // the ring in use doubles from 256 KiB only as far as that needs, every
+  // byte stays where its sequence number and the published size say, and no
+  // byte is written past that size (those pages are never touched).
+  Wire w;
+  w.ends[0].lend_bytes = 4u << 20;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  Wire::Lent& l = *w.ends[0].lent[0];
+  CHECK_EQ(l.ring_bytes, 256u * 1024);
+  auto data = pattern(6u << 20, 7);
+  size_t offered = 0, received = 0;
+  std::vector<uint8_t> got(data.size()), buf(16384);
+  uint32_t largest = l.ring_bytes;
+  while (received < data.size()) {
+    // Writes of 48 KiB while less than ~300 KiB is unread (the first 400
+    // KiB at once, before anything is acknowledged: more than 256 KiB in
+    // flight).
+    while (offered < data.size() && (offered - received < 300 * 1024 || offered < 400 * 1024)) {
+      const size_t want = std::min<size_t>(48 * 1024, data.size() - offered);
+      long took = w.a.send(p.client, data.data() + offered, want, w.now);
+      REQUIRE(took >= 0);
+      if (took == 0) break;
+      offered += size_t(took);
+      largest = std::max(largest, l.ring_bytes);
+      REQUIRE((l.ring_bytes & (l.ring_bytes - 1)) == 0);
+      CHECK(l.end - l.seq_base <= 2 * l.ring_bytes);
+      // Each byte of this write where its sequence number and the
+      // published size put it (the stream's first byte is l.end - offered).
+      const uint32_t first = l.end - uint32_t(offered);
+      for (size_t k = offered - size_t(took); k < offered; k += 4099)
+        REQUIRE(l.ring[(first + uint32_t(k) - l.seq_base) % l.ring_bytes] == data[k]);
+    }
+    w.run(w.now + 1000);
+    for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0; received += n)
+      std::memcpy(got.data() + received, buf.data(), n);
+  }
+  CHECK(got == data);
+  CHECK_EQ(largest, 512u * 1024);  // needed more than 256 KiB, never 1 MiB
+  // Nothing past the part in use was ever written.
+  CHECK(std::all_of(l.ring.begin() + largest, l.ring.end(), [](uint8_t b) { return b == 0; }));
+}
+
+TEST(a_large_first_write_takes_the_whole_lent_ring) {
+  // Everything a process writes just before it exits must sit in the lent
+  // memory (issue 14): a first write as large as the ring takes all of it.
+  Wire w;
+  w.ends[0].lend_bytes = 4u << 20;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  Wire::Lent& l = *w.ends[0].lent[0];
+  auto data = pattern(5u << 20, 9);
+  CHECK_EQ(w.a.send(p.client, data.data(), data.size(), w.now), long(4u << 20));
+  CHECK_EQ(l.ring_bytes, 4u << 20);
+  CHECK(std::equal(data.begin(), data.begin() + (4u << 20), l.ring.begin()));
+}
+
 TEST(a_vanished_peers_stream_is_finished_from_its_send_memory) {
   Config c = test_config();
   c.recv_buffer = 16 * 1024;  // the survivor's window: most bytes stay owed
@@ -131,9 +189,9 @@ TEST(a_vanished_peers_stream_is_finished_from_its_send_memory) {
     const uint32_t at = w.b.receive_point(p.server);
     const uint32_t left = l.end - at;
     Payload bytes;
-    const size_t pos = (at - l.seq_base) % l.ring.size();
+    const size_t pos = (at - l.seq_base) % l.ring_bytes;
     bytes.data[0] = l.ring.data() + pos;
-    bytes.len[0] = std::min<size_t>(left, l.ring.size() - pos);
+    bytes.len[0] = std::min<size_t>(left, l.ring_bytes - pos);
     if (bytes.len[0] < left) {
       bytes.data[1] = l.ring.data();
       bytes.len[1] = left - bytes.len[0];
