@@ -23,7 +23,8 @@ test('a socket ended before it connected delivers, ends and closes, in both mode
   // Each case's server counts its connection; a same-process case counts the client's too.
   // Not assertPaths: a case reports both ends' paths (the client's maybe from
   // its child process) against one kernel table entry, checked per case above
-  // by name, and this fixture reports no fallback reasons.
+  // by name. This process's own connects and listens: none on the kernel.
   assert.strictEqual(kernel.bypassedDelta, 0);
   assert.strictEqual(bypass.bypassedDelta, 9);
+  assert.deepStrictEqual(bypass.fallbackReasons, {});
 });
