@@ -110,7 +110,13 @@ int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* p
   if (!st || st->closed || !stack_) return -EBADF;
   if (st->error) return st->error == -ECONNRESET ? -ECONNRESET : -EPIPE;
   stack::Micros now = Now();
-  for (size_t i = 0; i < count; ++i) {
+  // The pieces of one write go out together, as full segments (the
+  // kernel's writev: an http response's headers and body in one segment,
+  // not two): every piece but the write's last says more follows.
+  size_t last = count;
+  while (last > 0 && parts[last - 1].second == 0) --last;
+  bool held = false;  // a piece went in with `more` and nothing pushed it yet
+  for (size_t i = 0; i < last; ++i) {
     auto [p, n] = parts[i];
     if (n == 0) continue;
     // Behind bytes that wait already, or past what the lent memory holds:
@@ -119,8 +125,10 @@ int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* p
       st->overflow.insert(st->overflow.end(), p, p + n);
       continue;
     }
-    long r = stack_->send(id, p, n, now);
+    const bool more = i + 1 < last;
+    long r = stack_->send(id, p, n, now, more);
     if (r < 0) return static_cast<int>(r);
+    held = more && static_cast<size_t>(r) == n;
     if (static_cast<size_t>(r) < n) {
       st = Find(id);
       if (!st) return 0;
@@ -128,6 +136,7 @@ int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* p
       st->overflow_at = 0;
     }
   }
+  if (held && stack_) stack_->push(id, now);
   // A send makes no events (those come with ACKs, from the pump), so unlike
   // other calls it needs no extra turn of the loop: only the timer (and a
   // flush, should an ACK it could not carry be held).

@@ -649,7 +649,7 @@ int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, 
   return int(id);
 }
 
-long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now) {
+long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now, bool more) {
   Impl& m = *impl_;
   m.clock = now;
   Tcb* t = m.tcb(s);
@@ -675,10 +675,21 @@ long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now) {
   if (m.tx_refs_out && t->sndbuf.moves_on_push(len)) m.release_tx_refs();
   const size_t took = t->sndbuf.push(data, len);
   if (t->sndbuf.size() >= m.config.send_buffer || t->sndbuf.full()) t->writable_armed = true;
+  if (more && took == len) return long(took);
   m.output(*t, now);
   m.reschedule(*t);
   m.reap_dead();
   return long(took);
+}
+
+void Stack::push(SocketId s, Micros now) {
+  Impl& m = *impl_;
+  m.clock = now;
+  Tcb* t = m.tcb(s);
+  if (!t || t->orphaned) return;
+  m.output(*t, now);
+  m.reschedule(*t);
+  m.reap_dead();
 }
 
 size_t Stack::send_queued(SocketId s) const {

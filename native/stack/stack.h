@@ -303,8 +303,13 @@ class Stack {
   // into memory the link lent (Link::send_memory) only what fits, the caller
   // keeping the rest until Writable. Returns bytes accepted or a negative
   // errno (-EPIPE after shutdown/reset; data queued in SYN-SENT is sent once
-  // established).
-  long send(SocketId s, const uint8_t* data, size_t len, Micros now);
+  // established). With `more` (MSG_MORE: the next piece of the same write
+  // follows), nothing is transmitted yet: a gathered write goes out as full
+  // segments, as the kernel's writev does, not one segment per piece. The
+  // caller ends with a send without it, or push().
+  long send(SocketId s, const uint8_t* data, size_t len, Micros now, bool more = false);
+  // Transmits what sends with `more` left queued.
+  void push(SocketId s, Micros now);
   size_t send_queued(SocketId s) const;
   // Whether the send buffer can't take another byte (lent memory, full).
   bool send_full(SocketId s) const;

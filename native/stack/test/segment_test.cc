@@ -138,6 +138,29 @@ TEST(nodelay_sends_runts_at_once) {
   CHECK_EQ(out[1].tcp.flags, kAck | kPsh);
 }
 
+TEST(pieces_sent_with_more_go_out_as_one_segment) {
+  // A gathered write (an http response's headers, then its body) under
+  // nodelay: one segment, as the kernel's writev, not one per piece.
+  Rig rig;
+  Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  REQUIRE(c.id);
+  CHECK_EQ(rig.stack.set_nodelay(c.id, true), 0);
+  auto a = bytes_of("head"), b = bytes_of("body");
+  CHECK_EQ(rig.stack.send(c.id, a.data(), a.size(), rig.now, /*more=*/true), 4);
+  CHECK(rig.sent().empty());
+  CHECK_EQ(rig.stack.send(c.id, b.data(), b.size(), rig.now), 4);
+  auto out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload == bytes_of("headbody"));
+  // push() sends what a last `more` left.
+  CHECK_EQ(rig.stack.send(c.id, a.data(), a.size(), rig.now, /*more=*/true), 4);
+  CHECK(rig.sent().empty());
+  rig.stack.push(c.id, rig.now);
+  out = rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK(out[0].payload == a);
+}
+
 TEST(large_send_is_cut_at_peer_mss) {
   Rig rig;
   Accepted c = accept_from(rig, ep4(1, 80), ep4(2, 5000));
