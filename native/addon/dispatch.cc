@@ -83,29 +83,23 @@ size_t Runtime::take(stack::SocketId id, const uint8_t* data, size_t len) {
   // EOF), so every packet is spared a socket lookup here.
   size_t taken = 0;
   while (taken < len) {
-    ReadSlabs::Span span = slabs_->reserve(len - taken);
+    // (No more than one read's worth: a loose reservation is a buffer of
+    // that size.)
+    ReadSlabs::Span span = slabs_->reserve(std::min(len - taken, kMaxDelivery));
     if (!span.data) break;  // no memory: the rest waits in the receive buffer
-    size_t n = std::min({len - taken, span.capacity, kMaxDelivery});
-    if (!direct_reads_.empty()) {
-      // Pieces of one stream that land next to each other are one read, up
-      // to kMaxDelivery.
-      const DirectRead& last = direct_reads_.back();
-      if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset &&
-          last.events_before == stack_->events_queued() && last.len < kMaxDelivery)
-        n = std::min(n, kMaxDelivery - last.len);
-    }
+    // Pieces of one stream that land next to each other are one read, up to
+    // kMaxDelivery.
+    DirectRead* join = direct_reads_.empty() ? nullptr : &direct_reads_.back();
+    if (join && !(join->id == id && join->slab == span.slab && join->offset + join->len == span.offset &&
+                  join->events_before == stack_->events_queued() && join->len < kMaxDelivery))
+      join = nullptr;
+    const size_t n = std::min({len - taken, span.capacity, kMaxDelivery - (join ? join->len : 0)});
     std::memcpy(span.data, data + taken, n);
     slabs_->commit(n, /*packed=*/true);
-    if (!direct_reads_.empty()) {
-      DirectRead& last = direct_reads_.back();
-      if (last.id == id && last.slab == span.slab && last.offset + last.len == span.offset &&
-          last.events_before == stack_->events_queued() && last.len + n <= kMaxDelivery) {
-        last.len += n;
-        taken += n;
-        continue;
-      }
-    }
-    direct_reads_.push_back({id, span.slab, span.offset, n, stack_->events_queued()});
+    if (join)
+      join->len += n;
+    else
+      direct_reads_.push_back({id, span.slab, span.offset, n, stack_->events_queued()});
     taken += n;
   }
   return taken;

@@ -211,6 +211,10 @@ napi_value ReadSlabs::value(napi_env env, napi_ref slab) {
 
 ReadSlabs::Span ReadSlabs::reserve(size_t want) {
   if (want > kSlabBytes) want = kSlabBytes;
+  // Each reservation says what its commit() does: a slab reservation left
+  // uncommitted (a read that found nothing) must not make the next one's
+  // commit count as loose, nor the reverse.
+  loose_ = false;
   if (current_ && kSlabBytes - fill_ < want) retire_current();
   Span s;
   if (!current_ && pool_->free.empty() && pool_->mapped >= kLooseAfter) return reserve_loose(want);

@@ -53,14 +53,14 @@ struct FabricConfig {
   bool same_uid_only = false;
   // A pair we created that carried no connection this long is closed.
   uint64_t idle_close_us = 5000000;
-  // Each connection's send buffer in its pair's arena (arena.h): a power of
-  // two, at least the stack's send buffer size.
-  // A connection's send ring. Its size is what a process's exit can leave in
-  // flight (issue 14): at least what a kernel socket's buffers hold (4 MiB
-  // written just before exit arrive over loopback; test/fabric/exit-delivery).
-  // A stream sweeps the whole ring, each page fresh memory of this pair (see
-  // docs/performance.md, issue 13's container case: 2 MiB would have halved
-  // an echo server's zeroing, but lost bytes at exit).
+  // Each connection's send ring in its pair's arena (arena.h): a power of
+  // two, at least the stack's send buffer size. Its size is what a process's
+  // exit can leave in flight (issue 14): at least what a kernel socket's
+  // buffers hold (4 MiB written just before exit arrive over loopback;
+  // test/fabric/exit-delivery). A stream uses only the part of it its bytes
+  // in flight need (stack::SendMemory), since each page it touches is fresh
+  // memory of this pair: a 2 MiB slot would have saved that too, but lost
+  // bytes at exit (docs/performance.md, issue 13's container case).
   uint64_t send_slot_bytes = 8u << 20;
 };
 
