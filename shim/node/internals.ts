@@ -47,6 +47,8 @@ export interface Internals {
   writeContract: WriteContract;
   /** Discovered lazily from the first handle Node gives us. */
   ownerSymbol: symbol | undefined;
+  /** net.Socket's kBufferGen (the `onread` option's buffer generator); null: this Node has none. */
+  bufferGenSymbol: symbol | null | undefined;
   UV_EOF: number;
 }
 
@@ -102,6 +104,7 @@ export function loadInternals(): Internals | string {
     kReinitializeHandle,
     writeContract,
     ownerSymbol: undefined,
+    bufferGenSymbol: undefined,
     // libuv's UV_EOF; the same value on every platform libuv supports.
     UV_EOF: -4095,
   };
@@ -120,11 +123,54 @@ export function ownerOf(internals: Internals, handle: object): any {
  * Node's kReinitializeHandle runs initSocketHandle, which calls it: meant for
  * a socket that is starting over (autoSelectFamily's next attempt), it also
  * forgets an `end()` or a paused read the application already asked for.
+ * Read and written by name, and written only where undestroy() changed
+ * something: this runs once per bypassed connect, and keyed stores to
+ * stream state (accessors on Node 20+) go through V8's runtime, which cost
+ * a churned connection ~5 µs.
  */
-const UNDESTROYED = {
-  readable: ['constructed', 'closed', 'closeEmitted', 'destroyed', 'errored', 'errorEmitted', 'reading', 'ended', 'endEmitted'],
-  writable: ['constructed', 'destroyed', 'closed', 'closeEmitted', 'errored', 'errorEmitted', 'finalCalled', 'prefinished', 'ended', 'ending', 'finished'],
-} as const;
+type ReadableFlags = [unknown, unknown, unknown, unknown, unknown, unknown, unknown, unknown, unknown];
+type WritableFlags = [unknown, unknown, unknown, unknown, unknown, unknown, unknown, unknown, unknown, unknown, unknown];
+
+function readableFlags(r: any): ReadableFlags {
+  return [r.constructed, r.closed, r.closeEmitted, r.destroyed, r.errored, r.errorEmitted, r.reading, r.ended, r.endEmitted];
+}
+
+function restoreReadable(r: any, v: ReadableFlags): void {
+  if (r.constructed !== v[0]) r.constructed = v[0];
+  if (r.closed !== v[1]) r.closed = v[1];
+  if (r.closeEmitted !== v[2]) r.closeEmitted = v[2];
+  if (r.destroyed !== v[3]) r.destroyed = v[3];
+  if (r.errored !== v[4]) r.errored = v[4];
+  if (r.errorEmitted !== v[5]) r.errorEmitted = v[5];
+  if (r.reading !== v[6]) r.reading = v[6];
+  if (r.ended !== v[7]) r.ended = v[7];
+  if (r.endEmitted !== v[8]) r.endEmitted = v[8];
+}
+
+function writableFlags(w: any): WritableFlags {
+  return [w.constructed, w.destroyed, w.closed, w.closeEmitted, w.errored, w.errorEmitted, w.finalCalled, w.prefinished, w.ended, w.ending, w.finished];
+}
+
+function restoreWritable(w: any, v: WritableFlags): void {
+  if (w.constructed !== v[0]) w.constructed = v[0];
+  if (w.destroyed !== v[1]) w.destroyed = v[1];
+  if (w.closed !== v[2]) w.closed = v[2];
+  if (w.closeEmitted !== v[3]) w.closeEmitted = v[3];
+  if (w.errored !== v[4]) w.errored = v[4];
+  if (w.errorEmitted !== v[5]) w.errorEmitted = v[5];
+  if (w.finalCalled !== v[6]) w.finalCalled = v[6];
+  if (w.prefinished !== v[7]) w.prefinished = v[7];
+  if (w.ended !== v[8]) w.ended = v[8];
+  if (w.ending !== v[9]) w.ending = v[9];
+  if (w.finished !== v[10]) w.finished = v[10];
+}
+
+/** net's kBufferGen symbol, found once (every net.Socket has it as an own property). */
+function bufferGenSymbol(internals: Internals, socket: object): symbol | null {
+  if (internals.bufferGenSymbol === undefined)
+    internals.bufferGenSymbol = Object.getOwnPropertySymbols(socket).find((sym) => sym.description === 'kBufferGen') ?? null;
+  return internals.bufferGenSymbol;
+}
 
 /**
  * Give `socket` a new handle through Node's own kReinitializeHandle, keeping
@@ -132,18 +178,14 @@ const UNDESTROYED = {
  * ended before it connected must still finish (`net.connect(p).end('x')`).
  */
 export function reinitializeHandle(internals: Internals, socket: any, handle: object): void {
-  const saved = (state: any, keys: readonly string[]) => (state ? keys.map((k) => state[k]) : undefined);
-  const restore = (state: any, keys: readonly string[], values: unknown[] | undefined) => {
-    if (state && values) keys.forEach((k, i) => (state[k] = values[i]));
-  };
   const r = socket._readableState;
   const w = socket._writableState;
-  const rv = saved(r, UNDESTROYED.readable);
-  const wv = saved(w, UNDESTROYED.writable);
+  const rv = r ? readableFlags(r) : null;
+  const wv = w ? writableFlags(w) : null;
   // The `onread` option's buffer generator: initSocketHandle asks it for a
   // fresh buffer, which a socket that only changes handles must not do (the
   // application counts its calls); the current buffer carries over.
-  const gen = Object.getOwnPropertySymbols(socket).find((sym) => sym.description === 'kBufferGen');
+  const gen = bufferGenSymbol(internals, socket);
   const generator = gen ? socket[gen] : null;
   if (gen && generator) socket[gen] = null;
   try {
@@ -151,6 +193,6 @@ export function reinitializeHandle(internals: Internals, socket: any, handle: ob
   } finally {
     if (gen && generator) socket[gen] = generator;
   }
-  restore(r, UNDESTROYED.readable, rv);
-  restore(w, UNDESTROYED.writable, wv);
+  if (rv) restoreReadable(r, rv);
+  if (wv) restoreWritable(w, wv);
 }
