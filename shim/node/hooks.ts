@@ -166,21 +166,22 @@ function installConsumeGuard(TCP: any): void {
 }
 
 /**
- * An http server consumes a kernel socket's handle (above): its parser reads
- * the socket in C++, and calls each of its callbacks (headers complete, body,
- * message complete) in a callback scope of its own, whose end runs the
- * nextTicks and microtasks queued so far. So a request handler's ticks run
- * before the same read's body reaches the request: `req.once('data')` has
- * resumed it (`_read` marks it consumed, and it is not dumped on finish).
- * Over a bypassed socket the parser runs inside the socket's 'data' event,
- * one scope for all: the server parser of such a socket runs the queued
- * ticks after each of those callbacks instead. It counts as consumed until
- * Node unconsumes it (a 'data' listener, an upgrade, the parser's release),
- * which puts its own callbacks back.
+ * An http server consumes a kernel socket's handle (above): libuv feeds its
+ * parser natively, outside any callback scope, so the parser's own scopes
+ * are the outermost and run the tick queue where Node's code does: after a
+ * body chunk (onBody is a MakeCallback), not after the headers or the
+ * message's end (kSkipTaskQueues). A request handler's nextTicks run after
+ * the body that came in the same read, before its end; a request paused in
+ * its first 'data' event is not dumped (test-http-pause-no-dump).
+ * Over a bypassed socket the parser runs inside the socket's 'data' event:
+ * that socket's reads come bare (BypassHandle.bareReads), so the parser's
+ * scopes are the outermost there too. It counts as consumed until Node
+ * unconsumes it (a 'data' listener, an upgrade, the parser's release),
+ * which gives its reads their scope back.
  */
-const kTicksBetween = Symbol('sidestep.ticksBetweenCallbacks');
+const kBareHandle = Symbol('sidestep.bareReadsHandle');
 
-function installParserTicks(): void {
+function installParserBareReads(): void {
   let HTTPParser: any;
   try {
     HTTPParser = require('_http_common').HTTPParser;
@@ -188,43 +189,28 @@ function installParserTicks(): void {
     return;
   }
   const proto = HTTPParser?.prototype;
-  const tick = (process as any)._tickCallback;
-  const keys = [HTTPParser?.kOnHeadersComplete, HTTPParser?.kOnBody, HTTPParser?.kOnMessageComplete];
-  if (typeof proto?.initialize !== 'function' || typeof proto.unconsume !== 'function' || typeof tick !== 'function' ||
-      keys.some((k) => typeof k !== 'number'))
-    return;
-  const restore = (parser: any) => {
-    const own = parser[kTicksBetween];
-    if (!own) return;
-    for (const k of keys) parser[k] = own[k];
-    parser[kTicksBetween] = null;
+  if (typeof proto?.initialize !== 'function' || typeof proto.unconsume !== 'function') return;
+  const release = (parser: any) => {
+    const handle: BypassHandle | null = parser[kBareHandle];
+    if (!handle) return;
+    parser[kBareHandle] = null;
+    handle.bareReads(false);
   };
-  // One wrapper per callback, shared by every such parser (made once, not
-  // per connection): the parser's own callback, then the queued ticks.
-  const wrappers = keys.map((k) => function (this: any, ...args: unknown[]) {
-    const r = this[kTicksBetween][k].apply(this, args);
-    tick(); // (not after a throw: that goes to 'uncaughtException' first)
-    return r;
-  });
   const initialize = proto.initialize;
   proto.initialize = function (this: any, type: number, resource: any, ...rest: unknown[]) {
-    restore(this); // (parsers are reused)
+    release(this); // (parsers are reused)
     const r = initialize.call(this, type, resource, ...rest);
-    if (type === HTTPParser.REQUEST && resource?.socket?._handle instanceof BypassHandle) {
-      const own: Record<number, unknown> = {};
-      keys.forEach((k, i) => {
-        own[k] = this[k];
-        if (typeof own[k] === 'function') this[k] = wrappers[i];
-      });
-      this[kTicksBetween] = own;
+    const handle = resource?.socket?._handle;
+    if (type === HTTPParser.REQUEST && handle instanceof BypassHandle && handle.bareReads(true)) {
+      this[kBareHandle] = handle;
       this._consumed = true;
     }
     return r;
   };
   const unconsume = proto.unconsume;
   proto.unconsume = function (this: any, ...args: unknown[]) {
-    if (!this[kTicksBetween]) return unconsume.apply(this, args);
-    restore(this);
+    if (!this[kBareHandle]) return unconsume.apply(this, args);
+    release(this);
   };
 }
 
@@ -273,7 +259,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const tlsProblem = installTlsBridge((h) => ownerOf(internals, h));
     if (tlsProblem) fallbacks.record(tlsProblem);
     installConsumeGuard(internals.TCP);
-    installParserTicks();
+    installParserBareReads();
   });
   const ipcProblem = installIpcGuard((h) => ownerOf(internals, h));
   if (ipcProblem) debug('%s', ipcProblem);
