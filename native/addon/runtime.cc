@@ -85,6 +85,7 @@ bool FabricLink::send_memory(stack::LinkAddr to, const stack::Endpoint& local, c
   out->published_end = &slot.descriptor->written_end;
   out->published_consumed = &slot.descriptor->consumed;
   out->cookie = slot.cookie;
+  out->stagger = slot.stagger;
   return true;
 }
 

@@ -89,6 +89,7 @@ int SendArena::allocate(uint64_t consumed_head, SendSlot* out, int* new_segment_
   out->capacity = slot_bytes_;
   out->descriptor = reinterpret_cast<SlotDescriptor*>(base + sizeof(ArenaHeader)) + slot;
   out->cookie = cookie;
+  out->stagger = uint32_t(((cookie >> 32) * kArenaSlots + slot) * (kPage + 64) % (256 * 1024));
   ++in_use_;
   return 0;
 }

@@ -53,6 +53,7 @@ void SendBuffer::use_external(const SendMemory& m, uint32_t seq_base) {
   if (published_ring_) __atomic_store_n(published_ring_, uint32_t(cap_), __ATOMIC_RELAXED);
   published_base_ = m.published_base;
   published_end_ = m.published_end;
+  stagger_ = m.stagger;
   end_seq_ = seq_base;
   base_seq_ = seq_base;
   if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
@@ -118,14 +119,15 @@ void SendBuffer::pop(size_t n) {
   const bool wrapped = head_ >= cap_;
   if (wrapped) head_ -= cap_;
   size_ -= n;
-  if (external_ && (wrapped || (size_ == 0 && head_ != 0))) {
-    // Everything acknowledged: the next byte goes to offset 0 (see
-    // SendMemory). Or the oldest byte wrapped: the base follows, so it
-    // never lags the end by more than two rings, however long the stream.
-    // Ordered before later bytes by push()'s release of the end.
+  if (external_ && (wrapped || (size_ == 0 && head_ != (stagger_ & (cap_ - 1))))) {
+    // Everything acknowledged: the next byte goes to the link's stagger
+    // (SendMemory), the base being whatever byte that puts at offset 0. Or
+    // the oldest byte wrapped: the base follows, so it never lags the end
+    // by more than two rings, however long the stream. Ordered before
+    // later bytes by push()'s release of the end.
     if (size_ == 0) {
-      head_ = 0;
-      base_seq_ = end_seq_;
+      head_ = stagger_ & (cap_ - 1);
+      base_seq_ = end_seq_ - uint32_t(head_);
     } else {
       base_seq_ += uint32_t(cap_);
     }

@@ -78,6 +78,9 @@ struct SendMemory {
   uint32_t* published_end = nullptr;
   uint32_t* published_consumed = nullptr;
   uint64_t cookie = 0;  // the link's own reference, given back at release
+  // Offset of the next byte whenever the ring is empty (taken modulo the
+  // part in use): the link spreads its rings' hot lines over cache sets.
+  uint32_t stagger = 0;
 };
 
 // The link below the stack: a NIC-like packet sink. TX is pulled into link

@@ -76,6 +76,7 @@ class SendBuffer {
   uint32_t* published_end_ = nullptr;
   uint32_t end_seq_ = 0;
   uint32_t base_seq_ = 0;  // the byte at offset 0 (lent memory)
+  uint32_t stagger_ = 0;   // lent memory: where an empty ring's next byte goes
 };
 
 // In-order bytes waiting for recv(), followed (in the same ring) by

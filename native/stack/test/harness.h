@@ -183,6 +183,7 @@ class Wire {
     Wire* wire = nullptr;
     int side = 0;
     size_t lend_bytes = 0;  // > 0: lend each new connection a ring this big
+    uint32_t lend_stagger = 0;  // SendMemory::stagger of what it lends
     std::vector<std::unique_ptr<Lent>> lent;
     bool send_memory(LinkAddr, const Endpoint& local, const Endpoint& remote, uint32_t seq_base,
                      SendMemory* out) override {
@@ -194,6 +195,7 @@ class Wire {
       l->remote = remote;
       out->ring = l->ring.data();
       out->capacity = lend_bytes;
+      out->stagger = lend_stagger;
       out->published_ring = &l->ring_bytes;
       out->published_base = &l->seq_base;
       out->published_end = &l->end;
