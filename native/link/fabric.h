@@ -145,8 +145,9 @@ class Fabric {
   // ---- sleeping and waking (the need-wakeup protocol) ----
   int doorbell_fd() const;
   void doorbell_drain();
-  // About to sleep: arm every pair's flag, fence, re-check the rings. True
-  // when it is safe to sleep; false when frames arrived meanwhile.
+  // About to sleep: unless frames are waiting already, arm every pair's
+  // flag, fence, re-check the rings. True when it is safe to sleep; false
+  // when frames are there (or arrived meanwhile).
   bool prepare_sleep();
   void disarm();
 

@@ -9,6 +9,8 @@ namespace sidestep::link {
 
 namespace {
 constexpr size_t kRefBytes = sizeof(SlotRef);
+// Payloads up to this size are copied into the frame (see tx_reserve_headers).
+constexpr size_t kInlinePayloadBytes = 1024;
 }
 
 // Room for `len` bytes on `to`'s ring: on a full ring, the need-room flag
@@ -61,9 +63,14 @@ uint8_t* Fabric::tx_reserve_headers(LinkAddr to, size_t header_len, const Pieces
   }
   const size_t n = payload.len[0] + payload.len[1];
   // By reference when the payload is one range of one of our slots (its
-  // second piece, if any, the start of that same slot's ring).
+  // second piece, if any, the start of that same slot's ring) — unless it
+  // is small: then the bytes ride in the frame, after its headers. The
+  // receiver reads one run of lines from our ring instead of a second from
+  // our arena, and the arena's lines stay in our cache (only an orphaned
+  // stream ever reads them). By reference, an http exchange took a
+  // cross-core miss more per message on each side.
   SlotRef ref;
-  bool by_ref = p->ours && p->ours->locate(payload.data[0], payload.len[0], &ref);
+  bool by_ref = n > kInlinePayloadBytes && p->ours && p->ours->locate(payload.data[0], payload.len[0], &ref);
   if (by_ref && payload.len[1]) {
     SlotRef second;
     by_ref = p->ours->locate(payload.data[1], payload.len[1], &second) && second.segment == ref.segment &&
@@ -294,6 +301,10 @@ void Fabric::doorbell_drain() {
 
 bool Fabric::prepare_sleep() {
   Impl& m = *impl_;
+  // Frames already waiting: no sleep, so no arming. (Arming anyway and
+  // taking it back opens a window in which a producer rings for nothing: a
+  // write() on its side, a wake-up on ours.)
+  if (rx_pending()) return false;
   // Need-wakeup, consumer half: see tx_commit().
   ++m.counters.arms;
   for (uint32_t i : m.live) {
