@@ -39,8 +39,6 @@ export interface Binding {
   writev(id: number, parts: Uint8Array[]): number;
   readStart(id: number): number;
   readStop(id: number): number;
-  /** Deliver this connection's reads as EventKind.DataBare (see BypassHandle.bareReads). */
-  bareReads(id: number, on: boolean): void;
   shutdown(id: number): number;
   close(id: number): void;
   reset(id: number): void;
@@ -79,8 +77,6 @@ export const enum EventKind {
   Fallback = 10,
   /** The loop iteration's close phase, asked for by armClosePhase. */
   ClosePhase = 11,
-  /** Data outside any callback scope: the receiver runs the tick queue after it. */
-  DataBare = 12,
 }
 
 const ROOT = path.resolve(__dirname, '..');

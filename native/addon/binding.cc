@@ -157,10 +157,6 @@ Napi::Value ReadStart(const Napi::CallbackInfo& info) {
 Napi::Value ReadStop(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), Rt(info)->ReadStop(U32(info, 0)));
 }
-Napi::Value BareReads(const Napi::CallbackInfo& info) {
-  Rt(info)->BareReads(U32(info, 0), info[1].ToBoolean());
-  return info.Env().Undefined();
-}
 Napi::Value Shutdown(const Napi::CallbackInfo& info) {
   return Napi::Number::New(info.Env(), Rt(info)->Shutdown(U32(info, 0)));
 }
@@ -241,7 +237,6 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("writev", Napi::Function::New(env, Writev, "writev"));
   exports.Set("readStart", Napi::Function::New(env, ReadStart, "readStart"));
   exports.Set("readStop", Napi::Function::New(env, ReadStop, "readStop"));
-  exports.Set("bareReads", Napi::Function::New(env, BareReads, "bareReads"));
   exports.Set("shutdown", Napi::Function::New(env, Shutdown, "shutdown"));
   exports.Set("close", Napi::Function::New(env, Close, "close"));
   exports.Set("reset", Napi::Function::New(env, Reset, "reset"));

@@ -5,7 +5,6 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstring>
-#include <optional>
 
 namespace sidestep::addon {
 
@@ -25,10 +24,8 @@ void Runtime::Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, siz
   // run before the next event is delivered. (A TLS socket a server destroys
   // in its 'connection' handler closes in a microtask: bytes for it that the
   // same pump found must not reach it first. An http response that ends
-  // frees its socket in a nextTick, before that socket's EOF.) A bare read
-  // has none: JS runs the tick queue after it (SocketState::bare_reads).
-  std::optional<Napi::CallbackScope> callback_scope;
-  if (kind != kDataBare) callback_scope.emplace(env, *async_context_);
+  // frees its socket in a nextTick, before that socket's EOF.)
+  Napi::CallbackScope callback_scope(env, *async_context_);
   napi_value argv[5] = {
       Napi::Number::New(env, kind), Napi::Number::New(env, id), Napi::Number::New(env, arg),
       data.IsEmpty() ? env.Undefined() : data, Napi::Number::New(env, static_cast<double>(offset))};
@@ -59,7 +56,7 @@ void Runtime::DeliverReads(stack::SocketId id, SocketState& st) {
     size_t got = stack_->recv(id, span.data, std::min(n, span.capacity), now);
     if (got == 0) break;
     slabs_->commit(got);
-    Emit(st.bare_reads ? kDataBare : kData, id, static_cast<int32_t>(got), Napi::Value(env_, ReadSlabs::value(env_, span.slab)),
+    Emit(kData, id, static_cast<int32_t>(got), Napi::Value(env_, ReadSlabs::value(env_, span.slab)),
          span.offset);
     // JS may have closed or paused the socket inside the callback.
     if (!Find(id)) return;
@@ -123,7 +120,7 @@ void Runtime::EmitDirectReads(size_t events_before) {
     ++direct_reads_emitted_;
     SocketState* st = Find(r.id);
     if (!st || st->closed || !stack_) continue;
-    Emit(st->bare_reads ? kDataBare : kData, r.id, static_cast<int32_t>(r.len), Napi::Value(env_, ReadSlabs::value(env_, r.slab)),
+    Emit(kData, r.id, static_cast<int32_t>(r.len), Napi::Value(env_, ReadSlabs::value(env_, r.slab)),
          r.offset);
   }
   direct_reads_.clear();

@@ -37,8 +37,6 @@ enum EventKind : int32_t {
   kCapture = 9,   // id: the peer's pid, arg: 0 sent / 1 received, arrayBuffer: [u64 µs][IP packet]
   kFallback = 10, // a connect whose pair never came up: use the kernel (before 'connect')
   kClosePhase = 11,  // this loop iteration's close phase came (see ArmClosePhase)
-  kDataBare = 12,    // kData outside any callback scope (SocketState::bare_reads):
-                     // JS runs the tick queue itself once the read is handled
 };
 
 struct RuntimeConfig {
@@ -80,13 +78,6 @@ struct SocketState {
   // Accepted by an IPv6 listener over IPv4: Node (like the kernel) names
   // both ends as IPv4-mapped IPv6 addresses (::ffff:a.b.c.d).
   bool v4_mapped = false;
-  // Reads reach JS outside any callback scope, and with no async context
-  // pushed: an http server parses this socket (it would consume a kernel
-  // socket's handle and be fed by libuv directly), so its parser's own
-  // callback scopes are the outermost, and those that run the tick queue
-  // (onBody, the end of each read) run it where Node's do. (Inside ours
-  // they would be nested and run nothing.)
-  bool bare_reads = false;
 };
 
 // Adapts the fabric to the stack's Link interface (both speak LinkAddr):
@@ -163,7 +154,6 @@ class Runtime final : private stack::Reader {
   int Writev(stack::SocketId id, const std::vector<std::pair<const uint8_t*, size_t>>& parts);
   int ReadStart(stack::SocketId id);
   int ReadStop(stack::SocketId id);
-  void BareReads(stack::SocketId id, bool on);
   int Shutdown(stack::SocketId id);
   void Close(stack::SocketId id);
   // Emit kClosePhase from the close phase of this loop iteration, where libuv

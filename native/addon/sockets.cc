@@ -187,10 +187,6 @@ int Runtime::ReadStart(stack::SocketId id) {
   return 0;
 }
 
-void Runtime::BareReads(stack::SocketId id, bool on) {
-  if (SocketState* st = Find(id)) st->bare_reads = on;
-}
-
 int Runtime::ReadStop(stack::SocketId id) {
   SocketState* st = Find(id);
   if (!st) return -EBADF;

@@ -218,22 +218,6 @@ export class BypassHandle implements EventTarget {
     return this.id ? this.binding.readStop(this.id) : UV_EBADF;
   }
 
-  /**
-   * An http server parses this socket: Node would have its parser consume
-   * a kernel handle (HTTPParser#consume), fed natively by libuv, outside any
-   * callback scope. Ours can't be consumed, so reads come to JS bare
-   * instead: no callback scope and no async context of ours around them.
-   * The parser's own scopes are then the outermost, and run the tick queue
-   * where Node's do (after a body chunk, not after the headers: a request
-   * handler's nextTicks run after the body that came with its headers).
-   * Needs Node's runNextTicks to run the queue after each read.
-   */
-  bareReads(on: boolean): boolean {
-    if (!this.id || (on && !this.internals.runTicks)) return false;
-    this.binding.bareReads(this.id, on);
-    return true;
-  }
-
   useUserBuffer(buf: Uint8Array): void {
     this.userBuffer = buf;
   }
@@ -249,11 +233,6 @@ export class BypassHandle implements EventTarget {
         return this.completeConnect(arg);
       case EventKind.Data:
         return this.resource.runInAsyncScope(this.pushData, this, data!, offset, arg);
-      case EventKind.DataBare:
-        // Outside any scope (see bareReads): the tick queue runs here, as
-        // the end of the outermost callback scope would run it.
-        this.pushData(data!, offset, arg);
-        return this.internals.runTicks?.();
       case EventKind.Eof:
         return this.resource.runInAsyncScope(this.pushStatus, this, this.internals.UV_EOF);
       case EventKind.Error:
@@ -488,9 +467,15 @@ export class BypassHandle implements EventTarget {
     if (this.pendingWrites.length) this.completeWrites(-125 /* UV_ECANCELED */);
     if (this.connectResource) this.connectResource.emitDestroy();
     this.connectReq = null;
+    // The close callback in the handle's async context, then its destroy,
+    // as Node's HandleWrap::OnClose (MakeCallback) and the wrap's deletion:
+    // a socket's 'close' handler sees the store its connect or accept had.
     this.runtime.afterClosePhase(() => {
-      this.resource.emitDestroy();
-      if (typeof cb === 'function') cb();
+      try {
+        if (typeof cb === 'function') this.resource.runInAsyncScope(cb);
+      } finally {
+        this.resource.emitDestroy();
+      }
     });
   }
 

@@ -18,6 +18,7 @@
 //  - TCP.prototype.close/ref/unref: carry the same to the bypass listener.
 //  - cluster workers: each registers its own bypass listener for the shared
 //    port (cluster.ts), beside the handle Node's cluster machinery gives it.
+import { AsyncResource } from 'node:async_hooks';
 import clusterModule = require('node:cluster');
 import * as net from 'node:net';
 import { EventKind } from '../addon';
@@ -93,18 +94,33 @@ function isClusterRoundRobin(server: any): boolean {
 
 /** The bypass side of a listening kernel handle. */
 class BypassListener implements EventTarget {
+  /**
+   * The async context its connections arrive in. Node calls a kernel
+   * listener's onconnection in the listening handle's (made where listen()
+   * was called): the connection's handle, the http parser's resource and an
+   * AsyncLocalStorage store all come from there. Made beside that handle,
+   * at listen(), this one carries the same.
+   */
+  private readonly resource: AsyncResource;
+
   constructor(
     readonly id: number,
     private readonly kernelHandle: any,
     private readonly runtime: Runtime,
     private readonly internals: Internals,
   ) {
+    const trigger = typeof kernelHandle.getAsyncId === 'function' ? kernelHandle.getAsyncId() : undefined;
+    this.resource = new AsyncResource('TCPSERVERWRAP', { triggerAsyncId: trigger });
     runtime.register(id, this);
   }
 
   deliver(kind: number, arg: number): void {
     if (kind !== EventKind.Accept) return;
-    const client = new BypassHandle(this.runtime, this.internals, arg);
+    this.resource.runInAsyncScope(this.accept, this, arg);
+  }
+
+  private accept(id: number): void {
+    const client = new BypassHandle(this.runtime, this.internals, id);
     if (typeof this.kernelHandle.onconnection !== 'function') {
       client.close();
       return;
@@ -168,20 +184,26 @@ function installConsumeGuard(TCP: any): void {
 /**
  * An http server consumes a kernel socket's handle (above): libuv feeds its
  * parser natively, outside any callback scope, so the parser's own scopes
- * are the outermost and run the tick queue where Node's code does: after a
- * body chunk (onBody is a MakeCallback), not after the headers or the
- * message's end (kSkipTaskQueues). A request handler's nextTicks run after
- * the body that came in the same read, before its end; a request paused in
- * its first 'data' event is not dumped (test-http-pause-no-dump).
- * Over a bypassed socket the parser runs inside the socket's 'data' event:
- * that socket's reads come bare (BypassHandle.bareReads), so the parser's
- * scopes are the outermost there too. It counts as consumed until Node
- * unconsumes it (a 'data' listener, an upgrade, the parser's release),
- * which gives its reads their scope back.
+ * are the outermost. Node's body callback is a MakeCallback, whose end runs
+ * the nextTicks and microtasks queued so far; headers complete and message
+ * complete skip the task queues (kSkipTaskQueues), and the end of the read
+ * (kOnExecute) runs them again. So a request handler's ticks run after the
+ * body that came in its headers' read, before the request's end: a request
+ * paused in its first 'data' event is not dumped on finish.
+ * Over a bypassed socket the parser runs inside the socket's 'data' event,
+ * whose callback scope (ours, and the socket's async context, which an
+ * AsyncLocalStorage store rides on) ends with the read: that end is
+ * kOnExecute's. Only the body callback needs the queue run after it: the
+ * server parser of such a socket gets a wrapper there. It counts as
+ * consumed until Node unconsumes it (a 'data' listener, an upgrade, the
+ * parser's release), which puts its own callback back. (Reads outside any
+ * scope, as libuv's, would make the parser's scopes outermost by
+ * themselves, but then nothing of the socket's async context surrounds the
+ * rest of the read: an 'upgrade' or 'clientError' handler lost its store.)
  */
-const kBareHandle = Symbol('sidestep.bareReadsHandle');
+const kOwnOnBody = Symbol('sidestep.ownOnBody');
 
-function installParserBareReads(): void {
+function installParserTicks(): void {
   let HTTPParser: any;
   try {
     HTTPParser = require('_http_common').HTTPParser;
@@ -189,28 +211,41 @@ function installParserBareReads(): void {
     return;
   }
   const proto = HTTPParser?.prototype;
-  if (typeof proto?.initialize !== 'function' || typeof proto.unconsume !== 'function') return;
-  const release = (parser: any) => {
-    const handle: BypassHandle | null = parser[kBareHandle];
-    if (!handle) return;
-    parser[kBareHandle] = null;
-    handle.bareReads(false);
+  const tick = (process as any)._tickCallback;
+  const kOnBody = HTTPParser?.kOnBody;
+  if (typeof proto?.initialize !== 'function' || typeof proto.unconsume !== 'function' || typeof tick !== 'function' ||
+      typeof kOnBody !== 'number')
+    return;
+  const restore = (parser: any) => {
+    if (!parser[kOwnOnBody]) return;
+    parser[kOnBody] = parser[kOwnOnBody];
+    parser[kOwnOnBody] = null;
+  };
+  // One wrapper, shared by every such parser: the parser's own callback,
+  // then the queued ticks, as the end of Node's MakeCallback for it.
+  const onBody = function (this: any, ...args: unknown[]) {
+    const r = this[kOwnOnBody].apply(this, args);
+    tick(); // (not after a throw: that goes to 'uncaughtException' first)
+    return r;
   };
   const initialize = proto.initialize;
   proto.initialize = function (this: any, type: number, resource: any, ...rest: unknown[]) {
-    release(this); // (parsers are reused)
+    restore(this); // (parsers are reused)
     const r = initialize.call(this, type, resource, ...rest);
-    const handle = resource?.socket?._handle;
-    if (type === HTTPParser.REQUEST && handle instanceof BypassHandle && handle.bareReads(true)) {
-      this[kBareHandle] = handle;
+    if (type === HTTPParser.REQUEST && resource?.socket?._handle instanceof BypassHandle) {
+      if (typeof this[kOnBody] === 'function') {
+        this[kOwnOnBody] = this[kOnBody];
+        this[kOnBody] = onBody;
+      }
       this._consumed = true;
     }
     return r;
   };
   const unconsume = proto.unconsume;
   proto.unconsume = function (this: any, ...args: unknown[]) {
-    if (!this[kBareHandle]) return unconsume.apply(this, args);
-    release(this);
+    restore(this);
+    // (Natively a no-op for a parser that consumed no handle.)
+    return unconsume.apply(this, args);
   };
 }
 
@@ -259,7 +294,7 @@ export function installHooks(internals: Internals, runtime: Runtime, fallbacks: 
     const tlsProblem = installTlsBridge((h) => ownerOf(internals, h));
     if (tlsProblem) fallbacks.record(tlsProblem);
     installConsumeGuard(internals.TCP);
-    installParserBareReads();
+    installParserTicks();
   });
   const ipcProblem = installIpcGuard((h) => ownerOf(internals, h));
   if (ipcProblem) debug('%s', ipcProblem);
