@@ -19,21 +19,34 @@ export class Runtime {
 
   private constructor(readonly binding: Binding) {}
 
-  /** Start this event loop's stack on the fabric; returns the runtime or the reason it can't. */
-  static attach(binding: Binding, config: Config): Runtime | string {
+  /**
+   * Start this event loop's stack on the fabric; returns the runtime or the
+   * reason it can't. `runTicks` runs Node's tick queue and microtasks, as
+   * the end of an outermost callback scope does: given, it runs after each
+   * event, and the addon lets the events of one dispatch share one native
+   * callback scope (see Runtime::Emit); null, each event has its own.
+   */
+  static attach(binding: Binding, config: Config, runTicks: (() => void) | null): Runtime | string {
     const rt = new Runtime(binding);
-    const sink: EventSink = (kind, id, arg, data, offset) => {
+    const deliver = (kind: number, id: number, arg: number, data?: ArrayBuffer, offset?: number) => {
       if (kind === EventKind.Capture) return rt.onCapture?.(id, arg === 1, data!);
       if (kind === EventKind.ClosePhase) return rt.runClosePhase();
       const target = rt.targets.get(id);
       if (target) target.deliver(kind, arg, data, offset);
     };
+    const sink: EventSink = runTicks
+      ? (kind, id, arg, data, offset) => {
+          deliver(kind, id, arg, data, offset);
+          runTicks();
+        }
+      : deliver;
     const attachConfig = {
       fabric: config.fabric,
       ringBytes: config.ringBytes,
       mtu: config.mtu,
       timeWaitMs: config.timeWaitMs,
       spinUs: config.spinUs,
+      ticksInJs: runTicks !== null,
       orphanLingerMs: config.orphanLingerMs,
       sameUidOnly: config.peers === 'same-uid',
       faults: config.faults,

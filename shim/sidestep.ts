@@ -59,7 +59,7 @@ export function install(): State {
   if (typeof internals === 'string') return disable(s, internals);
   const loaded = loadBinding();
   if ('reason' in loaded) return disable(s, loaded.reason);
-  const runtime = Runtime.attach(loaded.binding, config);
+  const runtime = Runtime.attach(loaded.binding, config, internals.runTicks);
   if (typeof runtime === 'string') return disable(s, runtime);
   s.runtime = runtime;
   serveInspection(runtime, config.fabric, threadId, { capture: config.capture }, () => ({

@@ -67,6 +67,7 @@ Napi::Value Attach(const Napi::CallbackInfo& info) {
   rc.stack.time_wait = static_cast<stack::Micros>(OptU32(cfg, "timeWaitMs", 1000)) * 1000;
   rc.stack.rto_min = static_cast<stack::Micros>(OptU32(cfg, "rtoMinMs", 200)) * 1000;
   rc.spin_us = OptU32(cfg, "spinUs", 0);
+  rc.ticks_in_js = cfg.Get("ticksInJs").ToBoolean();
   rc.orphan_linger_us = uint64_t(OptU32(cfg, "orphanLingerMs", 60000)) * 1000;
   Napi::Value faults = cfg.Get("faults");
   if (faults.IsObject()) {

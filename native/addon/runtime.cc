@@ -115,6 +115,7 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
   stack_ = std::make_unique<stack::Stack>(sc, *link);
   send_limit_ = sc.send_buffer;
   spin_us_ = config.spin_us;
+  ticks_in_js_ = config.ticks_in_js;
   orphan_linger_us_ = config.orphan_linger_us;
   on_event_ = Napi::Persistent(on_event);
   async_context_ = std::make_unique<Napi::AsyncContext>(env_, "sidestep:fabric");
@@ -175,9 +176,11 @@ void Runtime::OnClosePhase(uv_handle_t* h) {
   // before the next one. (Those asked for meanwhile wait for the next phase.)
   size_t n = self->close_callbacks_;
   self->close_callbacks_ = 0;
+  Napi::HandleScope handle_scope(self->env_);  // (the shared scope's resource lives in it)
   for (size_t i = 0; i < n && !self->on_event_.IsEmpty(); ++i) {
     self->Emit(kClosePhase, 0, 0, Napi::Value());
   }
+  self->EndSharedScope();
 }
 
 void Runtime::Detach() {

@@ -13,6 +13,7 @@
 #include <uv.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 #include <unordered_map>
 #include <utility>
@@ -44,6 +45,9 @@ struct RuntimeConfig {
   stack::Config stack;
   // Before sleeping, watch the rings this long for more frames (SIDESTEP_SPIN_US).
   uint32_t spin_us = 0;
+  // The JS sink runs Node's tick queue after each event it is given: the
+  // events of one dispatch may then share one callback scope (Runtime::Emit).
+  bool ticks_in_js = false;
   // How long a survivor may leave a dead peer's bytes unread before they are
   // dropped and the connection reset (SIDESTEP_ORPHAN_LINGER_MS): Linux
   // keeps an orphaned socket about this long (tcp_fin_timeout).
@@ -222,6 +226,10 @@ class Runtime final : private stack::Reader {
   int Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* parts, size_t count);
   // Outside the pump: make sure ACKs the stack holds get their flush().
   void FlushSoon();
+  // Ends the shared callback scope, if one is open: its close runs what the
+  // tick queue still holds (after an exception, what the handler queued).
+  // Called where a dispatch or a close phase ends.
+  void EndSharedScope() { shared_scope_.reset(); }
   void Emit(int32_t kind, uint32_t id, int32_t arg, Napi::Value data, size_t offset = 0);
   SocketState* Find(stack::SocketId id);
 
@@ -241,6 +249,10 @@ class Runtime final : private stack::Reader {
   uint32_t spin_losses_ = 0;     // consecutive spins that saw nothing
   Napi::FunctionReference on_event_;
   std::unique_ptr<Napi::AsyncContext> async_context_;
+  // The callback scope the events of one dispatch (or close phase) share
+  // when the sink runs the tick queue after each (see Emit).
+  bool ticks_in_js_ = false;
+  std::optional<Napi::CallbackScope> shared_scope_;
   std::unique_ptr<ReadSlabs> slabs_;
 
   // uv handles live in heap blocks freed in their close callbacks, so a

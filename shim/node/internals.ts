@@ -50,6 +50,11 @@ export interface Internals {
   /** net.Socket's kBufferGen (the `onread` option's buffer generator); null: this Node has none. */
   bufferGenSymbol: symbol | null | undefined;
   UV_EOF: number;
+  /**
+   * Run the nextTick queue and microtasks, as the end of an outermost
+   * callback scope does (process._tickCallback: Node's runNextTicks).
+   */
+  runTicks: (() => void) | null;
 }
 
 /**
@@ -107,6 +112,7 @@ export function loadInternals(): Internals | string {
     bufferGenSymbol: undefined,
     // libuv's UV_EOF; the same value on every platform libuv supports.
     UV_EOF: -4095,
+    runTicks: typeof (process as any)._tickCallback === 'function' ? (process as any)._tickCallback : null,
   };
 }
 
