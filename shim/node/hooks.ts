@@ -223,8 +223,9 @@ function installParserTicks(): void {
   };
   // One wrapper, shared by every such parser: the parser's own callback,
   // then the queued ticks, as the end of Node's MakeCallback for it.
-  const onBody = function (this: any, ...args: unknown[]) {
-    const r = this[kOwnOnBody].apply(this, args);
+  // (One argument, the chunk, as Node's parserOnBody: no rest array per chunk.)
+  const onBody = function (this: any, chunk: unknown) {
+    const r = this[kOwnOnBody].call(this, chunk);
     tick(); // (not after a throw: that goes to 'uncaughtException' first)
     return r;
   };
