@@ -149,6 +149,8 @@ Napi::Object Runtime::Stats(Napi::Env env) {
   if (slabs_) {
     set("readSlabs", slabs_->mapped());
     set("readSlabsFree", slabs_->free_slabs());
+    set("readSlabBytes", slabs_->mapped_bytes());
+    set("readSlabBytesFree", slabs_->free_bytes());
     set("readSlabsMade", slabs_->made());
     set("readsLoose", slabs_->loose());
   }

@@ -9,22 +9,23 @@
 namespace sidestep::addon {
 
 namespace {
-// Slabs kept warm for reuse; more are freed. A stream at full speed has
-// about two semi-spaces' worth of slabs in JS's hands (see
+// Free slabs kept warm for reuse, in bytes; more are freed. A stream at full
+// speed has about two semi-spaces' worth of slabs in JS's hands (see
 // invite_young_collection()): a pool smaller than that hands out fresh
 // memory, whose page faults cost more than the copy itself.
-constexpr size_t kKeepFree = 64;
-// An idle process keeps this many free slabs: once no slab has been taken
-// for kTrimAfterMs, the free ones beyond them are unmapped. (After a 1 GiB
-// transfer a receiver otherwise held ~43 MiB more than in kernel mode.)
-constexpr size_t kIdleKeep = 4;
+constexpr size_t kKeepFreeBytes = 128u << 20;
+// An idle process keeps this much in free slabs (four large ones): once no
+// slab has been taken for kTrimAfterMs, the free ones beyond are unmapped.
+// (After a 1 GiB transfer a receiver otherwise held ~43 MiB more than in
+// kernel mode.)
+constexpr size_t kIdleKeepBytes = 8u << 20;
 constexpr uint64_t kTrimAfterMs = 2000;
 // A window (a slab's ArrayBuffer) older than this is let go at the end of
 // the dispatch, and the slab's next reads get a new one: see unpin().
 constexpr uint64_t kWindowMs = 5;
-// Slabs in JS's hands beyond which, with none free, reads go to loose memory
-// instead of a fresh slab (reserve_loose()).
-constexpr size_t kLooseAfter = 32;
+// Slab memory mapped (32 large slabs) beyond which, with none free, reads go
+// to loose memory instead of a fresh slab (reserve_loose()).
+constexpr size_t kLooseAfterBytes = 64u << 20;
 
 // A slab is plain 4 KiB pages. Huge pages (MADV_HUGEPAGE) were tried and
 // dropped: a fresh huge page is zeroed whole at its first touch, and on a VM
@@ -33,16 +34,17 @@ constexpr size_t kLooseAfter = 32;
 // spent 20% of the machine in clear_page_erms, 1.31x the kernel's wall time
 // against 1.12x without; docs/performance.md). Streaming readers reuse their
 // slabs, so they gain little from huge pages (bulk within noise).
-uint8_t* map_slab() {
-  void* p = ::mmap(nullptr, ReadSlabs::kSlabBytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+uint8_t* map_slab(size_t bytes) {
+  void* p = ::mmap(nullptr, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
   return p == MAP_FAILED ? nullptr : static_cast<uint8_t*>(p);
 }
 
-void unmap_slab(uint8_t* m) { ::munmap(m, ReadSlabs::kSlabBytes); }
+void unmap_slab(uint8_t* m, size_t bytes) { ::munmap(m, bytes); }
 }
 
 struct ReadSlabs::Slab {
   uint8_t* mem;
+  size_t bytes;  // kSlabBytes or kSmallSlabBytes
   // Shared with the pool, so a finalizer that runs after the pool's owner is
   // gone (environment teardown) frees instead of recycling.
   std::shared_ptr<Pool> pool;
@@ -56,59 +58,75 @@ struct ReadSlabs::Slab {
 
 struct ReadSlabs::Pool {
   bool alive = true;
-  std::vector<uint8_t*> free;
-  size_t mapped = 0;
+  std::vector<uint8_t*> free_large, free_small;
+  size_t mapped = 0, mapped_bytes = 0;
+  size_t free_bytes = 0;
   uint64_t made = 0;            // slabs ever mapped (fresh memory, page faults)
   uint64_t takes = 0;           // since the trim timer last looked
   uv_timer_t* trim = nullptr;   // while ReadSlabs lives (it closes the handle)
 
-  uint8_t* take() {
+  std::vector<uint8_t*>& free_of(size_t bytes) { return bytes == kSlabBytes ? free_large : free_small; }
+  bool any_free(size_t bytes) const { return !(bytes == kSlabBytes ? free_large : free_small).empty(); }
+  size_t free_count() const { return free_large.size() + free_small.size(); }
+
+  uint8_t* take(size_t bytes) {
     ++takes;
-    if (!free.empty()) {
-      uint8_t* m = free.back();
-      free.pop_back();
+    std::vector<uint8_t*>& list = free_of(bytes);
+    if (!list.empty()) {
+      uint8_t* m = list.back();
+      list.pop_back();
+      free_bytes -= bytes;
       return m;
     }
-    uint8_t* m = map_slab();
+    uint8_t* m = map_slab(bytes);
     if (m) {
       ++mapped;
+      mapped_bytes += bytes;
       ++made;
     }
     return m;
   }
-  void give(uint8_t* m) {
-    if (alive && free.size() < kKeepFree) {
-      free.push_back(m);
+  void give(uint8_t* m, size_t bytes) {
+    if (alive && free_bytes + bytes <= kKeepFreeBytes) {
+      free_of(bytes).push_back(m);
+      free_bytes += bytes;
       arm_trim();
       return;
     }
-    release(m);
+    release(m, bytes);
   }
   // (Not reported to V8 as external memory: V8 already counts a slab while
   // its ArrayBuffer lives, and counting it twice only brought on more full
   // collections.)
-  void release(uint8_t* m) {
-    unmap_slab(m);
+  void release(uint8_t* m, size_t bytes) {
+    unmap_slab(m, bytes);
     --mapped;
+    mapped_bytes -= bytes;
+  }
+  // Unmap free slabs, large ones first, until at most `keep` bytes are free.
+  void release_free_beyond(size_t keep) {
+    for (std::vector<uint8_t*>* list : {&free_large, &free_small}) {
+      const size_t bytes = list == &free_large ? kSlabBytes : kSmallSlabBytes;
+      while (free_bytes > keep && !list->empty()) {
+        release(list->back(), bytes);
+        list->pop_back();
+        free_bytes -= bytes;
+      }
+    }
   }
   // More free slabs than an idle process keeps: look again every
   // kTrimAfterMs, and trim once a whole period went by without a take.
   void arm_trim() {
-    if (!trim || free.size() <= kIdleKeep || uv_is_active(reinterpret_cast<uv_handle_t*>(trim))) return;
+    if (!trim || free_bytes <= kIdleKeepBytes || uv_is_active(reinterpret_cast<uv_handle_t*>(trim))) return;
     takes = 0;
     uv_timer_start(trim, OnTrim, kTrimAfterMs, kTrimAfterMs);
   }
   static void OnTrim(uv_timer_t* t) {
     auto* p = static_cast<Pool*>(t->data);
     if (!p) return;
-    if (p->takes == 0) {
-      while (p->free.size() > kIdleKeep) {
-        p->release(p->free.back());
-        p->free.pop_back();
-      }
-    }
+    if (p->takes == 0) p->release_free_beyond(kIdleKeepBytes);
     p->takes = 0;
-    if (p->free.size() <= kIdleKeep) uv_timer_stop(t);
+    if (p->free_bytes <= kIdleKeepBytes) uv_timer_stop(t);
   }
 };
 
@@ -118,7 +136,7 @@ void ReadSlabs::Slab::WindowCollected(napi_env, void*, void* hint) {
 }
 
 void ReadSlabs::Slab::free() {
-  pool->give(mem);
+  pool->give(mem, bytes);
   delete this;
 }
 
@@ -143,13 +161,13 @@ ReadSlabs::~ReadSlabs() {
     t->data = nullptr;
     uv_close(reinterpret_cast<uv_handle_t*>(t), [](uv_handle_t* h) { delete reinterpret_cast<uv_timer_t*>(h); });
   }
-  for (uint8_t* m : pool_->free) unmap_slab(m);
-  pool_->mapped -= pool_->free.size();
-  pool_->free.clear();
+  pool_->release_free_beyond(0);
 }
 
 size_t ReadSlabs::mapped() const { return pool_->mapped; }
-size_t ReadSlabs::free_slabs() const { return pool_->free.size(); }
+size_t ReadSlabs::free_slabs() const { return pool_->free_count(); }
+size_t ReadSlabs::mapped_bytes() const { return pool_->mapped_bytes; }
+size_t ReadSlabs::free_bytes() const { return pool_->free_bytes; }
 uint64_t ReadSlabs::made() const { return pool_->made; }
 
 // V8 frees an ArrayBuffer that dies young in a scavenge, but it decides
@@ -187,6 +205,7 @@ void ReadSlabs::retire_current() {
     if (sl->windows == 0) sl->free();
   }
   fill_ = 0;
+  current_bytes_ = 0;
 }
 
 // A window lives as long as JS holds any read in it. One that stayed
@@ -215,14 +234,16 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
   // uncommitted (a read that found nothing) must not make the next one's
   // commit count as loose, nor the reverse.
   loose_ = false;
-  if (current_ && kSlabBytes - fill_ < want) retire_current();
+  if (current_ && current_bytes_ - fill_ < want) retire_current();
   Span s;
-  if (!current_ && pool_->free.empty() && pool_->mapped >= kLooseAfter) return reserve_loose(want);
   if (!current_) {
-    uint8_t* mem = pool_->take();
+    const size_t bytes = want < kSmallReadBytes ? kSmallSlabBytes : kSlabBytes;
+    if (!pool_->any_free(bytes) && pool_->mapped_bytes >= kLooseAfterBytes) return reserve_loose(want);
+    uint8_t* mem = pool_->take(bytes);
     if (!mem) return s;
-    current_ = new Slab{mem, pool_};
+    current_ = new Slab{mem, bytes, pool_};
     fill_ = 0;
+    current_bytes_ = bytes;
   }
   // A read that doesn't fit the window gets a new one (where the slab has
   // room for it).
@@ -244,7 +265,7 @@ ReadSlabs::Span ReadSlabs::reserve(size_t want) {
 // response traffic, the whole slab under a stream.
 bool ReadSlabs::open_window(size_t want) {
   constexpr size_t kMinWindow = 64 << 10;
-  const size_t rest = kSlabBytes - fill_;
+  const size_t rest = current_bytes_ - fill_;
   const size_t len = std::min(rest, std::max({want, kMinWindow, 2 * last_window_used_}));
   napi_handle_scope scope;
   if (napi_open_handle_scope(env_, &scope) != napi_ok) return false;
@@ -274,8 +295,9 @@ bool ReadSlabs::open_window(size_t want) {
 // the ones still in a Readable's buffer or a pipe's hands at a scavenge
 // survive it, and pin their slabs — nearly every recent slab when 24 echo
 // streams interleave (an echo server then mapped ~60 fresh slabs for 384
-// MiB, 40% of its CPU zeroing huge pages). Once JS holds kLooseAfter slabs
-// and none is free, a read gets a buffer of its own from Node's allocator
+// MiB, 40% of its CPU zeroing huge pages). Once kLooseAfterBytes of slabs
+// are mapped and none of the size wanted is free, a read gets a buffer of
+// its own from Node's allocator
 // (uninitialized, malloc'd, reused as soon as V8 frees it), as a kernel
 // socket's reads do: it pins only itself, and V8 counts it toward its own
 // scavenges, which bring the slabs back.
@@ -308,7 +330,7 @@ void ReadSlabs::commit(size_t used, bool packed) {
     return;
   }
   fill_ += packed ? used : (used + 7) & ~size_t{7};
-  if (fill_ >= kSlabBytes) retire_current();
+  if (fill_ >= current_bytes_) retire_current();
 }
 
 }  // namespace sidestep::addon

@@ -26,7 +26,15 @@ namespace sidestep::addon {
 
 class ReadSlabs {
  public:
+  // Two sizes of slab. Reads of a stream go into large ones; a slab taken
+  // for a small read (request/response traffic) is small: a slab returns
+  // only once V8 collected every read in it, and a server's many small reads
+  // kept several large slabs in JS's hands — ~14 MiB of an HTTP server's RSS
+  // under 50 connections, 1.27x the kernel's RSS (docs/performance.md).
   static constexpr size_t kSlabBytes = 2 << 20;
+  static constexpr size_t kSmallSlabBytes = 256 << 10;
+  // A slab taken for a reservation below this is small.
+  static constexpr size_t kSmallReadBytes = 16 << 10;
 
   explicit ReadSlabs(napi_env env);
   ~ReadSlabs();
@@ -57,6 +65,9 @@ class ReadSlabs {
   // For stats(): slabs mapped (in JS's hands, current, or free) and free.
   size_t mapped() const;
   size_t free_slabs() const;
+  // The same in bytes (slabs come in two sizes).
+  size_t mapped_bytes() const;
+  size_t free_bytes() const;
   // Slabs mapped so far (each fresh: its pages fault in zeroed).
   uint64_t made() const;
   // Reads given memory of their own instead (see reserve_loose()).
@@ -76,6 +87,7 @@ class ReadSlabs {
   uv_loop_t* loop_ = nullptr;
   Slab* current_ = nullptr;  // the slab reads go into
   size_t fill_ = 0;          // how much of it they used
+  size_t current_bytes_ = 0;  // its size
   // The ArrayBuffer reads in it are delivered in: a window over the slab's
   // memory from window_start_ to window_end_, made at window_born_ (loop ms).
   napi_ref window_ref_ = nullptr;

@@ -1,6 +1,6 @@
 // When JS holds on to its reads (an app buffering a whole upload), their read
 // slabs can't come back: past the slabs the runtime lets JS hold with none
-// free (read_slabs.cc kLooseAfter, 32), reads get memory of their own from
+// free (read_slabs.cc kLooseAfterBytes, 32 large slabs), reads get memory of their own from
 // Node's allocator instead of fresh slabs. Every byte still arrives, in order
 // (sha256 of the 96 MiB kept), over the fabric (no kernel connection).
 'use strict';
@@ -9,7 +9,7 @@ const assert = require('node:assert');
 const { Harness } = require('../support/harness');
 
 const BYTES = 96 << 20;
-const LOOSE_AFTER = 32; // read_slabs.cc kLooseAfter
+const LOOSE_AFTER = 32; // read_slabs.cc kLooseAfterBytes: 32 large slabs
 
 test('reads JS keeps past the slab limit get memory of their own, byte-exact', async (t) => {
   const h = new Harness(t);
