@@ -96,7 +96,11 @@ async function runSuite(options, command) {
   try {
     for (const c of cases) {
       for (let rep = 0; rep < o.reps; rep++) {
-        for (const v of c.variants) {
+        // Odd repetitions run the variants in reverse: on this VM whichever
+        // runs later in a repetition tends to do better (a warmer machine),
+        // and alternating gives each pair of variants both orders.
+        const order = rep % 2 ? [...c.variants].reverse() : c.variants;
+        for (const v of order) {
           const r = await execute(c, v, rep, o);
           runs.push(r);
           process.stderr.write(`[${((Date.now() - t0) / 1000).toFixed(0).padStart(4)} s] ${c.id.padEnd(14)} ${v.padEnd(13)} rep ${rep + 1}/${o.reps}: ${primary(r, c)}${r.problems ? ' [' + r.problems.join('; ') + ']' : ''}\n`);

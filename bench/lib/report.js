@@ -55,7 +55,7 @@ function markdown(results) {
   L.push(`Command: \`${results.command}\``, '');
   const b = results.sidestep;
   if (b) L.push(`sidestep: ${b.root}, checkout at ${b.gitHead}${b.checkoutChangedFiles ? ` with ${b.checkoutChangedFiles} uncommitted file(s) in shim/ and native/` : ''}${b.addonBuilt ? `, addon built ${b.addonBuilt}` : ''}.`, '');
-  L.push(`Node ${results.node}, ${results.machine.cpus}× ${results.machine.cpuModel}, load average at start ${results.machine.loadStart.join(' ')}, at end ${(results.machine.loadEnd || []).join(' ')}. ${results.options.reps} interleaved repetition(s) per case (variants in the order shown, rep after rep). Cells: median over repetitions · per-pair ratio to the kernel run of the same repetition, median (min–max).${results.options.cpuProf ? ' **Run with --cpu-prof: profiled runs are slower.**' : ''}`, '');
+  L.push(`Node ${results.node}, ${results.machine.cpus}× ${results.machine.cpuModel}, load average at start ${results.machine.loadStart.join(' ')}, at end ${(results.machine.loadEnd || []).join(' ')}. ${results.options.reps} interleaved repetition(s) per case (variants in the order shown, reversed every other repetition). Cells: median over repetitions · per-pair ratio to the kernel run of the same repetition, median (min–max).${results.options.cpuProf ? ' **Run with --cpu-prof: profiled runs are slower.**' : ''}`, '');
   for (const g of groups(results)) {
     L.push(`### ${TITLES[g.workload] || g.workload}`, '');
     L.push(`| case | metric | ${g.variants.map((v) => variantLabel(v, results)).join(' | ')} |`);

@@ -2,7 +2,7 @@
 // sidestep with both sides hooked on a fabric of their own, or plain node over
 // a unix socket), samples CPU time and memory from /proc when a process asks
 // (mark), checks that sidestep runs really were bypassed, interleaves the
-// variants of a case rep after rep (A B A B ...), and summarises: medians,
+// variants of a case rep after rep (A B C, C B A, A B C ...), and summarises: medians,
 // per-pair ratios against the kernel with their min-max.
 'use strict';
 const { spawn, execFileSync } = require('node:child_process');
