@@ -300,6 +300,11 @@ class Runtime final : private stack::Reader {
   };
   std::vector<DirectRead> direct_reads_;
   size_t direct_reads_emitted_ = 0;
+  // Data for socket `id` a kernel would hold in its receive queue (Close()):
+  // direct reads not emitted yet, or bytes the peer's application wrote
+  // that have not reached our stack.
+  bool UndeliveredReads(stack::SocketId id) const;
+  bool ArrivedUnread(stack::SocketId id) const;
   // Loopback connects completed, delivered at the end of the next dispatch
   // (the kernel's order: the listener's accept first).
   struct HeldConnect {

@@ -187,4 +187,48 @@ std::vector<PeerArena::Live> PeerArena::live() const {
   return out;
 }
 
+const SlotDescriptor* PeerArena::descriptor(uint32_t segment, uint32_t slot) const {
+  if (segment >= segments_.size() || !segments_[segment].base || slot >= segments_[segment].slots) return nullptr;
+  return reinterpret_cast<const SlotDescriptor*>(segments_[segment].base + sizeof(ArenaHeader)) + slot;
+}
+
+bool PeerArena::written_end(uint8_t family, const uint8_t local[16], uint16_t local_port, const uint8_t remote[16],
+                            uint16_t remote_port, uint32_t* out) const {
+  const uint32_t key = uint32_t(local_port) << 16 | remote_port;
+  // Whether the slot at `at` is in use for this connection; a copy of its
+  // descriptor, as the peer may rewrite it.
+  auto names = [&](uint32_t at, SlotDescriptor* c) {
+    const SlotDescriptor* d = descriptor(at >> 8, at & 0xff);
+    if (!d) return false;
+    std::memcpy(c, d, sizeof *c);
+    return (c->generation & 1) && c->family == family && c->local_port == local_port &&
+           c->remote_port == remote_port && std::memcmp(c->local, local, 16) == 0 &&
+           std::memcmp(c->remote, remote, 16) == 0;
+  };
+  SlotDescriptor c;
+  auto it = where_.find(key);
+  if (it == where_.end() || !names(it->second, &c)) {
+    where_.clear();
+    bool found = false;
+    for (uint32_t seg = 0; seg < segments_.size(); ++seg) {
+      for (uint32_t k = 0; k < segments_[seg].slots && k < kArenaSlots; ++k) {
+        const SlotDescriptor* d = descriptor(seg, k);
+        if (!d) break;
+        SlotDescriptor e;
+        std::memcpy(&e, d, sizeof e);
+        if (!(e.generation & 1)) continue;
+        where_[uint32_t(e.local_port) << 16 | e.remote_port] = seg << 8 | k;
+      }
+    }
+    it = where_.find(key);
+    found = it != where_.end() && names(it->second, &c);
+    // (Two connections with the same ports and other addresses share a key.)
+    for (uint32_t seg = 0; !found && seg < segments_.size(); ++seg)
+      for (uint32_t k = 0; !found && k < segments_[seg].slots && k < kArenaSlots; ++k) found = names(seg << 8 | k, &c);
+    if (!found) return false;
+  }
+  *out = c.written_end;
+  return true;
+}
+
 }  // namespace sidestep::link

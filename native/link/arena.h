@@ -25,6 +25,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <string>
+#include <unordered_map>
 #include <vector>
 
 namespace sidestep::link {
@@ -146,6 +147,11 @@ class PeerArena {
     uint64_t capacity;
   };
   std::vector<Live> live() const;
+  // How far the peer has written the stream of its connection (owner's view:
+  // family, local address and port, remote address and port), if a slot in
+  // use names it. Untrusted, as everything here.
+  bool written_end(uint8_t family, const uint8_t local[16], uint16_t local_port, const uint8_t remote[16],
+                   uint16_t remote_port, uint32_t* out) const;
 
  private:
   struct Segment {
@@ -155,6 +161,11 @@ class PeerArena {
     uint64_t slot_bytes = 0;
   };
   std::vector<Segment> segments_;
+  // Where written_end() last found each connection (its ports -> segment
+  // << 8 | slot), rebuilt from a scan when an entry no longer names it: a
+  // close asks once per connection, and a scan per close cost O(slots).
+  mutable std::unordered_map<uint32_t, uint32_t> where_;
+  const SlotDescriptor* descriptor(uint32_t segment, uint32_t slot) const;
 };
 
 }  // namespace sidestep::link

@@ -141,6 +141,10 @@ class Fabric {
   template <class Deliver>
   size_t rx_poll(Deliver&& deliver, size_t budget);
   bool rx_pending() const;
+  // How far the peer at `from` has written its connection's stream (its
+  // view: local and remote address and port), from its send arena's slot.
+  bool peer_written_end(LinkAddr from, uint8_t family, const uint8_t local[16], uint16_t local_port,
+                        const uint8_t remote[16], uint16_t remote_port, uint32_t* out) const;
 
   // ---- sleeping and waking (the need-wakeup protocol) ----
   int doorbell_fd() const;

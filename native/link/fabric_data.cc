@@ -295,6 +295,12 @@ bool Fabric::rx_pending() const {
   return false;
 }
 
+bool Fabric::peer_written_end(LinkAddr from, uint8_t family, const uint8_t local[16], uint16_t local_port,
+                              const uint8_t remote[16], uint16_t remote_port, uint32_t* out) const {
+  const Pair* p = impl_->find(from);
+  return p && p->theirs && p->theirs->written_end(family, local, local_port, remote, remote_port, out);
+}
+
 void Fabric::doorbell_drain() {
   if (impl_->bell.drain()) ++impl_->counters.wakeups;
 }
