@@ -208,7 +208,11 @@ bool PeerArena::written_end(uint8_t family, const uint8_t local[16], uint16_t lo
   SlotDescriptor c;
   auto it = where_.find(key);
   if (it == where_.end() || !names(it->second, &c)) {
-    where_.clear();
+    // Entries of connections gone are overwritten as their ports come back;
+    // past a few times the slots in use, they are dropped first.
+    size_t in_use = 0;
+    for (const Segment& seg : segments_) in_use += seg.slots;
+    if (where_.size() > 4 * in_use + 64) where_.clear();
     bool found = false;
     for (uint32_t seg = 0; seg < segments_.size(); ++seg) {
       for (uint32_t k = 0; k < segments_[seg].slots && k < kArenaSlots; ++k) {
