@@ -153,7 +153,7 @@ struct Config {
   // send_buffer is the level at or above which send() still copies but the
   // caller should wait for a Writable event (backpressure).
   uint32_t recv_buffer = 1u << 20;
-  uint32_t send_buffer = 1u << 20;
+  uint32_t send_buffer = 2u << 20;
   // Compute and verify IPv4/TCP checksums (false on the trusted fabric; true on
   // a TAP device or NIC).
   bool checksums = false;
