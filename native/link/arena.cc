@@ -208,27 +208,24 @@ bool PeerArena::written_end(uint8_t family, const uint8_t local[16], uint16_t lo
   SlotDescriptor c;
   auto it = where_.find(key);
   if (it == where_.end() || !names(it->second, &c)) {
-    // Entries of connections gone are overwritten as their ports come back;
-    // past a few times the slots in use, they are dropped first.
-    size_t in_use = 0;
-    for (const Segment& seg : segments_) in_use += seg.slots;
-    if (where_.size() > 4 * in_use + 64) where_.clear();
+    // One pass over every slot: index those in use (entries of connections
+    // gone are overwritten as their ports come back, and dropped past a few
+    // times the slots) and look for ours among them (two connections with
+    // the same ports and other addresses share a key).
+    size_t slots = 0;
+    for (const Segment& seg : segments_) slots += seg.slots;
+    if (where_.size() > 4 * slots + 64) where_.clear();
     bool found = false;
     for (uint32_t seg = 0; seg < segments_.size(); ++seg) {
       for (uint32_t k = 0; k < segments_[seg].slots && k < kArenaSlots; ++k) {
-        const SlotDescriptor* d = descriptor(seg, k);
-        if (!d) break;
-        SlotDescriptor e;
-        std::memcpy(&e, d, sizeof e);
-        if (!(e.generation & 1)) continue;
-        where_[uint32_t(e.local_port) << 16 | e.remote_port] = seg << 8 | k;
+        SlotDescriptor e{};  // (stays zero for a segment not mapped)
+        if (names(seg << 8 | k, &e) && !found) {
+          c = e;
+          found = true;
+        }
+        if (e.generation & 1) where_[uint32_t(e.local_port) << 16 | e.remote_port] = seg << 8 | k;
       }
     }
-    it = where_.find(key);
-    found = it != where_.end() && names(it->second, &c);
-    // (Two connections with the same ports and other addresses share a key.)
-    for (uint32_t seg = 0; !found && seg < segments_.size(); ++seg)
-      for (uint32_t k = 0; !found && k < segments_[seg].slots && k < kArenaSlots; ++k) found = names(seg << 8 | k, &c);
     if (!found) return false;
   }
   *out = c.written_end;
