@@ -113,7 +113,6 @@ int Runtime::Attach(const RuntimeConfig& config, Napi::Function on_event, std::s
     link = faulty_.get();
   }
   stack_ = std::make_unique<stack::Stack>(sc, *link);
-  send_limit_ = sc.send_buffer;
   spin_us_ = config.spin_us;
   ticks_in_js_ = config.ticks_in_js;
   orphan_linger_us_ = config.orphan_linger_us;

@@ -239,7 +239,6 @@ class Runtime final : private stack::Reader {
   FabricLink link_;
   std::unique_ptr<FaultyLink> faulty_;  // only with SIDESTEP_FAULTS
   std::unique_ptr<stack::Stack> stack_;
-  uint32_t send_limit_ = 0;
   uint32_t spin_us_ = 0;
   uint64_t orphan_linger_us_ = 60 * 1000 * 1000;
   // True when a spin ended because frames arrived (counted in stats()).

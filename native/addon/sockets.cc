@@ -146,7 +146,7 @@ int Runtime::Send(stack::SocketId id, const std::pair<const uint8_t*, size_t>* p
   }
   st = Find(id);
   if (!st || !stack_) return 0;
-  if (!st->overflow.empty() || stack_->send_queued(id) >= send_limit_) {
+  if (!st->overflow.empty() || stack_->send_blocked(id)) {
     st->write_blocked = true;
     Touch(*st);
     return 1;

@@ -270,6 +270,7 @@ void Stack::Impl::reap_dead() {
     bool announced = s.tcb->accepted;  // a Closed event is queued: free the id when drained
     if (tx_refs_out && s.tcb->sndbuf.allocated()) release_tx_refs();
     if (s.tcb->send_memory.ring) link.send_memory_release(s.tcb->via, s.tcb->send_memory);
+    if (s.tcb->streaming) --streaming;
     s.tcb.reset();
     if (announced) {
       s.kind = SlotKind::Reserved;
@@ -674,7 +675,8 @@ long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now, bool m
   if (len == 0) return 0;
   if (m.tx_refs_out && t->sndbuf.moves_on_push(len)) m.release_tx_refs();
   const size_t took = t->sndbuf.push(data, len);
-  if (t->sndbuf.size() >= m.config.send_buffer || t->sndbuf.full()) t->writable_armed = true;
+  m.note_send_level(*t);
+  if (t->sndbuf.size() >= m.send_limit() || t->sndbuf.full()) t->writable_armed = true;
   if (more && took == len) return long(took);
   m.output(*t, now);
   m.reschedule(*t);
@@ -695,6 +697,11 @@ void Stack::push(SocketId s, Micros now) {
 size_t Stack::send_queued(SocketId s) const {
   Tcb* t = impl_->tcb(s);
   return t ? t->sndbuf.size() : 0;
+}
+
+bool Stack::send_blocked(SocketId s) const {
+  Tcb* t = impl_->tcb(s);
+  return t && t->writable_armed;
 }
 
 bool Stack::send_full(SocketId s) const {
@@ -905,6 +912,7 @@ void Stack::orphan(SocketId s, Micros now) {
   t->ack_now = false;
   t->snd_una = t->snd_nxt = t->snd_max;
   t->sndbuf.pop(t->sndbuf.size());
+  m.note_send_level(*t);
   t->sndbuf_seq = t->snd_max;
   switch (t->state) {
     case TcpState::FinWait1: t->state = TcpState::FinWait2; break;

@@ -150,14 +150,22 @@ struct Config {
   // Largest IP packet the link carries (the fabric's MTU; loopback's 64 KiB).
   uint32_t mtu = 65536;
   // Per-socket buffer sizes in bytes. recv_buffer bounds the advertised window;
-  // send_buffer is the level at or above which send() still copies but the
-  // caller should wait for a Writable event (backpressure). The send buffer
-  // is twice the window, so a writer has the next window's bytes queued when
-  // an ACK opens it: the stack sends them at once, without waiting for the
-  // application's next write (a 1 GiB stream into a counting sink: ~1,000 ->
-  // ~750 wake-ups of the sender; docs/performance.md, run AH).
+  // send_buffer is the largest level at or above which send() still copies
+  // but the caller should wait for a Writable event (backpressure;
+  // send_blocked()). The send buffer is up to twice the window, so a writer
+  // has the next window's bytes queued when an ACK opens it: the stack sends
+  // them at once, without waiting for the application's next write (a 1 GiB
+  // stream into a counting sink: ~1,000 -> ~750 wake-ups of the sender;
+  // docs/performance.md, run AH).
   uint32_t recv_buffer = 1u << 20;
   uint32_t send_buffer = 2u << 20;
+  // What all sockets together may queue before each one's limit shrinks
+  // from send_buffer toward the window (min(recv_buffer, send_buffer)): the
+  // limit is send_budget / (sockets holding half a window or more). Many
+  // streams with 2 MiB each spread their copies over more memory than the
+  // caches hold: 16 streams took 15% more CPU per MiB than with 1 MiB
+  // (docs/performance.md, "Issue 16, 2026-12-08").
+  uint32_t send_budget = 4u << 20;
   // Compute and verify IPv4/TCP checksums (false on the trusted fabric; true on
   // a TAP device or NIC).
   bool checksums = false;
@@ -197,7 +205,7 @@ enum class EventType : uint8_t {
   Connected,   // active open completed (SYN-SENT -> ESTABLISHED)
   Acceptable,  // a listener has at least one established connection to accept()
   Readable,    // in-order data is waiting in the receive buffer
-  Writable,    // send-buffered bytes fell below Config::send_buffer after having reached it
+  Writable,    // send-buffered bytes fell below the socket's limit after having reached it (send_blocked())
   PeerClosed,  // FIN received and every byte before it has been recv()'d: EOF
   Error,       // connection failed or was reset; `error` is a negative errno
                // (-ECONNREFUSED, -ECONNRESET, -ETIMEDOUT, -EPIPE)
@@ -306,7 +314,7 @@ class Stack {
   int connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, Micros now);
 
   // Queue bytes to send (the caller applies backpressure with
-  // send_queued()/Writable). Copies all of them into the stack's own memory;
+  // send_blocked()/Writable). Copies all of them into the stack's own memory;
   // into memory the link lent (Link::send_memory) only what fits, the caller
   // keeping the rest until Writable. Returns bytes accepted or a negative
   // errno (-EPIPE after shutdown/reset; data queued in SYN-SENT is sent once
@@ -318,6 +326,10 @@ class Stack {
   // Transmits what sends with `more` left queued.
   void push(SocketId s, Micros now);
   size_t send_queued(SocketId s) const;
+  // Whether the socket's send buffer reached its limit (see
+  // Config::send_budget) or its lent memory is full: the caller waits for
+  // Writable, which comes once it is below the limit again.
+  bool send_blocked(SocketId s) const;
   // Whether the send buffer can't take another byte (lent memory, full).
   bool send_full(SocketId s) const;
 

@@ -126,6 +126,26 @@ struct Stack::Impl {
   // Connections that found the link full (Link::tx_blocked), with their
   // slot's generation: link_ready() lets them try again.
   std::vector<std::pair<SocketId, uint32_t>> link_waiters;
+  // Sockets whose send buffer holds half a window or more (Tcb::streaming),
+  // among which Config::send_budget is shared. (Half: a stream held at a
+  // window's limit dips under it with every ACK, and counted only above it,
+  // 16 streams looked like two or three most of the time.)
+  size_t streaming = 0;
+  size_t send_window() const { return std::min(config.recv_buffer, config.send_buffer); }
+  size_t send_limit() const {
+    const size_t share = config.send_budget / (streaming ? streaming : 1);
+    return std::max(send_window(), std::min<size_t>(config.send_buffer, share));
+  }
+  // After the socket's send buffer grew or shrank.
+  void note_send_level(Tcb& t) {
+    const bool s = t.sndbuf.size() >= send_window() / 2;
+    if (s == t.streaming) return;
+    t.streaming = s;
+    if (s)
+      ++streaming;
+    else
+      --streaming;
+  }
   // The link lends the connection its send memory (Link::send_memory).
   void lend_send_memory(Tcb& t) {
     if (link.send_memory(t.via, t.local, t.remote, t.iss + 1, &t.send_memory))

@@ -676,6 +676,7 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
       uint32_t n = std::min<uint32_t>(ack - t.sndbuf_seq, uint32_t(t.sndbuf.size()));
       if (tx_refs_out && t.sndbuf.frees_on_pop(n)) release_tx_refs();
       t.sndbuf.pop(n);
+      note_send_level(t);
       t.sndbuf_seq += n;
     }
     t.snd_una = ack;
@@ -701,7 +702,7 @@ bool Stack::Impl::on_ack(Tcb& t, const Segment& seg, Micros now) {
     }
     t.dupacks = 0;
     t.rtx_at = t.snd_una == t.snd_max ? kNever : now + t.rto;
-    if (t.writable_armed && t.sndbuf.size() < config.send_buffer) {
+    if (t.writable_armed && t.sndbuf.size() < send_limit()) {
       t.writable_armed = false;
       if (t.accepted && !t.app_closed) emit(t.id, EventType::Writable);
     }

@@ -347,6 +347,7 @@ struct Tcb {
   Micros last_oow_ack = kNever;  // last ACK for an out-of-window segment
 
   bool writable_armed = false;
+  bool streaming = false;  // counted in Stack::Impl::streaming
   uint32_t retransmits = 0;
 
   Tcb(size_t recv_capacity, size_t send_limit) : sndbuf(send_limit), rcvbuf(recv_capacity) {}

@@ -278,6 +278,62 @@ TEST(writable_fires_after_send_buffer_drains) {
   CHECK_EQ(w.a.send_queued(p.client), 0u);
 }
 
+// Config::send_budget: each socket's limit is send_budget / (sockets with
+// half a window or more queued), between the window and send_buffer; one over
+// it waits for Writable, which comes once ACKs take it below; a socket that
+// is gone stops counting.
+TEST(send_limit_shrinks_while_many_sockets_stream) {
+  Config c = test_config();
+  c.recv_buffer = 64 * 1024;
+  c.send_buffer = 128 * 1024;
+  c.send_budget = 256 * 1024;
+  Wire w(c);
+  int l = w.b.listen(ep4(2, 80), 16, false);
+  REQUIRE(l > 0);
+  SocketId client[4] = {}, server[4] = {};
+  for (int i = 0; i < 4; ++i) {
+    int id = w.a.connect(ep4(1, uint16_t(40000 + i)), ep4(2, 80), 1, w.now);
+    REQUIRE(id > 0);
+    client[i] = SocketId(id);
+  }
+  w.run(w.now + 1000000);
+  for (int i = 0; i < 4; ++i) {
+    int id = w.b.accept(SocketId(l));
+    REQUIRE(id > 0);
+    server[i] = SocketId(id);
+  }
+  drain(w.a);
+  std::vector<uint8_t> chunk(100 * 1024, 5);
+  // Nothing is acknowledged between these sends (the wire has not run).
+  // One or two streaming: each may queue send_buffer (128 KiB).
+  CHECK_EQ(w.a.send(client[0], chunk.data(), chunk.size(), w.now), long(chunk.size()));
+  CHECK(!w.a.send_blocked(client[0]));
+  CHECK_EQ(w.a.send(client[1], chunk.data(), chunk.size(), w.now), long(chunk.size()));
+  CHECK(!w.a.send_blocked(client[1]));
+  // Three: 256 / 3 = 85 KiB each; four: the window, 64 KiB.
+  CHECK_EQ(w.a.send(client[2], chunk.data(), chunk.size(), w.now), long(chunk.size()));
+  CHECK(w.a.send_blocked(client[2]));
+  CHECK_EQ(w.a.send(client[3], chunk.data(), chunk.size(), w.now), long(chunk.size()));
+  CHECK(w.a.send_blocked(client[3]));
+  std::vector<uint8_t> sink(1 << 20);
+  w.run(w.now + 2000000, [&] {
+    for (SocketId s : server) w.b.recv(s, sink.data(), sink.size(), w.now);
+  });
+  auto ea = drain(w.a);
+  for (int i = 0; i < 4; ++i) {
+    CHECK_EQ(w.a.send_queued(client[i]), 0u);
+    CHECK(!w.a.send_blocked(client[i]));
+    CHECK_EQ(count_events(ea, EventType::Writable, client[i]), i < 2 ? 0u : 1u);
+  }
+  // Three streaming again, then gone (reset with their bytes queued): the
+  // one left has the whole send_buffer (under a count of four it would have
+  // the window, 64 KiB, and be blocked at 100 KiB).
+  for (int i = 1; i < 4; ++i) CHECK_EQ(w.a.send(client[i], chunk.data(), chunk.size(), w.now), long(chunk.size()));
+  for (int i = 1; i < 4; ++i) w.a.abort(client[i], w.now);
+  CHECK_EQ(w.a.send(client[0], chunk.data(), chunk.size(), w.now), long(chunk.size()));
+  CHECK(!w.a.send_blocked(client[0]));
+}
+
 TEST(bulk_transfer_8mb_both_ways_is_byte_exact) {
   Config c = test_config();
   c.checksums = false;
