@@ -164,7 +164,7 @@ struct Config {
   // limit is send_budget / (sockets holding half a window or more). Many
   // streams with 2 MiB each spread their copies over more memory than the
   // caches hold: 16 streams took 15% more CPU per MiB than with 1 MiB
-  // (docs/performance.md, "Issue 16, 2026-12-08").
+  // (docs/performance.md, "Issue 16: the send budget").
   uint32_t send_budget = 4u << 20;
   // Compute and verify IPv4/TCP checksums (false on the trusted fabric; true on
   // a TAP device or NIC).
