@@ -16,11 +16,12 @@ test('a close with the peer\'s bytes unread resets, one after reading them all e
   const clean = ['end', 'close:false'];
   for (const where of ['same process', 'peer process']) {
     assert.deepStrictEqual(kernel.seen[`destroyOnFirstRead (${where})`], reset, where);
+    assert.deepStrictEqual(kernel.seen[`endsThenDestroyedOnFirstRead (${where})`], reset, where);
     assert.deepStrictEqual(kernel.seen[`tlsHandshakeFails (${where})`], reset, where);
     assert.deepStrictEqual(kernel.seen[`readsAllThenEnds (${where})`], clean, where);
     assert.deepStrictEqual(kernel.seen[`closesIdle (${where})`], clean, where);
   }
   assert.deepStrictEqual(bypass.seen, kernel.seen);
-  // Eight connections: four with both ends counted here, four with one.
-  assertPaths(kernel, bypass, (r) => r.paths, { delta: 12 });
+  // Ten connections: five with both ends counted here, five with one.
+  assertPaths(kernel, bypass, (r) => r.paths, { delta: 15 });
 });
