@@ -98,7 +98,10 @@ void Fabric::Impl::read_channel(uint32_t i, std::vector<LinkAddr>* down) {
     int r = control_recv(p.channel, &msg, fds, &nfds);
     if (r == 0) return;
     if (r < 0) {
-      pair_down(i, down);
+      if (r == -EPIPE)
+        hang_up(i, down);  // the peer's end closed
+      else
+        pair_down(i, down);  // a malformed message
       return;
     }
     std::string why;
@@ -159,7 +162,7 @@ void Fabric::control_poll(std::vector<LinkAddr>* down) {
       Pair& p = m.pairs[index];
       if (p.state != Pair::State::Free && p.generation == generation &&
           (events[k].events & (EPOLLHUP | EPOLLRDHUP | EPOLLERR)))
-        m.pair_down(index, down);
+        m.hang_up(index, down);
     }
     if (n < 64) return;
   }

@@ -105,6 +105,7 @@ struct Pair {
   int listener_entry = -1;
   bool proving = false;
   bool tx_full = false;     // the last reservation found the ring full
+  uint32_t hangup_polls = 0;  // control polls that saw the peer gone, its frames still in rx
   std::unique_ptr<SendArena> ours;    // our connections' send buffers on this pair
   std::unique_ptr<PeerArena> theirs;  // the peer's, read-only
 };
@@ -245,6 +246,22 @@ struct Fabric::Impl {
     p.generation = generation;
     live.erase(std::remove(live.begin(), live.end(), i), live.end());
     if (i != 0) free_pairs.push_back(i);
+  }
+
+  // The peer hung up (exited, or was killed). Frames it wrote before that
+  // may still wait in our ring, and a small write's bytes are in no other
+  // memory of its (stack::SendBuffer::lend): the pair stays up until the
+  // pump has taken them, and goes down at a later control poll (the
+  // hang-up is level-triggered: reported again at each). Bounded, in case
+  // the ring can't be emptied.
+  void hang_up(uint32_t i, std::vector<LinkAddr>* down) {
+    constexpr uint32_t kHangupPolls = 64;
+    Pair& p = pairs[i];
+    if (p.state == Pair::State::Up && p.rx.header && ring_nonempty(p.rx) && p.hangup_polls < kHangupPolls) {
+      ++p.hangup_polls;
+      return;
+    }
+    pair_down(i, down);
   }
 
   void pair_down(uint32_t i, std::vector<LinkAddr>* down) {

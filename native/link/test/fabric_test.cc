@@ -291,6 +291,49 @@ TEST(a_dead_peer_is_seen_at_once_by_the_hang_up) {
   ::close(ready[1]);
 }
 
+TEST(frames_a_dead_peer_wrote_are_taken_before_its_pair_goes_down) {
+  // A small write's bytes live only in its frames (stack::SendBuffer::lend):
+  // a hang-up seen before them must not take them away.
+  const std::string name = unique_name();
+  KernelListener kl;
+  pid_t child = ::fork();
+  if (child == 0) {
+    auto f = open_fabric(small_config(name));
+    if (!f || serve(*f, kl) < 0) _exit(1);
+    for (;;) {
+      for (const Received& r : wait_frames(*f, 100)) {
+        if (r.bytes != "ping") continue;
+        for (int i = 0; i < 3; ++i) send_text(*f, r.from, "last words " + std::to_string(i));
+        ::kill(::getpid(), SIGKILL);
+      }
+    }
+  }
+  auto client = open_fabric(small_config(name));
+  REQUIRE(client);
+  LinkAddr via = 0;
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(5);
+  while (route_to(*client, kl.port, &via) != 0 && std::chrono::steady_clock::now() < deadline) ::usleep(10000);
+  REQUIRE(via != 0);
+  REQUIRE(send_text(*client, via, "ping"));
+  // Up, then the child answers and dies; we look at nothing of it until then.
+  while (client->awaiting_welcome(via) && std::chrono::steady_clock::now() < deadline) {
+    fd_readable(client->control_fd(), 10);
+    control({client.get()});
+  }
+  REQUIRE(!client->awaiting_welcome(via));
+  CHECK_EQ(reap(child), -SIGKILL);
+  std::vector<LinkAddr> down;
+  for (int i = 0; i < 3; ++i) client->control_poll(&down);  // the hang-up, seen first
+  CHECK(down.empty());
+  auto got = poll_all(*client);
+  REQUIRE(got.size() == 3u);
+  CHECK(got[0].bytes == "last words 0" && got[2].bytes == "last words 2" && got[2].from == via);
+  client->control_poll(&down);  // its ring empty: now it goes
+  REQUIRE(down.size() == 1u);
+  CHECK_EQ(down[0], via);
+  CHECK_EQ(client->counters().pairs_down, 1u);
+}
+
 TEST(an_acceptor_that_never_answers_leaves_the_pair_awaiting_and_a_hang_up_ends_it) {
   // A server whose stack accepts nothing (a busy or stuck process): the pair
   // waits for its Welcome; when it goes away, the pair is reported down so
