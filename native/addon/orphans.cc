@@ -35,6 +35,9 @@ void Runtime::AdoptOrphans(uint32_t link, stack::Micros now) {
     if (ring < 4096 || ring > l.capacity || (ring & (ring - 1))) continue;
     if (owed > ring || d.written_end - d.seq_base > (uint32_t(1) << 31) + ring) continue;
     if (d.consumed != info.snd_nxt) continue;  // it had not read everything we sent
+    // Bytes it sent in frames only (small writes kept out of its ring) that
+    // never reached us: not in its memory either.
+    if (int32_t(d.ring_from - info.rcv_nxt) > 0) continue;
     Orphan o;
     o.id = id;
     o.via = link;

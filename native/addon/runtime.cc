@@ -84,6 +84,7 @@ bool FabricLink::send_memory(stack::LinkAddr to, const stack::Endpoint& local, c
   out->published_base = &slot.descriptor->seq_base;
   out->published_end = &slot.descriptor->written_end;
   out->published_consumed = &slot.descriptor->consumed;
+  out->published_from = &slot.descriptor->ring_from;
   out->cookie = slot.cookie;
   out->stagger = slot.stagger;
   return true;

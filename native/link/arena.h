@@ -55,7 +55,10 @@ struct SlotDescriptor {
   // The part of the slot's ring in use (a power of two): bytes live at
   // (s - seq_base) % ring_bytes (stack::SendMemory).
   uint32_t ring_bytes;
-  uint8_t pad2[4];
+  // The first byte the ring holds: those before it left in frames only (a
+  // connection's small writes stay in the owner's own memory until it needs
+  // the ring; stack::SendBuffer::lend).
+  uint32_t ring_from;
 };
 static_assert(sizeof(SlotDescriptor) == 64);
 

@@ -177,6 +177,7 @@ bool Fabric::send_memory(LinkAddr to, uint8_t family, const uint8_t local[16], u
   d->seq_base = seq_base;
   d->consumed = 0;
   d->ring_bytes = static_cast<uint32_t>(out->capacity);  // until the stack says how much it uses
+  d->ring_from = seq_base;
   store_release(&d->written_end, seq_base);
   // Odd: in use, published last.
   store_release(&d->generation, load_relaxed(&d->generation) | 1u);

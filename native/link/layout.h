@@ -35,7 +35,7 @@ inline void full_fence() { __atomic_thread_fence(__ATOMIC_SEQ_CST); }
 inline constexpr uint64_t kMagic = 0x5249415044495353ull;  // "SSIDPAIR", little endian
 // Bump whenever anything below changes meaning or place (the control
 // channel's hello carries it too: stacks of different versions don't pair).
-inline constexpr uint32_t kLayoutVersion = 1;
+inline constexpr uint32_t kLayoutVersion = 2;
 inline constexpr size_t kPage = 4096;
 inline constexpr size_t kCacheLine = 64;
 

@@ -41,26 +41,53 @@ namespace {
 constexpr size_t kFirstLentRing = 256 * 1024;
 }  // namespace
 
-void SendBuffer::use_external(const SendMemory& m, uint32_t seq_base) {
-  if (size_ != 0 || !m.ring || m.capacity == 0 || (m.capacity & (m.capacity - 1))) return;
-  if (!external_) delete[] buf_;
-  buf_ = m.ring;
-  max_cap_ = m.capacity;
-  cap_ = std::min(m.capacity, kFirstLentRing);
-  head_ = 0;  // the byte seq_base lives at offset 0: (seq - seq_base) % cap
-  external_ = true;
+void SendBuffer::lend(const SendMemory& m, uint32_t seq_base) {
+  if (size_ != 0 || external_ || !m.ring || m.capacity == 0 || (m.capacity & (m.capacity - 1))) return;
+  lent_ring_ = m.ring;
+  lent_capacity_ = m.capacity;
   published_ring_ = m.published_ring;
-  if (published_ring_) __atomic_store_n(published_ring_, uint32_t(cap_), __ATOMIC_RELAXED);
   published_base_ = m.published_base;
   published_end_ = m.published_end;
+  published_from_ = m.published_from;
   stagger_ = m.stagger;
   end_seq_ = seq_base;
-  base_seq_ = seq_base;
+  base_seq_ = seq_base;  // the byte seq_base would live at offset 0: (seq - seq_base) % cap
+  // What a peer that finishes the stream reads: an empty ring of the size
+  // it would start with, nothing in it, nothing owed.
+  if (published_ring_) __atomic_store_n(published_ring_, uint32_t(std::min(m.capacity, kFirstLentRing)), __ATOMIC_RELAXED);
+  if (published_from_) __atomic_store_n(published_from_, seq_base, __ATOMIC_RELAXED);
+  if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
+}
+
+void SendBuffer::move_to_lent() {
+  if (!lent_ring_ || external_) return;
+  // The oldest queued byte goes where an empty ring's next one would (the
+  // stagger), the base being whatever byte that puts at offset 0.
+  size_t cap = std::min(lent_capacity_, kFirstLentRing);
+  while (cap < size_ && cap < lent_capacity_) cap *= 2;
+  const size_t head = stagger_ & (cap - 1);
+  Payload kept;
+  pieces(0, size_, &kept);
+  ring_write(lent_ring_, cap, head, kept.data[0], kept.len[0]);
+  ring_write(lent_ring_, cap, (head + kept.len[0]) & (cap - 1), kept.data[1], kept.len[1]);
+  delete[] buf_;
+  buf_ = lent_ring_;
+  cap_ = cap;
+  max_cap_ = lent_capacity_;
+  head_ = head;
+  external_ = true;
+  const uint32_t first = end_seq_ - uint32_t(size_);
+  base_seq_ = first - uint32_t(head);
+  if (published_ring_) __atomic_store_n(published_ring_, uint32_t(cap_), __ATOMIC_RELAXED);
+  if (published_base_) __atomic_store_n(published_base_, base_seq_, __ATOMIC_RELAXED);
+  if (published_from_) __atomic_store_n(published_from_, first, __ATOMIC_RELAXED);
+  // After the bytes and the rest: a peer that sees this sees them.
   if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
 }
 
 size_t SendBuffer::push(const uint8_t* data, size_t n) {
   if (n == 0) return 0;
+  if (to_lent_on_push(n)) move_to_lent();
   if (external_) {
     // Positions follow sequence numbers (the peer finds a byte by its
     // number), so nothing moves: the ring in use doubles only while none of
@@ -103,6 +130,17 @@ size_t SendBuffer::push(const uint8_t* data, size_t n) {
   if (tail >= cap_) tail -= cap_;
   ring_write(buf_, cap_, tail, data, n);
   size_ += n;
+  if (lent_ring_) {
+    // Lent, not in use yet: the peer learns how far we wrote (a close over
+    // our unread bytes resets), and that none of it is in the ring.
+    // (The base follows, so a long-lived connection's end never strays
+    // from it.)
+    end_seq_ += uint32_t(n);
+    base_seq_ = end_seq_;
+    if (published_base_) __atomic_store_n(published_base_, base_seq_, __ATOMIC_RELAXED);
+    if (published_from_) __atomic_store_n(published_from_, end_seq_, __ATOMIC_RELAXED);
+    if (published_end_) __atomic_store_n(published_end_, end_seq_, __ATOMIC_RELEASE);
+  }
   return n;
 }
 

@@ -679,6 +679,7 @@ long Stack::send(SocketId s, const uint8_t* data, size_t len, Micros now, bool m
   if (t->sndbuf.size() >= m.send_limit() || t->sndbuf.full()) t->writable_armed = true;
   if (more && took == len) return long(took);
   m.output(*t, now);
+  m.keep_unsent_lent(*t);
   m.reschedule(*t);
   m.reap_dead();
   return long(took);
@@ -690,6 +691,7 @@ void Stack::push(SocketId s, Micros now) {
   Tcb* t = m.tcb(s);
   if (!t || t->orphaned) return;
   m.output(*t, now);
+  m.keep_unsent_lent(*t);
   m.reschedule(*t);
   m.reap_dead();
 }
@@ -989,7 +991,7 @@ void Stack::reset_by_peer(SocketId s, Micros now) {
 
 bool Stack::send_lent(SocketId s) const {
   Tcb* t = impl_->tcb(s);
-  return t && t->sndbuf.external();
+  return t && t->sndbuf.lent();
 }
 
 bool Stack::info(SocketId s, SocketInfo* out) const {

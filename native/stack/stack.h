@@ -59,7 +59,10 @@ struct Payload {
 // process that vanished). A ring of `capacity` bytes (a power of two) in
 // which the byte with sequence number s lives at (s - seq_base) % capacity;
 // the stack stores in `published_end` (release) the sequence number after
-// the last byte it holds, and in `published_consumed` the sequence number up
+// the last byte the application wrote, in `published_from` that of the
+// first byte the ring holds (a few small writes stay in the stack's own
+// memory and leave in frames only: SendBuffer::lend), and in
+// `published_consumed` the sequence number up
 // to which the application has read the peer's stream. Whenever every byte
 // is acknowledged the stack moves seq_base to the next byte, stored in
 // `published_base`, so the next bytes start at offset 0 again: a connection
@@ -77,6 +80,9 @@ struct SendMemory {
   uint32_t* published_base = nullptr;
   uint32_t* published_end = nullptr;
   uint32_t* published_consumed = nullptr;
+  // The first byte kept in the ring: those before it left in frames only
+  // (SendBuffer::lend), so a peer finishing the stream must have them.
+  uint32_t* published_from = nullptr;
   uint64_t cookie = 0;  // the link's own reference, given back at release
   // Offset of the next byte whenever the ring is empty (taken modulo the
   // part in use): the link spreads its rings' hot lines over cache sets.
@@ -381,8 +387,9 @@ class Stack {
   // Ends `s` with ECONNRESET (a peer that had not read what it was sent, or
   // an orphan nobody reads).
   void reset_by_peer(SocketId s, Micros now);
-  // Whether the unacknowledged bytes of `s` are in memory its link lent
-  // (the peer can finish the stream without us).
+  // Whether the unacknowledged bytes of `s` outlive us: in memory its link
+  // lent, or (a few small ones, SendBuffer::lend) sent already, in frames
+  // the link holds. The peer can finish the stream without us.
   bool send_lent(SocketId s) const;
   bool info(SocketId s, SocketInfo* out) const;
   const Counters& counters() const;

@@ -136,6 +136,14 @@ struct Stack::Impl {
     const size_t share = config.send_budget / (streaming ? streaming : 1);
     return std::max(send_window(), std::min<size_t>(config.send_buffer, share));
   }
+  // Bytes of a lent connection still in own memory and not yet sent go to
+  // the lent ring (SendBuffer::lend): they must outlive the process.
+  void keep_unsent_lent(Tcb& t) {
+    if (!t.sndbuf.lent() || t.sndbuf.external() || t.sndbuf.size() == 0) return;
+    if (!seq_lt(t.snd_max, t.sndbuf_seq + uint32_t(t.sndbuf.size()))) return;
+    release_tx_refs();
+    t.sndbuf.move_to_lent();
+  }
   // After the socket's send buffer grew or shrank.
   void note_send_level(Tcb& t) {
     const bool s = t.sndbuf.size() >= send_window() / 2;
@@ -149,7 +157,7 @@ struct Stack::Impl {
   // The link lends the connection its send memory (Link::send_memory).
   void lend_send_memory(Tcb& t) {
     if (link.send_memory(t.via, t.local, t.remote, t.iss + 1, &t.send_memory))
-      t.sndbuf.use_external(t.send_memory, t.iss + 1);
+      t.sndbuf.lend(t.send_memory, t.iss + 1);
   }
   // Where the application has read the peer's stream to, for a link that
   // lent memory (so a peer that finishes our stream after we vanished

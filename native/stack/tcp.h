@@ -42,10 +42,22 @@ class SendBuffer {
   size_t size() const { return size_; }
   // Memory of its own (lent memory is the link's).
   size_t allocated() const { return external_ ? 0 : cap_; }
-  // Keep the bytes in memory a link lent instead (see SendMemory), from the
-  // connection's first data byte `seq_base`. Only before the first push.
-  void use_external(const SendMemory& m, uint32_t seq_base);
+  // Memory a link lent for the connection's bytes (see SendMemory), from its
+  // first data byte `seq_base`. Only before the first push. Bytes go there
+  // once more than kOwnBytes are queued, or move_to_lent() says so; until
+  // then they stay in our own memory and leave in frames (a small write
+  // rides in its frame anyway), so a request/response connection never
+  // touches a page of the lent ring: the page each side touched for its
+  // first byte was a third of an idle connection's memory (issue 16).
+  void lend(const SendMemory& m, uint32_t seq_base);
+  // Whether a link lent memory (in use or not).
+  bool lent() const { return lent_ring_ != nullptr; }
+  // Whether the bytes are in the lent memory.
   bool external() const { return external_; }
+  // Moves the bytes queued in own memory into the lent ring (a lent
+  // connection's bytes not yet sent must outlive the process: the peer
+  // finishes its stream from there). No-op without lent memory or in it.
+  void move_to_lent();
   // Copies what fits (everything in own memory; up to the lent ring's free
   // room) and returns how much that was.
   size_t push(const uint8_t* data, size_t n);
@@ -59,12 +71,16 @@ class SendBuffer {
   void pieces(size_t offset, size_t n, Payload* out) const;
   // Whether push(n) / pop(n) would move or free the memory (a gathering
   // link must let go of its references first).
-  bool moves_on_push(size_t n) const { return !external_ && n > 0 && size_ + n > cap_; }
+  bool moves_on_push(size_t n) const { return !external_ && n > 0 && (size_ + n > cap_ || to_lent_on_push(n)); }
   bool frees_on_pop(size_t n) const;
 
  private:
   // Lent memory: whether the ring in use may double now (see SendMemory).
   bool can_grow() const { return cap_ < max_cap_ && end_seq_ - base_seq_ <= cap_; }
+  // What own memory holds of a lent connection before its bytes move there:
+  // the fabric's largest payload carried inside a frame.
+  static constexpr size_t kOwnBytes = 1024;
+  bool to_lent_on_push(size_t n) const { return lent_ring_ && !external_ && size_ + n > kOwnBytes; }
 
   uint8_t* buf_ = nullptr;  // own (new[]) or lent
   size_t limit_;
@@ -74,6 +90,10 @@ class SendBuffer {
   uint32_t* published_ring_ = nullptr;
   uint32_t* published_base_ = nullptr;
   uint32_t* published_end_ = nullptr;
+  uint32_t* published_from_ = nullptr;
+  // Lent, not yet in use: the ring and its size.
+  uint8_t* lent_ring_ = nullptr;
+  size_t lent_capacity_ = 0;
   uint32_t end_seq_ = 0;
   uint32_t base_seq_ = 0;  // the byte at offset 0 (lent memory)
   uint32_t stagger_ = 0;   // lent memory: where an empty ring's next byte goes

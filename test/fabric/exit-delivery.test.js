@@ -1,5 +1,5 @@
 // Bytes written just before a process ends are delivered (issue 14): a
-// server answers with 64 KiB, 1 MiB or 4 MiB, end()s, and at once ends its
+// server answers with 200 B, 64 KiB, 1 MiB or 4 MiB, end()s, and at once ends its
 // process — naturally, process.exit(), an uncaught exception, SIGTERM,
 // SIGINT, SIGHUP or SIGKILL. With kernel sockets the kernel finishes the
 // stream; bypassed, the reader's stack finishes it from the writer's send
@@ -13,7 +13,7 @@ const crypto = require('node:crypto');
 const { Harness } = require('../support/harness');
 const { chunk } = require('./fixtures/pattern');
 
-const SIZES = [64 * 1024, 1 << 20, 4 << 20];
+const SIZES = [200, 64 * 1024, 1 << 20, 4 << 20];
 const ENDINGS = ['natural', 'exit', 'throw', 'SIGTERM', 'SIGINT', 'SIGHUP', 'SIGKILL'];
 
 /** sha256 of the first `n` bytes of the pattern for `seed`. */

@@ -173,7 +173,7 @@ class Wire {
   struct Lent {
     std::vector<uint8_t> ring;
     uint32_t ring_bytes = 0;  // the part in use
-    uint32_t end = 0, consumed = 0, seq_base = 0;
+    uint32_t end = 0, consumed = 0, seq_base = 0, from = 0;
     Endpoint local, remote;
     bool released = false;
   };
@@ -200,6 +200,7 @@ class Wire {
       out->published_base = &l->seq_base;
       out->published_end = &l->end;
       out->published_consumed = &l->consumed;
+      out->published_from = &l->from;
       out->cookie = lent.size();
       lent.push_back(std::move(l));
       return true;

@@ -81,12 +81,13 @@ TEST(lent_send_memory_keeps_each_byte_at_its_sequence_number) {
 }
 
 TEST(lent_send_memory_starts_again_at_its_stagger_once_everything_is_acknowledged) {
-  // Request-sized messages, each acknowledged before the next: all of them
-  // written where the link said an empty ring starts (its stagger), so a
-  // long-lived connection keeps a few pages of it in use instead of
-  // sweeping (and keeping resident) the whole, and many connections' hot
-  // lines don't share a cache set. Every byte stays where its sequence
-  // number and the published base put it.
+  // Messages larger than what stays in own memory (SendBuffer::kOwnBytes),
+  // each acknowledged before the next: all of them written where the link
+  // said an empty ring starts (its stagger), so a long-lived connection
+  // keeps a few pages of it in use instead of sweeping (and keeping
+  // resident) the whole, and many connections' hot lines don't share a
+  // cache set. Every byte stays where its sequence number and the published
+  // base put it.
   for (uint32_t stagger : {0u, 4160u}) {
     Wire w;
     w.ends[0].lend_bytes = 64 * 1024;
@@ -96,23 +97,69 @@ TEST(lent_send_memory_starts_again_at_its_stagger_once_everything_is_acknowledge
     Wire::Lent& l = *w.ends[0].lent[0];
     std::vector<uint8_t> buf(4096);
     for (uint32_t i = 0; i < 100; ++i) {
-      auto msg = pattern(1000, i + 1);
-      REQUIRE(w.a.send(p.client, msg.data(), msg.size(), w.now) == 1000);
-      // The first message goes to offset 0 (nothing was acknowledged yet),
-      // every later one to the stagger.
-      const uint32_t at = i == 0 ? 0 : stagger;
-      CHECK_EQ(l.end - l.seq_base, at + 1000u);
-      CHECK(std::equal(msg.begin(), msg.end(), l.ring.begin() + at));
+      auto msg = pattern(2000, i + 1);
+      REQUIRE(w.a.send(p.client, msg.data(), msg.size(), w.now) == 2000);
+      CHECK_EQ(l.end - l.seq_base, stagger + 2000u);
+      CHECK(int32_t(l.end - 2000u - l.from) >= 0);  // every byte in the ring
+      CHECK(std::equal(msg.begin(), msg.end(), l.ring.begin() + stagger));
       w.run(w.now + 1000000);  // delivered and acknowledged
       size_t got = 0;
       for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0;) {
         CHECK(std::equal(buf.begin(), buf.begin() + n, msg.begin() + got));
         got += n;
       }
-      CHECK_EQ(got, 1000u);
+      CHECK_EQ(got, 2000u);
       CHECK_EQ(l.end - l.seq_base, stagger);  // all acknowledged: the next byte goes to the stagger
     }
   }
+}
+
+TEST(small_writes_stay_out_of_the_lent_ring_until_one_waits) {
+  // Request-sized writes, each sent at once, leave in frames from own
+  // memory: the lent ring is never touched (an idle connection keeps no
+  // page of it), while the published end says how far the application
+  // wrote and `from` that none of it is in the ring. A write that can't
+  // leave at once (Nagle holds it behind one unacknowledged) moves what
+  // is queued into the ring: a process that exits now still delivers it.
+  Wire w;
+  w.ends[0].lend_bytes = 64 * 1024;
+  Pair p = connect(w);
+  REQUIRE(p.server > 0);
+  Wire::Lent& l = *w.ends[0].lent[0];
+  const uint32_t first = l.end;
+  std::vector<uint8_t> buf(4096);
+  uint32_t written = 0;
+  for (uint32_t i = 0; i < 50; ++i) {
+    auto msg = pattern(200, i + 1);
+    REQUIRE(w.a.send(p.client, msg.data(), msg.size(), w.now) == 200);
+    written += 200;
+    CHECK(w.a.send_lent(p.client));
+    CHECK_EQ(l.end, first + written);
+    CHECK_EQ(l.from, l.end);
+    w.run(w.now + 1000000);
+    size_t got = 0;
+    for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0;) {
+      CHECK(std::equal(buf.begin(), buf.begin() + n, msg.begin() + got));
+      got += n;
+    }
+    CHECK_EQ(got, 200u);
+  }
+  CHECK(std::all_of(l.ring.begin(), l.ring.end(), [](uint8_t b) { return b == 0; }));
+  // Two at once: the first leaves, Nagle keeps the second.
+  auto one = pattern(300, 7), two = pattern(400, 8);
+  REQUIRE(w.a.send(p.client, one.data(), one.size(), w.now) == 300);
+  REQUIRE(w.a.send(p.client, two.data(), two.size(), w.now) == 400);
+  CHECK_EQ(l.end, first + written + 700);
+  CHECK_EQ(l.from, first + written);  // both in the ring, from the first unacknowledged
+  const size_t at = (l.from - l.seq_base) % l.ring_bytes;
+  CHECK(std::equal(one.begin(), one.end(), l.ring.begin() + at));
+  CHECK(std::equal(two.begin(), two.end(), l.ring.begin() + at + 300));
+  w.run(w.now + 1000000);
+  std::vector<uint8_t> got;
+  for (size_t n; (n = w.b.recv(p.server, buf.data(), buf.size(), w.now)) > 0;)
+    got.insert(got.end(), buf.begin(), buf.begin() + n);
+  one.insert(one.end(), two.begin(), two.end());
+  CHECK(got == one);
 }
 
 TEST(lent_send_memory_uses_only_as_much_of_its_ring_as_its_bytes_in_flight_need) {
