@@ -8,10 +8,40 @@ namespace sidestep::stack {
 
 namespace {
 // A first small write or segment (a request, an echo) gets a buffer this
-// small, which malloc serves from its per-thread cache; anything bigger
+// small, which the stack keeps for the next (SmallBuffers); anything bigger
 // starts at 16 KiB. Either doubles from there.
-constexpr size_t kFirstSmall = 1024;
+constexpr size_t kFirstSmall = SmallBuffers::kBytes;
 }  // namespace
+
+SmallBuffers::~SmallBuffers() {
+  for (uint8_t* p : free_) delete[] p;
+}
+
+uint8_t* SmallBuffers::take() {
+  if (free_.empty()) return new uint8_t[kBytes];
+  uint8_t* p = free_.back();
+  free_.pop_back();
+  return p;
+}
+
+void SmallBuffers::give(uint8_t* p) {
+  if (free_.size() < kKept)
+    free_.push_back(p);
+  else
+    delete[] p;
+}
+
+uint8_t* SendBuffer::allocate(size_t cap) {
+  return small_ && cap == SmallBuffers::kBytes ? small_->take() : new uint8_t[cap];
+}
+
+void SendBuffer::free_own(uint8_t* p, size_t cap) {
+  if (!p) return;
+  if (small_ && cap == SmallBuffers::kBytes)
+    small_->give(p);
+  else
+    delete[] p;
+}
 
 // The ring position at or after `pos` whose address shares `data`'s offset
 // within a cache line. A copy whose source and destination are mutually
@@ -32,7 +62,7 @@ static void ring_write(uint8_t* ring, size_t cap, size_t at, const uint8_t* data
 }
 
 SendBuffer::~SendBuffer() {
-  if (!external_) delete[] buf_;
+  if (!external_) free_own(buf_, cap_);
 }
 
 namespace {
@@ -70,7 +100,7 @@ void SendBuffer::move_to_lent() {
   pieces(0, size_, &kept);
   ring_write(lent_ring_, cap, head, kept.data[0], kept.len[0]);
   ring_write(lent_ring_, cap, (head + kept.len[0]) & (cap - 1), kept.data[1], kept.len[1]);
-  delete[] buf_;
+  free_own(buf_, cap_);
   buf_ = lent_ring_;
   cap_ = cap;
   max_cap_ = lent_capacity_;
@@ -110,7 +140,7 @@ size_t SendBuffer::push(const uint8_t* data, size_t n) {
   if (size_ + n > cap_) {
     size_t cap = cap_ ? cap_ : (n <= kFirstSmall ? kFirstSmall : 16384);
     while (cap < size_ + n) cap = cap < limit_ ? cap * 2 : (cap + cap / 4 + 63) & ~size_t(63);
-    uint8_t* grown = new uint8_t[cap];
+    uint8_t* grown = allocate(cap);
     // The kept bytes end where the new ones start: at the position aligned
     // with them, so a stream written from one contiguous region copies
     // aligned from then on.
@@ -119,7 +149,7 @@ size_t SendBuffer::push(const uint8_t* data, size_t n) {
     pieces(0, size_, &kept);
     ring_write(grown, cap, head, kept.data[0], kept.len[0]);
     ring_write(grown, cap, (head + kept.len[0]) % cap, kept.data[1], kept.len[1]);
-    delete[] buf_;
+    free_own(buf_, cap_);
     buf_ = grown;
     cap_ = cap;
     head_ = head;
@@ -172,7 +202,7 @@ void SendBuffer::pop(size_t n) {
     if (published_base_) __atomic_store_n(published_base_, base_seq_, __ATOMIC_RELAXED);
   }
   if (size_ == 0 && !external_ && cap_ <= kSmallBuffer) {
-    delete[] buf_;
+    free_own(buf_, cap_);
     buf_ = nullptr;
     cap_ = 0;
   }

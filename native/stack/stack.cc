@@ -620,7 +620,7 @@ int Stack::connect(const Endpoint& local, const Endpoint& remote, LinkAddr via, 
     m.reap_dead();
   }
   SocketId id = m.allocate_id();
-  auto owned = std::make_unique<Tcb>(m.config.recv_buffer, m.config.send_buffer);
+  auto owned = std::make_unique<Tcb>(m.config.recv_buffer, m.config.send_buffer, &m.small_buffers);
   Tcb& t = *owned;
   m.slots[id].kind = SlotKind::Tcb;
   m.slots[id].tcb = std::move(owned);

@@ -108,6 +108,7 @@ struct Stack::Impl {
   // Everything after parsing: demux and the state machine.
   void deliver(Segment& seg, Micros now);
   Counters counters;
+  SmallBuffers small_buffers;  // before slots: outlives the sockets' buffers
   std::vector<Slot> slots;  // index = SocketId; slot 0 unused
   std::vector<SocketId> free_ids;
   std::unordered_map<TupleKey, SocketId, KeyedHash> connections;

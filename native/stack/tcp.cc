@@ -488,7 +488,7 @@ void Stack::Impl::on_listen_segment(Listener& l, const Segment& seg, Micros now)
   if (!seg.has(kSyn)) return;
   if (l.pending.size() >= l.backlog || l.ready.size() >= l.backlog) return;  // client retries
   SocketId id = allocate_id();
-  auto owned = std::make_unique<Tcb>(config.recv_buffer, config.send_buffer);
+  auto owned = std::make_unique<Tcb>(config.recv_buffer, config.send_buffer, &small_buffers);
   Tcb& t = *owned;
   slots[id].kind = SlotKind::Tcb;
   slots[id].tcb = std::move(owned);

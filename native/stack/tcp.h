@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <cstring>
 #include <memory>
+#include <vector>
 
 #include "stack.h"
 #include "wire.h"
@@ -24,6 +25,26 @@ inline bool seq_le(uint32_t a, uint32_t b) { return int32_t(a - b) <= 0; }
 inline bool seq_gt(uint32_t a, uint32_t b) { return int32_t(a - b) > 0; }
 inline bool seq_ge(uint32_t a, uint32_t b) { return int32_t(a - b) >= 0; }
 
+// Send buffers of the first size, kept for the next message: a
+// request/response connection's buffer is freed whenever everything is
+// acknowledged and taken again for its next write, and 50 such connections
+// overflowed malloc's per-thread cache into its slow paths. One per stack
+// (it outlives the stack's sockets), bounded.
+class SmallBuffers {
+ public:
+  static constexpr size_t kBytes = 1024;
+  SmallBuffers() = default;
+  ~SmallBuffers();
+  SmallBuffers(const SmallBuffers&) = delete;
+  SmallBuffers& operator=(const SmallBuffers&) = delete;
+  uint8_t* take();
+  void give(uint8_t* p);
+
+ private:
+  static constexpr size_t kKept = 256;
+  std::vector<uint8_t*> free_;
+};
+
 // Bytes the application queued and the peer has not acknowledged yet. It grows
 // on demand (send() always copies everything; backpressure is the caller's
 // business); once everything is acknowledged a small buffer is freed (an idle
@@ -35,7 +56,7 @@ class SendBuffer {
   // that ignores backpressure) it grows by a quarter at a time — doubling a
   // 256 KiB ring for a 200-byte overshoot would hold 512 KiB and, for a bulk
   // stream, spread the copies over twice the cache.
-  explicit SendBuffer(size_t limit = SIZE_MAX) : limit_(limit) {}
+  explicit SendBuffer(size_t limit = SIZE_MAX, SmallBuffers* small = nullptr) : limit_(limit), small_(small) {}
   ~SendBuffer();
   SendBuffer(const SendBuffer&) = delete;
   SendBuffer& operator=(const SendBuffer&) = delete;
@@ -82,8 +103,13 @@ class SendBuffer {
   static constexpr size_t kOwnBytes = 1024;
   bool to_lent_on_push(size_t n) const { return lent_ring_ && !external_ && size_ + n > kOwnBytes; }
 
-  uint8_t* buf_ = nullptr;  // own (new[]) or lent
+  // Own memory of `cap` bytes, and back (from and to small_ at its size).
+  uint8_t* allocate(size_t cap);
+  void free_own(uint8_t* p, size_t cap);
+
+  uint8_t* buf_ = nullptr;  // own (allocate()) or lent
   size_t limit_;
+  SmallBuffers* small_;
   size_t cap_ = 0, head_ = 0, size_ = 0;
   size_t max_cap_ = 0;  // lent memory: the whole ring (cap_ is the part in use)
   bool external_ = false;
@@ -370,7 +396,8 @@ struct Tcb {
   bool streaming = false;  // counted in Stack::Impl::streaming
   uint32_t retransmits = 0;
 
-  Tcb(size_t recv_capacity, size_t send_limit) : sndbuf(send_limit), rcvbuf(recv_capacity) {}
+  Tcb(size_t recv_capacity, size_t send_limit, SmallBuffers* small)
+      : sndbuf(send_limit, small), rcvbuf(recv_capacity) {}
 
   Micros next_deadline() const {
     Micros t = rtx_at;
