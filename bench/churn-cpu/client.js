@@ -27,8 +27,8 @@ function once() {
   });
 }
 
-async function worker() {
-  while (started < total) {
+async function worker(count) {
+  while (started < count) {
     started++;
     await once();
     n++;
@@ -36,15 +36,14 @@ async function worker() {
 }
 
 (async () => {
-  started = -2000; // warm-up
-  await Promise.all(Array.from({ length: conc }, worker));
+  await Promise.all(Array.from({ length: conc }, () => worker(2000))); // warm-up
   started = 0;
   n = 0;
   const f0 = serverFaults() + process.resourceUsage().minorPageFault;
   const s0 = serverUs();
   const c0 = process.cpuUsage();
   const t0 = process.hrtime.bigint();
-  await Promise.all(Array.from({ length: conc }, worker));
+  await Promise.all(Array.from({ length: conc }, () => worker(total)));
   const sUs = (serverUs() - s0) / n;
   const c = process.cpuUsage(c0);
   const secs = Number(process.hrtime.bigint() - t0) / 1e9;
