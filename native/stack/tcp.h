@@ -99,8 +99,9 @@ class SendBuffer {
   // Lent memory: whether the ring in use may double now (see SendMemory).
   bool can_grow() const { return cap_ < max_cap_ && end_seq_ - base_seq_ <= cap_; }
   // What own memory holds of a lent connection before its bytes move there:
-  // the fabric's largest payload carried inside a frame.
-  static constexpr size_t kOwnBytes = 1024;
+  // the fabric's largest payload carried inside a frame, and exactly one
+  // first-size buffer, so own mode never grows past what SmallBuffers keeps.
+  static constexpr size_t kOwnBytes = SmallBuffers::kBytes;
   bool to_lent_on_push(size_t n) const { return lent_ring_ && !external_ && size_ + n > kOwnBytes; }
 
   // Own memory of `cap` bytes, and back (from and to small_ at its size).
