@@ -260,8 +260,21 @@ void Runtime::ArmTimer() {
 void Runtime::OnDoorbell(uv_poll_t* h, int status, int events) {
   auto* self = static_cast<Runtime*>(h->data);
   if (!self || !self->fabric_) return;
-  self->fabric_->doorbell_drain();
+  // The eventfd is read after the pump, not before: its read() is then off
+  // the path from a frame's arrival to the answer JS sends (a ping-pong's
+  // round trip is two such paths). Level-triggered, it stays readable
+  // meanwhile; the pump reads it before it arms (see Pump).
+  self->doorbell_unread_ = true;
   self->Pump();
+  self->DrainDoorbell();
+}
+
+void Runtime::DrainDoorbell() {
+  // Never between arming and sleeping: a ring for a frame the re-check
+  // missed would be eaten. Pump clears the flag before it arms.
+  if (!doorbell_unread_ || !fabric_) return;
+  doorbell_unread_ = false;
+  fabric_->doorbell_drain();
 }
 
 void Runtime::OnControl(uv_poll_t* h, int status, int events) {
@@ -390,6 +403,7 @@ void Runtime::Pump() {
         stack_->events_pending())
       break;
     if (Spin()) continue;  // SIDESTEP_SPIN_US: frames came while we watched
+    DrainDoorbell();
     asleep = fabric_->prepare_sleep();
     break;
   }

@@ -258,6 +258,9 @@ class Runtime final : private stack::Reader {
   // Runtime torn down with the environment never leaves libuv a dangling
   // pointer.
   uv_poll_t* doorbell_ = nullptr;  // our eventfd
+  // It was rung and not read yet: read once JS has answered what it
+  // brought (see OnDoorbell), and always before arming.
+  bool doorbell_unread_ = false;
   uv_poll_t* control_ = nullptr;   // the fabric's control plane (an epoll fd)
   uv_timer_t* timer_ = nullptr;
   uv_timer_t* housekeeping_ = nullptr;  // unanswered and idle pairs, unused ports (unref'd)
@@ -317,6 +320,7 @@ class Runtime final : private stack::Reader {
   // (SIZE_MAX: all of them), in order.
   void EmitDirectReads(size_t events_before);
   int refs_ = 0;
+  void DrainDoorbell();
   bool in_pump_ = false;
   bool in_dispatch_ = false;
 
