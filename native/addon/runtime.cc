@@ -244,12 +244,14 @@ void Runtime::ArmTimer() {
   if (!timer_ || !stack_) return;
   stack::Micros at = stack_->poll_at();
   if (faulty_) at = std::min(at, faulty_->next_release());
-  if (at == timer_deadline_) return;
+  // A timer already set to fire no later stays as it is, even when nothing
+  // is due any more: it fires, finds nothing (OnTimer), and this sets it
+  // again for what is due then. Restarting it to the letter cost a stop and
+  // a start per round trip (each send arms the retransmission timer, each
+  // ACK clears it); a timer that fires early costs one pump per
+  // retransmission timeout.
+  if (at == stack::kNever || at >= timer_deadline_) return;
   timer_deadline_ = at;
-  if (at == stack::kNever) {
-    uv_timer_stop(timer_);
-    return;
-  }
   stack::Micros now = Now();
   // libuv timers have millisecond resolution: round up so we never fire early
   // and spin on a deadline that is still in the future.
