@@ -51,7 +51,7 @@ type OnRead = (this: BypassHandle, ab?: ArrayBuffer) => unknown;
  * socket's TCPWrap directly, never through the socket's own stream.
  */
 export interface DirectReader {
-  data(chunk: Buffer): void;
+  data(chunk: Uint8Array): void;
   eof(): void;
 }
 
@@ -232,6 +232,10 @@ export class BypassHandle implements EventTarget {
       case EventKind.Connect:
         return this.completeConnect(arg);
       case EventKind.Data:
+        // A direct reader (TLS) takes bytes as TLSWrap takes them from a
+        // kernel socket's TCPWrap: natively, with no callback scope of the
+        // raw socket's around them (TLS's own onread opens its own).
+        if (this.direct) return this.pushDirect(data!, offset, arg);
         return this.resource.runInAsyncScope(this.pushData, this, data!, offset, arg);
       case EventKind.Eof:
         return this.resource.runInAsyncScope(this.pushStatus, this, this.internals.UV_EOF);
@@ -263,11 +267,15 @@ export class BypassHandle implements EventTarget {
     resource.emitDestroy();
   }
 
+  private pushDirect(ab: ArrayBuffer, offset: number, length: number): void {
+    this.bytesRead += length;
+    this.direct!.data(new Uint8Array(ab, offset, length));
+  }
+
   /** Bytes ab[offset, offset + length) arrived (ab is a shared read slab). */
   private pushData(ab: ArrayBuffer, offset: number, length: number): void {
     const sb = this.internals.streamBase;
     this.bytesRead += length;
-    if (this.direct) return this.direct.data(Buffer.from(ab, offset, length));
     if (this.userBuffer) {
       const src = new Uint8Array(ab, offset, length);
       if (this.userPending) {

@@ -31,7 +31,7 @@ type JSStreamHandle = {
   onreadstop?: () => number;
   onshutdown?: (req: object) => number;
   onwrite?: (req: object, bufs: Buffer[]) => number;
-  readBuffer(chunk: Buffer): void;
+  readBuffer(chunk: Uint8Array): void;
   emitEOF(): void;
   finishWrite(req: object, status: number): void;
   finishShutdown(req: object, status: number): void;
@@ -69,7 +69,7 @@ export class TlsBridge extends net.Socket {
   /** Whether TLS asked for reads (onreadstart, until onreadstop). */
   private tlsReading = false;
   /** What came while TLS didn't ask, in order; `null` is EOF. */
-  private held: (Buffer | null)[] = [];
+  private held: (Uint8Array | null)[] = [];
 
   /**
    * `onError`: what the raw socket's errors do. Over a kernel socket they
@@ -137,7 +137,7 @@ export class TlsBridge extends net.Socket {
     this.read(0);
   }
 
-  private directRead(chunk: Buffer | null): void {
+  private directRead(chunk: Uint8Array | null): void {
     if (!this.tlsReading || this.held.length) {
       this.held.push(chunk);
       this.direct?.readStop();
@@ -151,7 +151,7 @@ export class TlsBridge extends net.Socket {
     if (this.tlsReading && this.direct && !this.closing) this.direct.readStart();
   }
 
-  private deliver(chunk: Buffer | null): void {
+  private deliver(chunk: Uint8Array | null): void {
     const handle = this.jsHandle;
     if (!handle) return;
     if (chunk) handle.readBuffer(chunk);
