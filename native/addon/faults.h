@@ -36,6 +36,7 @@ class FaultyLink final : public stack::Link {
   // but connections still keep their send buffers where the link lends
   // them, so a peer can finish their streams under faults too.
   bool tx_blocked(stack::LinkAddr to) const override { return inner_.tx_blocked(to); }
+  bool peer_idle(stack::LinkAddr to) const override { return inner_.peer_idle(to); }
   bool send_memory(stack::LinkAddr to, const stack::Endpoint& local, const stack::Endpoint& remote,
                    uint32_t seq_base, stack::SendMemory* out) override {
     return inner_.send_memory(to, local, remote, seq_base, out);

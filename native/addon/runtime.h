@@ -104,6 +104,7 @@ class FabricLink final : public stack::Link {
   uint8_t* tx_reserve_headers(stack::LinkAddr to, size_t header_len, const stack::Payload& payload) override;
   void tx_commit(stack::LinkAddr to, size_t len) override;
   bool tx_blocked(stack::LinkAddr to) const override { return fabric->tx_blocked(to); }
+  bool peer_idle(stack::LinkAddr to) const override { return fabric->peer_asleep(to); }
   bool send_memory(stack::LinkAddr to, const stack::Endpoint& local, const stack::Endpoint& remote,
                    uint32_t seq_base, stack::SendMemory* out) override;
   void send_memory_release(stack::LinkAddr to, const stack::SendMemory& m) override {

@@ -122,6 +122,9 @@ class Fabric {
   // Whether the last reservation towards `to` failed because its ring was
   // full (the consumer rings us when it frees room), not because it's gone.
   bool tx_blocked(LinkAddr to) const;
+  // The peer at `to` is asleep: it armed its ring from us, so our next frame
+  // rings its doorbell.
+  bool peer_asleep(LinkAddr to) const;
 
   // ---- send memory (arena.h) ----
   // A slot of our arena on the pair to `to` for a new connection (the

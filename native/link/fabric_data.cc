@@ -131,6 +131,11 @@ bool Fabric::tx_blocked(LinkAddr to) const {
   return p && p->tx_full;
 }
 
+bool Fabric::peer_asleep(LinkAddr to) const {
+  const Pair* p = impl_->find(to);
+  return p && p->tx.header && load_relaxed(&p->tx.header->armed) != 0;
+}
+
 // ---- send memory ----
 
 bool Fabric::send_memory(LinkAddr to, uint8_t family, const uint8_t local[16], uint16_t local_port,

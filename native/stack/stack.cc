@@ -494,6 +494,8 @@ void Stack::poll(Micros now) {
 void Stack::flush(Micros now) {
   Impl& m = *impl_;
   m.clock = now;
+  ++m.rx_batch;
+  m.rx_batch_receivers = 0;
   std::vector<std::pair<SocketId, uint32_t>> pending;
   pending.swap(m.ack_pending);
   for (auto [id, generation] : pending) {

@@ -126,6 +126,15 @@ class Link {
     return false;
   }
 
+  // Whether the peer at `to` is idle, waiting for frames: one sent now wakes
+  // it at once (a sleeping stack), where a busy peer would find it with
+  // others. The stack then sends an ACK that opens half a window at once
+  // rather than with the batch's others (ack_or_hold).
+  virtual bool peer_idle(LinkAddr to) const {
+    (void)to;
+    return false;
+  }
+
   // Lend a new connection towards `to` memory for its send buffer (see
   // SendMemory): false to let the stack use its own. The stack gives it back
   // with send_memory_release() when the connection is gone.

@@ -124,6 +124,10 @@ struct Stack::Impl {
   std::vector<SocketId> reap;
   // Config::defer_acks: connections with an ACK owed until flush().
   std::vector<std::pair<SocketId, uint32_t>> ack_pending;
+  // The input since the last flush(), and how many connections took data
+  // in it (ack_or_hold: one alone may send its half-window ACK early).
+  uint32_t rx_batch = 1;
+  uint32_t rx_batch_receivers = 0;
   // Connections that found the link full (Link::tx_blocked), with their
   // slot's generation: link_ready() lets them try again.
   std::vector<std::pair<SocketId, uint32_t>> link_waiters;

@@ -375,7 +375,17 @@ void Stack::Impl::output(Tcb& t, Micros now) {
 }
 
 void Stack::Impl::ack_or_hold(Tcb& t, Micros now) {
-  if (!config.defer_acks) {
+  // An ACK for half a window goes at once, held or not, when its sender is
+  // idle (it filled the window and sleeps until we answer) and no other
+  // connection took data since the last flush: it then sends the next bytes
+  // while we take the rest, where an ACK at the flush made the two sides
+  // take turns (a 2 GiB counting sink: the receiver slept 1,800 times, now
+  // ~700, and ran 10-20% faster). Several streams keep a sender busy, and
+  // one wake-up per batch for all their ACKs costs it less (16 streams took
+  // 10% more CPU per MiB without the second condition).
+  const bool early = t.unacked_bytes >= t.rcvbuf.capacity() / 2 && rx_batch_receivers == 1 &&
+                     link.peer_idle(t.via);
+  if (!config.defer_acks || early) {
     send_ack(t, now);
     return;
   }
@@ -829,6 +839,10 @@ void Stack::Impl::on_data(Tcb& t, const Segment& seg, Micros now) {
       t.rcv_nxt = end;
       publish_consumed(t);
       t.unacked_bytes += n;
+      if (t.rx_batch != rx_batch) {
+        t.rx_batch = rx_batch;
+        ++rx_batch_receivers;
+      }
       const bool quick = t.quick_acks_left > 0;
       if (quick) --t.quick_acks_left;
       if (quick || had_holes || seg.has(kPsh) || t.unacked_bytes >= 2 * t.rcv_mss ||

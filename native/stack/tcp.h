@@ -356,6 +356,7 @@ struct Tcb {
   bool ack_deferred = false;  // listed in Impl::ack_pending
   bool handshake_ack_held = false;  // our SYN-SENT side's last handshake ACK, held for flush()
   uint32_t unacked_bytes = 0;  // received since our last ACK
+  uint32_t rx_batch = 0;  // the Impl::rx_batch it last took data in
 
   // RTT / RTO (RFC 6298).
   Micros srtt = 0, rttvar = 0, rto = 0;

@@ -274,3 +274,86 @@ TEST(closing_a_listener_with_a_reset_connection_queued_sends_nothing_for_it) {
   rig.events();
   CHECK_EQ(rig.stack.poll_at(), kNever);
 }
+
+// A bulk stream's ACKs (Stack::Impl::ack_or_hold): under defer_acks one goes
+// at the batch's flush, so a sender that filled the window sleeps until the
+// receiver has taken all of it, and the two never overlap. An ACK for half
+// a window goes at once instead, if the peer is idle waiting for it and no
+// other connection took data in the batch (many streams keep a sender busy:
+// there the batch's ACKs wake it once).
+namespace {
+
+struct HalfWindow {
+  Rig rig;
+  Accepted a;
+  explicit HalfWindow(bool idle) : rig(small_window()) {
+    rig.link.idle = idle;
+    a = accept_from(rig, ep4(1, 80), ep4(2, 5000));
+  }
+  static Config small_window() {
+    Config c = deferring();
+    c.recv_buffer = 64 * 1024;
+    return c;
+  }
+  // Feed `bytes` in 1,000-byte segments (no PSH); the highest ACK the stack
+  // sent meanwhile, as bytes of the stream (0: none).
+  uint32_t feed(Accepted& c, uint32_t bytes) {
+    uint32_t acked = 0;
+    std::vector<uint8_t> chunk(1000, 'x');
+    for (uint32_t n = 0; n < bytes; n += 1000) {
+      rig.feed(build(c.peer, c.local, c.peer_seq, c.iss + 1, kAck, 65535, TcpOptions{}, chunk));
+      c.peer_seq += 1000;
+      for (const Parsed& p : rig.sent())
+        if (p.ok && p.has(kAck) && p.payload.empty()) acked = p.tcp.ack - 1001;
+    }
+    return acked;
+  }
+};
+
+}  // namespace
+
+TEST(an_ack_for_half_a_window_goes_at_once_to_an_idle_peer) {
+  HalfWindow h(true);
+  REQUIRE(h.a.id);
+  const uint32_t acked = h.feed(h.a, 40000);
+  CHECK(acked >= 32 * 1024);  // before any flush
+  CHECK(acked < 40000);
+  CHECK(h.rig.stack.acks_held() || acked == 0);
+  h.rig.stack.flush(h.rig.now);
+  auto out = h.rig.sent();
+  REQUIRE(out.size() == 1);  // the rest at the flush
+  CHECK_EQ(out[0].tcp.ack, 1001u + 40000u);
+}
+
+TEST(an_ack_for_half_a_window_is_held_while_the_peer_is_busy) {
+  HalfWindow h(false);
+  REQUIRE(h.a.id);
+  CHECK_EQ(h.feed(h.a, 40000), 0u);
+  CHECK(h.rig.stack.acks_held());
+  h.rig.stack.flush(h.rig.now);
+  auto out = h.rig.sent();
+  REQUIRE(out.size() == 1);
+  CHECK_EQ(out[0].tcp.ack, 1001u + 40000u);
+}
+
+TEST(an_ack_for_half_a_window_is_held_when_another_connection_took_data_in_the_batch) {
+  HalfWindow h(true);
+  REQUIRE(h.a.id);
+  Accepted other = accept_from(h.rig, ep4(1, 81), ep4(2, 5001));
+  REQUIRE(other.id);
+  h.rig.stack.flush(h.rig.now);
+  h.rig.sent();
+  CHECK_EQ(h.feed(other, 1000), 0u);
+  CHECK_EQ(h.feed(h.a, 40000), 0u);
+  h.rig.stack.flush(h.rig.now);
+  bool acked = false;
+  for (const Parsed& p : h.rig.sent()) acked = acked || p.tcp.ack == 1001u + 40000u;
+  CHECK(acked);  // at the flush
+  // Read, so the window is open again; the next batch has only this
+  // connection: its half window goes at once again.
+  std::vector<uint8_t> buf(64 * 1024);
+  CHECK_EQ(h.rig.stack.recv(h.a.id, buf.data(), buf.size(), h.rig.now), size_t(40000));
+  h.rig.stack.flush(h.rig.now);
+  h.rig.sent();
+  CHECK(h.feed(h.a, 34000) >= 40000u + 32 * 1024);
+}

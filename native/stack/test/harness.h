@@ -31,7 +31,9 @@ class RecordingLink : public Link {
   std::vector<Packet> sent;
   bool full = false;
   bool blocking = false;
+  bool idle = false;  // Link::peer_idle
   bool tx_blocked(LinkAddr) const override { return full && blocking; }
+  bool peer_idle(LinkAddr) const override { return idle; }
   uint8_t* tx_reserve(LinkAddr to, size_t len) override {
     if (full) return nullptr;
     staging_.assign(len, 0);
