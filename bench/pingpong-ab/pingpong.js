@@ -3,7 +3,10 @@
 // waits for the echo and sends again, over one connection: ROUNDS round
 // trips after a 2,000 round trip warm-up. Prints {n, p50, p99 (µs),
 // clientCpuUs (per round trip)}. Over TLS each round trip is one record
-// each way: what a record costs per side, without HTTP around it.
+// each way: what a record costs per side, without HTTP around it. Each echo
+// is checked byte-exact, and a hooked client fails unless its connection
+// went over the fabric (isBypassed and the fabric's frame counter), as the
+// bench harness's runs do.
 'use strict';
 const net = require('node:net');
 const tls = require('node:tls');
@@ -13,6 +16,9 @@ const path = require('node:path');
 const [role, kind] = process.argv.slice(2, 4);
 if (kind !== 'net' && kind !== 'tls') throw new Error('usage: pingpong.js server|client net|tls ...');
 const certs = path.join(__dirname, '..', '..', 'test', 'fixtures');
+// The hook, when --require loaded it (as bench/lib/child.js finds it).
+const register = Object.keys(require.cache).find((k) => k.endsWith(path.join('dist', 'register.js')));
+const sidestep = register ? require(path.join(path.dirname(register), 'index.js')) : null;
 
 if (role === 'server') {
   const echo = (c) => {
@@ -37,12 +43,22 @@ if (role === 'server') {
   const c = kind === 'tls' ? tls.connect({ port, host: '127.0.0.1', rejectUnauthorized: false }) : net.connect(port, '127.0.0.1');
   c.setNoDelay(true);
   c.once(kind === 'tls' ? 'secureConnect' : 'connect', () => {
-    c.on('data', () => {
+    let have = 0;
+    c.on('data', (d) => {
+      for (let i = 0; i < d.length; i++) if (d[i] !== 1) throw new Error('ping-pong: echo corrupted');
+      have += d.length;
+      if (have < msg.length) return;
+      if (have > msg.length) throw new Error(`ping-pong: ${have} bytes echoed for ${msg.length}`);
+      have = 0;
       const now = process.hrtime.bigint();
       if (n >= warmup) lat[n - warmup] = Number(now - sent) / 1e3;
       if (++n === warmup) cpu0 = process.cpuUsage();
       if (n === warmup + rounds) {
         const cpu = process.cpuUsage(cpu0);
+        if (sidestep && !(sidestep.isBypassed(c) && sidestep.stats().framesIn >= rounds)) {
+          console.error('ping-pong: hooked, but the connection did not go over the fabric');
+          process.exit(1);
+        }
         lat.sort();
         const at = (q) => lat[Math.min(rounds - 1, Math.floor(rounds * q))];
         console.log(JSON.stringify({ n: rounds, p50: at(0.5), p99: at(0.99), clientCpuUs: +((cpu.user + cpu.system) / rounds).toFixed(1) }));

@@ -13,9 +13,9 @@ DIR=$(cd "$(dirname "$0")" && pwd)
 A=$1; B=$2; PAIRS=${3:-15}; KIND=${4:-net}; ROUNDS=${5:-10000}
 [ -n "$A" ] && [ -n "$B" ] || { echo "usage: $0 A B [PAIRS] [net|tls] [ROUNDS]" >&2; exit 2; }
 HZ=$(getconf CLK_TCK)
-out=$(mktemp)
+out=$(mktemp); pairs=$(mktemp)
 SP=
-trap 'rm -f "$out"; [ -n "$SP" ] && kill $SP 2>/dev/null; true' EXIT
+trap 'rm -f "$out" "$pairs"; [ -n "$SP" ] && kill $SP 2>/dev/null; true' EXIT
 
 one() {  # one() ROOT: one ping-pong, prints its JSON with serverCpuUs added
   local req=()
@@ -26,7 +26,8 @@ one() {  # one() ROOT: one ping-pong, prints its JSON with serverCpuUs added
   for _ in $(seq 50); do [ -s "$out" ] && break; sleep 0.1; done
   local s0 r s1
   s0=$(awk '{print $14 + $15}' /proc/$SP/stat)
-  r=$(node "${req[@]}" "$DIR/pingpong.js" client "$KIND" "$(cat "$out")" "$ROUNDS")
+  # (A failed run, or a hooked one that did not go over the fabric, ends the A/B.)
+  r=$(node "${req[@]}" "$DIR/pingpong.js" client "$KIND" "$(cat "$out")" "$ROUNDS") || { kill $SP; echo "pingpong-ab: the $1 run failed" >&2; exit 1; }
   s1=$(awk '{print $14 + $15}' /proc/$SP/stat)
   kill $SP; wait $SP 2>/dev/null || true; SP=
   echo "${r%\}},\"serverCpuUs\":$(( (s1 - s0) * 1000000 / HZ / ROUNDS ))}"
@@ -34,9 +35,10 @@ one() {  # one() ROOT: one ping-pong, prints its JSON with serverCpuUs added
 
 for i in $(seq "$PAIRS"); do
   if [ $((i % 2)) = 1 ]; then a=$(one "$A"); b=$(one "$B"); else b=$(one "$B"); a=$(one "$A"); fi
-  echo "$a $b"
-done | node -e "
-const pairs = require('fs').readFileSync(0, 'utf8').trim().split('\n').map((l) => l.split(' ').map((x) => JSON.parse(x)));
+  echo "$a $b" >> "$pairs"
+done
+node -e "
+const pairs = require('fs').readFileSync('$pairs', 'utf8').trim().split('\n').map((l) => l.split(' ').map((x) => JSON.parse(x)));
 const med = (xs) => { const s = [...xs].sort((p, q) => p - q); return s[s.length >> 1]; };
 const span = (xs) => Math.min(...xs).toFixed(2) + '-' + Math.max(...xs).toFixed(2);
 const ratio = (k) => pairs.map(([a, b]) => a[k] / b[k]);
